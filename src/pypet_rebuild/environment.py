@@ -1,0 +1,188 @@
+"""The Environment: cut a sweep into tasks, hand them to an executor, wait, merge."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import PypetError, WorkdirError
+from .executors import Executor, make_executor
+from .executors.inline import InlineExecutor
+from .exploration import Plan, cartesian_product
+from .merge import MergeReport, merge
+from .model import Trajectory
+from .progress import Progress
+from .status import SweepStatus, sweep_status
+from .storage import HDF5StorageService, StorageService, load_trajectory
+from .workdir import Manifest, Simulation, Workdir, check_signature
+
+log = logging.getLogger(__name__)
+
+
+class SweepHandle:
+    """A submitted sweep: ``status()`` never blocks, ``wait()`` until done, ``merge()`` the shards."""
+
+    def __init__(self, workdir: Workdir, output: Path | None = None) -> None:
+        self.workdir = workdir
+        self.output = output or workdir.default_output
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.workdir.manifest()
+
+    def status(self) -> SweepStatus:
+        return sweep_status(self.workdir)
+
+    def wait(self, progress: bool = False, poll: float = 0.2, timeout: float | None = None) -> SweepStatus:
+        """Poll the shards and the scheduler until no task is pending or running."""
+        start = time.monotonic()
+        bar = Progress(self.manifest.plan.n_runs, "runs", enabled=progress)
+        try:
+            while True:
+                st = self.status()
+                bar.update_to(st.counts["ok"] + st.counts["failed"])
+                if st.finished:
+                    return st
+                if timeout is not None and time.monotonic() - start > timeout:
+                    raise TimeoutError(f"sweep in {self.workdir.path} not finished after {timeout:.0f} s")
+                time.sleep(poll)
+        finally:
+            bar.close()
+
+    def merge(self, output: str | Path | None = None, require_complete: bool = False,
+              progress: bool = False) -> MergeReport:
+        return merge_workdir(self.workdir, Path(output) if output else self.output, require_complete, progress)
+
+    def cancel(self) -> int:
+        return executor_of(self.workdir).cancel(self.workdir)
+
+    def resubmit(self, **overrides: Any) -> list[int]:
+        return resubmit(self.workdir, **overrides)
+
+
+def executor_of(wd: Workdir, **overrides: Any) -> Executor:
+    spec = wd.manifest().executor
+    return make_executor(spec["name"], **{**spec.get("options", {}), **overrides})
+
+
+def merge_workdir(wd: Workdir, output: Path, require_complete: bool = False,
+                  progress: bool = False) -> MergeReport:
+    manifest = wd.manifest()
+    if require_complete:
+        st = sweep_status(wd)
+        todo = [t for t in st.tasks if not t.complete]
+        if todo:
+            missing = st.n_runs - st.counts["ok"]
+            raise PypetError(f"{missing} of {st.n_runs} runs are not complete (tasks "
+                             f"{', '.join(str(t.task) for t in todo[:10])}{' ...' if len(todo) > 10 else ''}); "
+                             "resubmit them or merge without --require-complete")
+    shards = wd.shard_files()
+    bar = Progress(len(shards), "shards", enabled=progress)
+    try:
+        return merge(wd.skeleton, shards, output, manifest.plan_hash, progress=bar.advance)
+    finally:
+        bar.close()
+
+
+def resubmit(wd: Workdir, **overrides: Any) -> list[int]:
+    """Submit the tasks that are not complete and not queued or running; returns them."""
+    st = sweep_status(wd)
+    active = {"PENDING", "RUNNING"}
+    todo = [t.task for t in st.incomplete_tasks() if t.state not in active]
+    if todo:
+        executor = executor_of(wd, **overrides)
+        executor.submit(wd, todo, retry_failed=True)
+    return todo
+
+
+class Environment:
+    """Runs a simulation over a trajectory's explored points.
+
+    ``executor`` is ``"inline"`` (this process, the default), ``"local"`` (worker processes) or
+    ``"slurm"`` (job arrays), or an executor object. ``workdir`` is where the sweep's manifest,
+    shards and logs go (a temporary directory for inline sweeps when not given).
+    """
+
+    def __init__(self, trajectory: Trajectory, storage: StorageService | None = None,
+                 executor: str | Executor = "inline", workdir: str | Path | None = None,
+                 runs_per_task: int | None = None, n_tasks: int | None = None,
+                 max_array_size: int | None = None, stop_on_error: bool = False,
+                 **executor_options: Any) -> None:
+        self.trajectory = trajectory
+        self.storage = storage
+        if isinstance(executor, str):
+            if executor == "inline":
+                executor_options.setdefault("stop_on_error", stop_on_error)
+            executor = make_executor(executor, **executor_options)
+        elif executor_options:
+            raise PypetError(f"executor options {sorted(executor_options)} given with an executor object")
+        self.executor = executor
+        self.workdir = Path(workdir) if workdir is not None else None
+        self.runs_per_task = runs_per_task
+        self.n_tasks = n_tasks
+        self.max_array_size = max_array_size
+        self._temporary: Path | None = None
+
+    def run(self, simulate: Simulation) -> Trajectory:
+        """One run with the trajectory's current values."""
+        return self.run_exploration(simulate)
+
+    def run_exploration(self, simulate: Simulation, space: Mapping[str, Sequence[Any]] | None = None,
+                        combined: Sequence[Sequence[str]] | None = None) -> Trajectory:
+        """Run ``simulate`` at every point of ``space`` (a cartesian product) and store the results."""
+        handle = self.submit(simulate, space, combined)
+        if not isinstance(self.executor, InlineExecutor):
+            st = handle.wait(progress=sys.stderr.isatty())
+            log.info("sweep finished: %s", st.counts)
+        output = self.storage.file_path if self.storage is not None else None
+        try:
+            if output is not None or not isinstance(self.executor, InlineExecutor):
+                report = handle.merge(output)
+                log.info("%s", report.summary())
+                self.trajectory.file_path = str(report.target)
+                if not isinstance(self.executor, InlineExecutor):
+                    loaded = load_trajectory(report.target)
+                    self.trajectory._run_store = loaded._run_store
+        finally:
+            if self._temporary is not None:
+                shutil.rmtree(self._temporary, ignore_errors=True)
+        return self.trajectory
+
+    def submit(self, simulate: Simulation, space: Mapping[str, Sequence[Any]] | None = None,
+               combined: Sequence[Sequence[str]] | None = None) -> SweepHandle:
+        """Write the sweep's workdir and submit its tasks; returns at once (inline: when done)."""
+        check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"))
+        traj = self.trajectory
+        if space is not None:
+            traj.explore(cartesian_product(space, combined))
+        plan = Plan.make(len(traj), self.runs_per_task, self.n_tasks,
+                         self.max_array_size or default_array_size(self.executor))
+        self._temporary = None
+        wd_path = self.workdir
+        if wd_path is None:
+            if not isinstance(self.executor, InlineExecutor):
+                raise WorkdirError(f"the {self.executor.name} executor needs a workdir= for its shards and logs")
+            base = self.storage.file_path.parent if self.storage is not None else None
+            wd_path = self._temporary = Path(tempfile.mkdtemp(prefix=".pypet-sweep-", dir=base))
+        wd = Workdir(wd_path)
+        if self._temporary is not None:
+            shutil.rmtree(wd_path)
+        inline = isinstance(self.executor, InlineExecutor)
+        wd.create(traj, plan, None if inline else simulate,
+                  {"name": self.executor.name, "options": self.executor.options()})
+        if isinstance(self.executor, InlineExecutor):
+            self.executor.bind(traj, simulate)
+        self.executor.submit(wd, range(plan.n_tasks))
+        output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
+        return SweepHandle(wd, output)
+
+
+def default_array_size(executor: Executor) -> int:
+    reader = getattr(executor, "max_array_size", None)
+    return int(reader()) if callable(reader) else 1001

@@ -1,0 +1,46 @@
+"""The inline executor: tasks run one after the other in the calling process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..model import Trajectory
+from ..worker import run_task
+from ..workdir import Simulation, Workdir
+from . import COMPLETED, check_options
+
+
+class InlineExecutor:
+    """Runs every task serially in this process (for debugging and small sweeps)."""
+
+    name = "inline"
+
+    def __init__(self, stop_on_error: bool = False) -> None:
+        self.stop_on_error = stop_on_error
+        self.traj: Trajectory | None = None
+        self.fn: Simulation | None = None
+
+    @classmethod
+    def from_options(cls, **options: Any) -> InlineExecutor:
+        check_options(cls.name, options, {"stop_on_error": False})
+        return cls(**options)
+
+    def options(self) -> dict[str, Any]:
+        return {"stop_on_error": self.stop_on_error}
+
+    def bind(self, traj: Trajectory, fn: Simulation) -> None:
+        """Run with the caller's live trajectory and function, so results stay in memory."""
+        self.traj, self.fn = traj, fn
+
+    def submit(self, wd: Workdir, tasks: Sequence[int], retry_failed: bool = False) -> list[str]:
+        wd.record_jobs({"executor": self.name, "ids": ["inline"], "tasks": list(tasks)})
+        for task in tasks:
+            run_task(wd.path, task, retry_failed, self.traj, self.fn, self.stop_on_error)
+        return ["inline"]
+
+    def states(self, wd: Workdir) -> dict[int, str]:
+        return {task: COMPLETED for task in range(wd.manifest().plan.n_tasks) if wd.shard(task).exists()}
+
+    def cancel(self, wd: Workdir) -> int:
+        return 0

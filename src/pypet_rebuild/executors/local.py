@@ -1,0 +1,212 @@
+"""The local executor: worker processes on this machine, at most ``max_parallel`` at once.
+
+``submit`` starts one detached controller process and returns at once. The controller forks
+one worker per task (it has already imported numpy and h5py, so a task starts in milliseconds),
+keeps at most ``max_parallel`` running, enforces the per-task time limit (SIGTERM, then SIGKILL
+after a grace period) and writes each task's state to ``local/<submission>.state.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import PypetError
+from ..timefmt import parse_time
+from ..workdir import Workdir
+from . import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, UNKNOWN, check_options
+
+GRACE_SECONDS = 5.0
+POLL_SECONDS = 0.02
+
+
+class LocalExecutor:
+    """Runs tasks in worker processes on this machine."""
+
+    name = "local"
+
+    def __init__(self, max_parallel: int | None = None, time_limit: str | float | None = None) -> None:
+        if max_parallel is None:
+            max_parallel = os.cpu_count() or 1
+        if not isinstance(max_parallel, int) or max_parallel < 1:
+            raise PypetError(f"max_parallel must be a whole number of at least 1, got {max_parallel!r}")
+        self.max_parallel = max_parallel
+        self.time_limit = time_limit
+        self.limit_s = parse_time(time_limit) if time_limit is not None else None
+
+    @classmethod
+    def from_options(cls, **options: Any) -> LocalExecutor:
+        check_options(cls.name, options, {"max_parallel": None, "time_limit": None})
+        return cls(**options)
+
+    def options(self) -> dict[str, Any]:
+        return {"max_parallel": self.max_parallel, "time_limit": self.time_limit}
+
+    def submit(self, wd: Workdir, tasks: Sequence[int], retry_failed: bool = False) -> list[str]:
+        sub_id = f"local-{time.time_ns() // 1000}"
+        folder = wd.path / "local"
+        folder.mkdir(exist_ok=True)
+        spec = {"tasks": list(tasks), "max_parallel": self.max_parallel, "time_limit_s": self.limit_s,
+                "retry_failed": retry_failed}
+        (folder / f"{sub_id}.json").write_text(json.dumps(spec))
+        _write_state(folder / f"{sub_id}.state.json", {"pid": None, "tasks": {str(t): PENDING for t in tasks}})
+        with open(wd.logs / f"controller_{sub_id}.log", "ab") as log_fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pypet_rebuild.executors.local", str(wd.path), sub_id],
+                stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,
+            )
+        wd.record_jobs({"executor": self.name, "ids": [sub_id], "pid": proc.pid, "tasks": list(tasks)})
+        return [sub_id]
+
+    def states(self, wd: Workdir) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for job in wd.jobs():
+            if job.get("executor") != self.name:
+                continue
+            for sub_id in job["ids"]:
+                state = _read_state(wd.path / "local" / f"{sub_id}.state.json")
+                alive = _alive(job.get("pid"))
+                for task, st in state.get("tasks", {}).items():
+                    if st in (PENDING, RUNNING) and not alive and not state.get("finished"):
+                        st = UNKNOWN  # the controller is gone (killed or machine restarted)
+                    out[int(task)] = st
+        return out
+
+    def cancel(self, wd: Workdir) -> int:
+        n = 0
+        for job in wd.jobs():
+            if job.get("executor") == self.name and _alive(job.get("pid")):
+                os.kill(job["pid"], signal.SIGTERM)
+                n += 1
+        return n
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def _child(workdir: str, task: int, retry_failed: bool, log_path: str) -> None:
+    """A forked worker: log to the task's file, run the task, exit with its outcome."""
+    from ..worker import INTERRUPTED_EXIT, Interrupted, configure_logging, run_task
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    for h in logging.root.handlers[:]:
+        logging.root.removeHandler(h)
+    configure_logging(sys.stderr)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        run_task(workdir, task, retry_failed)
+    except Interrupted:
+        os._exit(INTERRUPTED_EXIT)
+    except BaseException:  # noqa: BLE001 - everything goes to the task log
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def controller(workdir: str, sub_id: str) -> int:
+    """Run a submission's tasks with at most max_parallel forked workers."""
+    from .. import worker  # noqa: F401 - import numpy/h5py once, before forking
+
+    wd = Workdir(workdir)
+    folder = wd.path / "local"
+    spec = json.loads((folder / f"{sub_id}.json").read_text())
+    state_path = folder / f"{sub_id}.state.json"
+    states: dict[str, str] = {str(t): PENDING for t in spec["tasks"]}
+    state: dict[str, Any] = {"pid": os.getpid(), "tasks": states, "exit": {}}
+    _write_state(state_path, state)
+    cancel = [False]
+    signal.signal(signal.SIGTERM, lambda *_: cancel.__setitem__(0, True))
+    ctx = multiprocessing.get_context("fork")
+    pending = list(spec["tasks"])
+    running: dict[int, tuple[Any, float, bool]] = {}  # task -> (process, start, timed out)
+    limit = spec["time_limit_s"]
+    while pending or running:
+        changed = False
+        if cancel[0]:
+            for task in pending:
+                states[str(task)] = CANCELLED
+            pending = []
+            for proc, _, _ in running.values():
+                if proc.is_alive():
+                    proc.terminate()
+        while pending and len(running) < spec["max_parallel"]:
+            task = pending.pop(0)
+            proc = ctx.Process(target=_child, args=(str(wd.path), task, spec["retry_failed"], str(wd.task_log(task))))
+            proc.start()
+            running[task] = (proc, time.monotonic(), False)
+            states[str(task)] = RUNNING
+            changed = True
+        for task, (proc, started, timed_out) in list(running.items()):
+            elapsed = time.monotonic() - started
+            if proc.is_alive():
+                if limit is not None and elapsed > limit and not timed_out:
+                    proc.terminate()
+                    running[task] = (proc, started, True)
+                elif timed_out and elapsed > limit + GRACE_SECONDS:
+                    proc.kill()
+                continue
+            proc.join()
+            del running[task]
+            code = proc.exitcode
+            state["exit"][str(task)] = code
+            if timed_out:
+                states[str(task)] = TIMEOUT
+            elif cancel[0] and code != 0:
+                states[str(task)] = CANCELLED
+            else:
+                states[str(task)] = COMPLETED if code == 0 else FAILED
+            changed = True
+        if changed:
+            _write_state(state_path, state)
+        time.sleep(POLL_SECONDS)
+    state["finished"] = True
+    _write_state(state_path, state)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(controller(sys.argv[1], sys.argv[2]))

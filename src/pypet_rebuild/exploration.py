@@ -1,0 +1,114 @@
+"""Exploration helpers and the sweep plan: run points, tasks of runs, arrays of tasks."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ExplorationError
+
+
+def cartesian_product(
+    space: Mapping[str, Sequence[Any]], combined: Sequence[Sequence[str]] | None = None
+) -> dict[str, list[Any]]:
+    """All combinations of the value lists, the last parameter varying fastest.
+
+    ``combined`` names groups of parameters that vary together (zipped, equal lengths), e.g.
+    ``cartesian_product({"a": [1, 2], "b": [3, 4], "c": [0, 1]}, combined=[("a", "b")])`` gives
+    4 points. Returns one list per parameter, ready for ``traj.explore``.
+    """
+    if not space:
+        raise ExplorationError("the exploration space is empty: give at least one parameter with values")
+    for name, values in space.items():
+        if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
+            raise ExplorationError(f"parameter {name!r}: explored values must be a list, got {type(values).__name__}")
+        if len(values) == 0:
+            raise ExplorationError(f"parameter {name!r}: the list of explored values is empty")
+    groups: list[tuple[str, ...]] = []
+    grouped: set[str] = set()
+    for group in combined or ():
+        group = tuple(group)
+        for name in group:
+            if name not in space:
+                raise ExplorationError(f"combined names {name!r}, which is not in the exploration space")
+            if name in grouped:
+                raise ExplorationError(f"parameter {name!r} is in more than one combined group")
+        lengths = {len(space[n]) for n in group}
+        if len(lengths) > 1:
+            detail = ", ".join(f"{n}: {len(space[n])}" for n in group)
+            raise ExplorationError(f"combined parameters must have equal lengths ({detail})")
+        grouped.update(group)
+    order: list[tuple[str, ...]] = []
+    for name in space:
+        if name in grouped:
+            group = next(g for g in map(tuple, combined or ()) if name in g)
+            if group not in order:
+                order.append(group)
+        else:
+            order.append((name,))
+    axes = [list(zip(*(space[n] for n in group), strict=True)) for group in order]
+    out: dict[str, list[Any]] = {n: [] for n in space}
+    for point in itertools.product(*axes):
+        for group, values in zip(order, point, strict=True):
+            for name, value in zip(group, values, strict=True):
+                out[name].append(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How N runs are cut into tasks of consecutive runs and tasks into arrays.
+
+    Task k holds runs ``[k * runs_per_task, min(N, (k + 1) * runs_per_task))``; array j holds
+    tasks ``[j * max_array_size, ...)``. This is the only place that does this arithmetic.
+    """
+
+    n_runs: int
+    runs_per_task: int
+    max_array_size: int = 1001
+
+    def __post_init__(self) -> None:
+        for name in ("n_runs", "runs_per_task", "max_array_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ExplorationError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+    @classmethod
+    def make(cls, n_runs: int, runs_per_task: int | None = None, n_tasks: int | None = None,
+             max_array_size: int = 1001) -> Plan:
+        """A plan from either ``runs_per_task`` or a wanted number of tasks (default: one task per 100 runs)."""
+        if runs_per_task is None:
+            if n_tasks is None:
+                runs_per_task = max(1, min(n_runs, 100))
+            elif isinstance(n_tasks, int) and n_tasks >= 1:
+                runs_per_task = max(1, math.ceil(n_runs / n_tasks))
+            else:
+                raise ExplorationError(f"n_tasks must be a whole number of at least 1, got {n_tasks!r}")
+        return cls(n_runs, runs_per_task, max_array_size)
+
+    @property
+    def n_tasks(self) -> int:
+        return math.ceil(self.n_runs / self.runs_per_task)
+
+    def task_runs(self, task: int) -> range:
+        if not 0 <= task < self.n_tasks:
+            raise IndexError(f"task {task} is out of range: the plan has {self.n_tasks} tasks")
+        start = task * self.runs_per_task
+        return range(start, min(self.n_runs, start + self.runs_per_task))
+
+    def task_of(self, run: int) -> int:
+        return run // self.runs_per_task
+
+    def arrays(self, tasks: Sequence[int] | None = None) -> list[list[int]]:
+        """Tasks grouped into arrays of at most ``max_array_size`` tasks each."""
+        todo = list(range(self.n_tasks)) if tasks is None else list(tasks)
+        size = self.max_array_size
+        return [todo[i:i + size] for i in range(0, len(todo), size)]
+
+    def describe(self) -> str:
+        arrays = len(self.arrays())
+        return (f"{self.n_runs} runs in {self.n_tasks} tasks of up to {self.runs_per_task} runs, "
+                f"{arrays} array{'s' if arrays != 1 else ''} of up to {self.max_array_size} tasks")

@@ -1,0 +1,495 @@
+"""The in-memory model: typed Parameter and Result leaves, the Trajectory tree and its views."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import numpy as np
+
+from .codec import check_value, value_kind
+from .errors import ExplorationError, LockedParameterError, NamingError, PypetError
+from .naming import run_name, split_name
+
+if TYPE_CHECKING:
+    from .runstore import RunStore
+
+T = TypeVar("T")
+
+BRANCHES = ("config", "parameters", "derived_parameters", "results")
+RUN_BRANCHES = ("derived_parameters", "results")
+
+
+@dataclass
+class Parameter(Generic[T]):
+    """A named input of a simulation. Locked while a run executes."""
+
+    name: str
+    value: T
+    comment: str = ""
+    _locked: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        split_name(self.name, VIEW_RESERVED)
+        check_value(self.value, f"parameter {self.name!r}")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "value" and self.__dict__.get("_locked"):
+            raise LockedParameterError(
+                f"parameter {self.name!r} is locked while a run executes; "
+                "store what you compute as a result or derived parameter instead"
+            )
+        object.__setattr__(self, key, value)
+
+
+@dataclass
+class Result(Generic[T]):
+    """A named output of a simulation run (or of the whole trajectory when added outside a run)."""
+
+    name: str
+    value: T
+    comment: str = ""
+
+    def __post_init__(self) -> None:
+        split_name(self.name, VIEW_RESERVED)
+        check_value(self.value, f"result {self.name!r}")
+
+
+Leaf = Parameter[Any] | Result[Any]
+
+
+class GroupView(Mapping[str, Any]):
+    """A group of a trajectory branch, reached by natural naming (``traj.parameters.traffic``).
+
+    Like an h5py Group it is a mapping: ``in``, ``len``, iteration, ``keys()`` and ``[]`` with
+    dotted names. Leaves come back as Parameter or Result objects.
+    """
+
+    __slots__ = ("_traj", "_branch", "_prefix")
+
+    def __init__(self, traj: Trajectory, branch: str, prefix: str = "") -> None:
+        self._traj = traj
+        self._branch = branch
+        self._prefix = prefix
+
+    @property
+    def path(self) -> str:
+        return f"{self._branch}.{self._prefix}".rstrip(".")
+
+    def __getitem__(self, name: str) -> Any:
+        full = self._prefix + name
+        node = self._traj._leaves[self._branch].get(full)
+        if node is not None:
+            return node
+        return self._traj._resolve(self._branch, full, name)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+    def _children(self) -> list[str]:
+        seen: dict[str, None] = {}
+        cut = len(self._prefix)
+        for full in self._traj._names(self._branch):
+            if full.startswith(self._prefix):
+                seen[full[cut:].split(".", 1)[0]] = None
+        if self._branch in RUN_BRANCHES and not self._prefix and self._traj._run_store is not None:
+            seen["runs"] = None
+        return list(seen)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._children())
+
+    def __len__(self) -> int:
+        return len(self._children())
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        full = self._prefix + name
+        return full in self._traj._leaves[self._branch] or any(
+            n == full or n.startswith(full + ".") for n in self._traj._names(self._branch)
+        )
+
+    def __repr__(self) -> str:
+        kids = self._children()
+        shown = ", ".join(kids[:8]) + (", ..." if len(kids) > 8 else "")
+        return f"<{self.path} group: {len(kids)} children: {shown}>"
+
+
+VIEW_RESERVED = frozenset(
+    n for n in dir(GroupView) if not n.startswith("_")
+) | frozenset({"runs", "path"})
+
+
+class RunsView(Mapping[str, "GroupView"]):
+    """``traj.results.runs``: one group per run, pypet style (``runs.run_00000003.z``)."""
+
+    def __init__(self, traj: Trajectory, branch: str) -> None:
+        self._traj = traj
+        self._branch = branch
+
+    def __getitem__(self, name: str) -> GroupView:
+        idx = _run_index(name)
+        if idx is None or not 0 <= idx < len(self._traj):
+            raise KeyError(f"no run named {name!r} (the trajectory has {len(self._traj)} runs)")
+        return RunGroupView(self._traj, self._branch, idx)
+
+    def __getattr__(self, name: str) -> GroupView:
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return (run_name(i) for i in range(len(self._traj)))
+
+    def __len__(self) -> int:
+        return len(self._traj)
+
+    def __repr__(self) -> str:
+        return f"<{self._branch}.runs: {len(self)} runs>"
+
+
+class RunGroupView(GroupView):
+    """The data one run added to a branch."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, traj: Trajectory, branch: str, run: int, prefix: str = "") -> None:
+        super().__init__(traj, branch, prefix)
+        self._run = run
+
+    @property
+    def path(self) -> str:
+        return f"{self._branch}.runs.{run_name(self._run)}.{self._prefix}".rstrip(".")
+
+    def __getitem__(self, name: str) -> Any:
+        full = self._prefix + name
+        store = self._traj._run_store
+        if store is not None:
+            node = store.get(self._run, self._branch, full)
+            if node is not None:
+                return node
+            if any(n.startswith(full + ".") for n in store.names_in_run(self._run, self._branch)):
+                return RunGroupView(self._traj, self._branch, self._run, full + ".")
+        raise KeyError(f"{self.path}: no node named {name!r}")
+
+    def _children(self) -> list[str]:
+        store = self._traj._run_store
+        names = store.names_in_run(self._run, self._branch) if store is not None else []
+        cut = len(self._prefix)
+        return list(dict.fromkeys(n[cut:].split(".", 1)[0] for n in names if n.startswith(self._prefix)))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._children()
+
+
+def _run_index(name: str | int) -> int | None:
+    if isinstance(name, int):
+        return name
+    for prefix in ("run_", "r_"):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return int(name[len(prefix):])
+    return None
+
+
+class Trajectory:
+    """The container of a sweep: config, parameters, derived parameters and results.
+
+    Nodes are added with dotted names (``traffic.ncars``) and reached by natural naming
+    (``traj.parameters.traffic.ncars``), by item access (``traj.parameters["traffic.ncars"]``) or,
+    for a unique short name, straight on the trajectory (``traj.ncars`` gives the value).
+    """
+
+    def __init__(self, name: str, comment: str = "") -> None:
+        split_name(name)
+        self.name = name
+        self.comment = comment
+        self._leaves: dict[str, dict[str, Any]] = {b: {} for b in BRANCHES}
+        self._explored: dict[str, list[Any]] = {}
+        self._defaults: dict[str, Any] = {}
+        self._slots: list[tuple[dict[str, Any], list[Any]]] = []
+        self._run_store: RunStore | None = None
+        self._n_runs = 1
+        self._current_run: int | None = None
+        self._in_run = False
+        self._views = {b: GroupView(self, b) for b in BRANCHES}
+        self._shortcuts: dict[str, list[tuple[str, str]]] | None = None
+        self.file_path: str | None = None
+
+    # -- branches -------------------------------------------------------------------------
+    @property
+    def config(self) -> GroupView:
+        return self._views["config"]
+
+    @property
+    def parameters(self) -> GroupView:
+        return self._views["parameters"]
+
+    @property
+    def derived_parameters(self) -> GroupView:
+        return self._views["derived_parameters"]
+
+    @property
+    def results(self) -> GroupView:
+        return self._views["results"]
+
+    # -- adding ---------------------------------------------------------------------------
+    def add_config(self, item: Parameter[Any] | str, value: Any = None, comment: str = "") -> Parameter[Any]:
+        return self._add_param("config", item, value, comment)
+
+    def add_parameter(self, item: Parameter[Any] | str, value: Any = None, comment: str = "") -> Parameter[Any]:
+        """Add a parameter: ``add_parameter(Parameter(name="x", value=0))`` or ``add_parameter("x", 0)``."""
+        return self._add_param("parameters", item, value, comment)
+
+    def add_derived_parameter(
+        self, item: Parameter[Any] | str, value: Any = None, comment: str = ""
+    ) -> Parameter[Any]:
+        """Add a derived parameter; during a run it belongs to that run."""
+        return self._add_param("derived_parameters", item, value, comment)
+
+    def add_result(self, item: Result[Any] | str, value: Any = None, comment: str = "") -> Result[Any]:
+        """Add a result; during a run it belongs to that run."""
+        result = item if isinstance(item, Result) else Result(name=item, value=value, comment=comment)
+        self._add_leaf("results", result)
+        return result
+
+    def _add_param(self, branch: str, item: Parameter[Any] | str, value: Any, comment: str) -> Parameter[Any]:
+        param = item if isinstance(item, Parameter) else Parameter(name=item, value=value, comment=comment)
+        if branch == "parameters" and self._in_run:
+            raise LockedParameterError(
+                f"cannot add parameter {param.name!r} during a run; add it before the sweep starts"
+            )
+        self._add_leaf(branch, param)
+        return param
+
+    def _add_leaf(self, branch: str, leaf: Any) -> None:
+        if not isinstance(leaf, Parameter | Result):
+            raise TypeError(f"expected a Parameter or Result, got {type(leaf).__name__}")
+        if self._in_run and branch in RUN_BRANCHES:
+            store = self._run_store
+            assert store is not None and self._current_run is not None
+            store.add(self._current_run, branch, leaf)
+            return
+        leaves = self._leaves[branch]
+        name = leaf.name
+        if name in leaves:
+            raise NamingError(f"{branch}.{name} already exists")
+        for other in leaves:
+            if other.startswith(name + ".") or name.startswith(other + "."):
+                kind = "group" if other.startswith(name + ".") else "leaf"
+                raise NamingError(f"{branch}.{name} clashes with the existing {kind} {branch}.{other}")
+        leaves[name] = leaf
+        self._shortcuts = None
+
+    # -- exploration ------------------------------------------------------------------------
+    def explore(self, space: Mapping[str, Sequence[Any]]) -> None:
+        """Set explicit run points: equal-length lists of values, one list per parameter."""
+        self._explored = self._checked_space(space)
+        self._defaults = {n: self._leaves["parameters"][n].value for n in self._explored}
+        self._n_runs = len(next(iter(self._explored.values())))
+
+    def _checked_space(self, space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+        if not isinstance(space, Mapping) or not space:
+            raise ExplorationError("the exploration space is empty: give at least one parameter with values")
+        params = self._leaves["parameters"]
+        out: dict[str, list[Any]] = {}
+        length: tuple[str, int] | None = None
+        for raw_name, values in space.items():
+            name = raw_name.removeprefix("parameters.")
+            if name not in params:
+                known = ", ".join(sorted(params)) or "none"
+                raise ExplorationError(f"cannot explore unknown parameter {raw_name!r} (known: {known})")
+            if name in out:
+                raise ExplorationError(f"parameter {name!r} appears twice in the exploration space")
+            if isinstance(values, str | bytes) or not isinstance(values, Sequence | np.ndarray):
+                raise ExplorationError(
+                    f"parameter {name!r}: explored values must be a list, got {type(values).__name__}"
+                )
+            values = list(values)
+            if not values:
+                raise ExplorationError(f"parameter {name!r}: the list of explored values is empty")
+            if length is not None and len(values) != length[1]:
+                raise ExplorationError(
+                    f"parameter {name!r} has {len(values)} values but {length[0]!r} has {length[1]}; "
+                    "explored lists must have equal lengths (use cartesian_product for all combinations)"
+                )
+            length = (name, len(values))
+            out[name] = [_explored_value(name, params[name].value, v) for v in values]
+        return out
+
+    @property
+    def explored(self) -> dict[str, list[Any]]:
+        """The explored parameters and their value per run (a copy)."""
+        return {k: list(v) for k, v in self._explored.items()}
+
+    def __len__(self) -> int:
+        return self._n_runs
+
+    # -- runs -----------------------------------------------------------------------------
+    def set_run(self, index: int | str | None) -> None:
+        """Look at the trajectory as in run ``index``; ``None`` restores the default view."""
+        if index is None:
+            self._current_run = None
+            self._apply_point(None)
+            return
+        idx = _run_index(index)
+        if idx is None or not 0 <= idx < len(self):
+            raise IndexError(f"run {index!r} is out of range: the trajectory has {len(self)} runs")
+        self._current_run = idx
+        self._apply_point(idx)
+
+    @property
+    def current_run(self) -> int | None:
+        """The index of the run the trajectory currently shows, or None."""
+        return self._current_run
+
+    def iter_runs(self) -> Iterator[int]:
+        """Yield each run index with the trajectory set to that run; restores the view afterwards."""
+        previous = self._current_run
+        try:
+            for i in range(len(self)):
+                self.set_run(i)
+                yield i
+        finally:
+            self.set_run(previous)
+
+    def _apply_point(self, idx: int | None) -> None:
+        params = self._leaves["parameters"]
+        for name, values in self._explored.items():
+            params[name].__dict__["value"] = self._defaults[name] if idx is None else values[idx]
+
+    def _enter_runs(self) -> None:
+        """Lock the parameters: from here on the sweep's runs execute."""
+        self._slots = [(self._leaves["parameters"][n].__dict__, v) for n, v in self._explored.items()]
+        for p in self._leaves["parameters"].values():
+            p.__dict__["_locked"] = True
+        self._in_run = True
+
+    def _begin_run(self, idx: int) -> None:
+        """Enter run ``idx``: explored parameters take its values."""
+        self._current_run = idx
+        for slot, values in self._slots:
+            slot["value"] = values[idx]
+
+    def _leave_runs(self) -> None:
+        for p in self._leaves["parameters"].values():
+            p.__dict__["_locked"] = False
+        self._in_run = False
+        self.set_run(None)
+
+    # -- lookup ---------------------------------------------------------------------------
+    def _names(self, branch: str) -> list[str]:
+        names = list(self._leaves[branch])
+        if self._run_store is not None and branch in RUN_BRANCHES:
+            if self._current_run is not None:
+                names += self._run_store.names_in_run(self._current_run, branch)
+            else:
+                names += self._run_store.names(branch)
+        return names
+
+    def _resolve(self, branch: str, full: str, asked: str) -> Any:
+        """Find a node that is not a trajectory-level leaf: run data, or a group."""
+        store = self._run_store
+        if branch in RUN_BRANCHES:
+            if full == "runs" and store is not None:
+                return RunsView(self, branch)
+            if store is not None:
+                node = self._run_leaf(store, branch, full)
+                if node is not None:
+                    return node
+        if any(n.startswith(full + ".") for n in self._names(branch)):
+            return GroupView(self, branch, full + ".")
+        raise KeyError(f"{branch}: no node named {full!r}")
+
+    def _run_leaf(self, store: RunStore, branch: str, full: str) -> Any:
+        if self._current_run is not None:
+            return store.get(self._current_run, branch, full)
+        runs = store.runs_with(branch, full)
+        if len(runs) == 1:
+            return store.get(int(runs[0]), branch, full)
+        if len(runs) > 1:
+            raise PypetError(
+                f"{branch}.{full} exists in {len(runs)} runs; use traj.get_from_runs({full!r}) "
+                f"for all of them, or traj.set_run(i) / traj.{branch}.runs.run_00000000.{full} for one"
+            )
+        return None
+
+    def __getitem__(self, name: str) -> Any:
+        """``traj["parameters.x"]`` or a unique short name, giving the node."""
+        head, _, rest = name.partition(".")
+        if head in BRANCHES and rest:
+            return self._views[head][rest]
+        return self._shortcut(name, value=False)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._shortcut(name, value=True)
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self[name]  # type: ignore[index]
+        except (KeyError, PypetError):
+            return False
+        return True
+
+    def _shortcut(self, name: str, value: bool) -> Any:
+        matches: list[tuple[str, str]] = []
+        for branch in BRANCHES:
+            for full in self._names(branch):
+                if full == name or full.endswith("." + name):
+                    matches.append((branch, full))
+        matches = list(dict.fromkeys(matches))
+        if not matches:
+            raise KeyError(f"trajectory {self.name!r} has no node named {name!r}")
+        if len(matches) > 1:
+            cands = ", ".join(f"{b}.{f}" for b, f in matches[:10])
+            raise PypetError(f"{name!r} is ambiguous: it could be {cands}; use the full name")
+        branch, full = matches[0]
+        node = self._views[branch][full]
+        return node.value if value and isinstance(node, Parameter | Result) else node
+
+    # -- analysis ---------------------------------------------------------------------------
+    def get_from_runs(self, name: str, branch: str = "results") -> np.ma.MaskedArray:
+        """The values of ``name`` over all runs, masked where a run has none."""
+        if self._run_store is None:
+            raise PypetError("this trajectory has no runs yet")
+        return self._run_store.column(branch, name.removeprefix(branch + "."), len(self))
+
+    def run_info(self) -> dict[str, np.ndarray]:
+        """Status, timings, host and error of every run, as columns."""
+        if self._run_store is None:
+            raise PypetError("this trajectory has no runs yet")
+        return self._run_store.run_info()
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{b}: {len(self._leaves[b])}" for b in BRANCHES)
+        return f"<Trajectory {self.name!r}: {len(self)} runs, {counts}>"
+
+
+def _explored_value(name: str, default: Any, value: Any) -> Any:
+    want, got = value_kind(default), value_kind(value)
+    if got == want or (want == "float" and got == "int") or (want == "complex" and got in ("int", "float")):
+        check_value(value, f"explored value of {name!r}")
+        if want == "float" and got == "int":
+            return float(value)
+        return value
+    raise ExplorationError(
+        f"parameter {name!r}: explored value {value!r} is a {got}, but the default "
+        f"{default!r} is a {want}"
+    )
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,35 @@
+"""A small progress bar on stderr, quiet when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """``Progress(total, "runs")``; ``advance(n)`` or ``update_to(done)``; ``close()`` ends the line."""
+
+    def __init__(self, total: int, unit: str, enabled: bool = True, stream: object = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and getattr(self.stream, "isatty", lambda: False)()
+        self.total, self.unit, self.done = total, unit, 0
+        self.start = time.monotonic()
+        self._last = 0.0
+
+    def advance(self, n: int = 1) -> None:
+        self.update_to(self.done + n)
+
+    def update_to(self, done: int) -> None:
+        self.done = done
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.1 or done >= self.total):
+            self._last = now
+            frac = done / self.total if self.total else 1.0
+            bar = "#" * int(30 * frac)
+            rate = done / max(now - self.start, 1e-9)
+            self.stream.write(f"\r[{bar:<30}] {done}/{self.total} {self.unit} ({rate:.0f}/s)")  # type: ignore[attr-defined]
+            self.stream.flush()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")  # type: ignore[attr-defined]

@@ -1,0 +1,100 @@
+"""Where a trajectory finds the data its runs added: in memory, or lazily in a file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from .codec import column_array, column_spec
+from .errors import NamingError
+
+RunKey = tuple[str, str]  # (branch, dotted name)
+
+
+class RunStore(Protocol):
+    """What a Trajectory asks about per-run data."""
+
+    def add(self, run: int, branch: str, leaf: Any) -> None: ...
+    def get(self, run: int, branch: str, name: str) -> Any: ...
+    def names_in_run(self, run: int, branch: str) -> list[str]: ...
+    def names(self, branch: str) -> list[str]: ...
+    def runs_with(self, branch: str, name: str) -> Sequence[int]: ...
+    def column(self, branch: str, name: str, n_runs: int) -> np.ma.MaskedArray: ...
+    def run_info(self) -> dict[str, np.ndarray]: ...
+
+
+class MemoryRunStore:
+    """Per-run leaves kept in dicts, for sweeps run in this process."""
+
+    def __init__(self) -> None:
+        self.data: dict[int, dict[RunKey, Any]] = {}
+        self.info: dict[int, tuple[int, float, float, str]] = {}  # run -> (status, start, end, error)
+
+    def add(self, run: int, branch: str, leaf: Any) -> None:
+        slot = self.data.get(run)
+        if slot is None:
+            slot = self.data[run] = {}
+        key = (branch, leaf.name)
+        if key in slot:
+            raise NamingError(f"{branch}.{leaf.name} was already added in this run")
+        slot[key] = leaf
+
+    def discard(self, run: int) -> None:
+        self.data.pop(run, None)
+
+    def get(self, run: int, branch: str, name: str) -> Any:
+        slot = self.data.get(run)
+        return None if slot is None else slot.get((branch, name))
+
+    def names_in_run(self, run: int, branch: str) -> list[str]:
+        return [n for b, n in self.data.get(run, {}) if b == branch]
+
+    def names(self, branch: str) -> list[str]:
+        seen: dict[str, None] = {}
+        for slot in self.data.values():
+            for b, n in slot:
+                if b == branch:
+                    seen[n] = None
+        return list(seen)
+
+    def runs_with(self, branch: str, name: str) -> list[int]:
+        key = (branch, name)
+        return [run for run, slot in self.data.items() if key in slot]
+
+    def column(self, branch: str, name: str, n_runs: int) -> np.ma.MaskedArray:
+        key = (branch, name)
+        found = [(run, slot[key].value) for run, slot in self.data.items() if key in slot]
+        if not found:
+            raise KeyError(f"no run has {branch}.{name}")
+        return masked_column(found, n_runs)
+
+    def run_info(self) -> dict[str, np.ndarray]:
+        runs = sorted(self.info)
+        rows = [self.info[r] for r in runs]
+        return {
+            "idx": np.array(runs, dtype=np.int64),
+            "status": np.array([r[0] for r in rows], dtype=np.int8),
+            "start": np.array([r[1] for r in rows]),
+            "end": np.array([r[2] for r in rows]),
+            "error": np.array([r[3] for r in rows], dtype=object),
+        }
+
+
+def masked_column(found: list[tuple[int, Any]], n_runs: int) -> np.ma.MaskedArray:
+    """Place (run, value) pairs into a run-indexed masked array (object dtype if they differ)."""
+    specs = {column_spec(v) for _, v in found}
+    runs = np.array([r for r, _ in found], dtype=np.int64)
+    spec = specs.pop() if len(specs) == 1 else None
+    if spec is not None and spec[0] != "str":
+        values = column_array(spec, [v for _, v in found])
+        data = np.zeros((n_runs, *values.shape[1:]), dtype=values.dtype)
+    else:
+        values = np.empty(len(found), dtype=object)
+        values[:] = [v for _, v in found]
+        data = np.empty(n_runs, dtype=object)
+    data[runs] = values
+    mask = np.ones(data.shape, dtype=bool)
+    mask[runs] = False
+    return np.ma.MaskedArray(data, mask=mask)

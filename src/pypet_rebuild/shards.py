@@ -1,0 +1,234 @@
+"""Per-task shards: the append-only HDF5 file a task writes its finished runs into.
+
+A shard lives as ``<task>.h5.partial`` while its task runs and is renamed to ``<task>.h5`` when
+the task ends, so a file under its final name is always complete. Finished runs are buffered in
+memory and appended at a short interval; a killed task loses at most that interval. Rows are
+appended, never rewritten: when a run appears twice (a failed run retried) the last row wins.
+
+Layout: root attributes (plan hash, task, shard id, complete), ``run_info/`` (idx, status,
+start, end, host), ``errors/`` (idx, type, message, traceback), ``columns/<branch>.<name>/``
+(``idx``, ``values``) for values that fit a column, ``items/run_set_X/run_Y/<branch>.<name>``
+for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .codec import STR_DTYPE, ColumnSpec, column_array, column_dtype, column_spec, write_value
+from .errors import StorageError
+from .naming import run_name, run_set_name
+from .storage import FAILED, OK, get_attr, open_h5, set_attrs
+
+log = logging.getLogger(__name__)
+SHARD_KIND = "pypet-hpc shard"
+FLUSH_SECONDS = 1.0
+FLUSH_RUNS = 5000
+_PLAIN = frozenset({"bool", "int", "float", "complex", "str"})
+
+
+def shard_path(shards_dir: Path, task: int) -> Path:
+    return shards_dir / f"task_{task:06d}.h5"
+
+
+def partial_path(final: Path) -> Path:
+    return final.with_name(final.name + ".partial")
+
+
+@dataclass
+class _Column:
+    spec: ColumnSpec
+    pytype: type
+    plain: bool = False  # a Python scalar or str: its type alone fixes the spec
+    rows: list[int] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+
+
+class ShardWriter:
+    """Buffers finished runs and appends them to the task's ``.partial`` shard."""
+
+    def __init__(self, final: Path, plan_hash: str, task: int, retry_failed: bool = False) -> None:
+        self.final = final
+        self.partial = partial_path(final)
+        self.host = socket.gethostname()
+        self.done: set[int] = set()
+        self._last_flush = time.monotonic()
+        self._reset_buffer()
+        self.f = self._open(plan_hash, task, retry_failed)
+
+    def _reset_buffer(self) -> None:
+        self._info: list[tuple[int, int, float, float]] = []
+        self._errors: list[tuple[int, str, str, str]] = []
+        self._cols: dict[tuple[str, str], _Column] = {}
+        self._items: list[tuple[int, str, str, Any]] = []
+
+    def _open(self, plan_hash: str, task: int, retry_failed: bool) -> h5py.File:
+        if self.partial.exists():
+            try:
+                f = h5py.File(self.partial, "a", locking="best-effort")
+                if get_attr(f, "plan_hash") != plan_hash:
+                    f.close()
+                    raise StorageError("belongs to another sweep")
+                status = _last_status(f)
+                self.done = set(status)
+                log.info("resuming %s: %d runs already done", self.partial.name, len(self.done))
+                return f
+            except (OSError, StorageError, KeyError) as exc:
+                aside = self.partial.with_name(f"{self.partial.name}.broken-{int(time.time())}")
+                os.replace(self.partial, aside)
+                log.warning("%s is unreadable (%s); kept as %s, starting over", self.partial.name, exc, aside.name)
+        elif retry_failed and self.final.exists():
+            shutil.copyfile(self.final, self.partial)
+            f = h5py.File(self.partial, "a", locking="best-effort")
+            f.attrs["complete"] = False
+            self.done = {i for i, s in _last_status(f).items() if s == OK}
+            log.info("retrying failed runs of %s: %d runs kept", self.final.name, len(self.done))
+            return f
+        f = h5py.File(self.partial, "w", locking="best-effort")
+        set_attrs(f, kind=SHARD_KIND, plan_hash=plan_hash, task=task, shard_id=uuid.uuid4().hex,
+                  created=time.time(), complete=False)
+        info = f.create_group("run_info")
+        for name, dt in (("idx", np.int64), ("status", np.int8), ("start", np.float64), ("end", np.float64)):
+            info.create_dataset(name, shape=(0,), dtype=dt, maxshape=(None,), chunks=(4096,))
+        info.create_dataset("host", shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(4096,))
+        err = f.create_group("errors")
+        err.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(256,))
+        for name in ("type", "message", "traceback"):
+            err.create_dataset(name, shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(256,))
+        f.create_group("columns")
+        f.create_group("items")
+        f.flush()
+        return f
+
+    # -- buffering ----------------------------------------------------------------------------
+    def add(self, idx: int, ok: bool, start: float, end: float, leaves: dict[tuple[str, str], Any],
+            error: tuple[str, str, str] | None = None) -> None:
+        """Record one finished run: its leaves, or its error when it failed."""
+        self._info.append((idx, OK if ok else FAILED, start, end))
+        if error is not None:
+            self._errors.append((idx, *error))
+        cols = self._cols
+        for key, leaf in leaves.items():
+            value = leaf.value
+            col = cols.get(key)
+            if col is not None and col.plain and type(value) is col.pytype:
+                col.rows.append(idx)
+                col.values.append(value)
+                continue
+            spec = column_spec(value)
+            if spec is not None and (col is None or col.spec == spec):
+                if col is None:
+                    col = cols[key] = _Column(spec, type(value), spec[0] in _PLAIN)
+                col.rows.append(idx)
+                col.values.append(value)
+            else:
+                self._items.append((idx, key[0], key[1], leaf))
+        if len(self._info) >= FLUSH_RUNS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the buffered runs to the ``.partial`` file and make them durable."""
+        if self._info:
+            f = self.f
+            rows = self._info
+            _append(f["run_info/idx"], np.array([r[0] for r in rows], dtype=np.int64))
+            _append(f["run_info/status"], np.array([r[1] for r in rows], dtype=np.int8))
+            _append(f["run_info/start"], np.array([r[2] for r in rows]))
+            _append(f["run_info/end"], np.array([r[3] for r in rows]))
+            _append(f["run_info/host"], np.array([self.host] * len(rows), dtype=object))
+            if self._errors:
+                e = self._errors
+                _append(f["errors/idx"], np.array([x[0] for x in e], dtype=np.int64))
+                for i, name in enumerate(("type", "message", "traceback"), start=1):
+                    _append(f[f"errors/{name}"], np.array([x[i] for x in e], dtype=object))
+            for (branch, name), col in self._cols.items():
+                self._append_column(f, f"{branch}.{name}", col)
+            for idx, branch, name, leaf in self._items:
+                grp = f["items"].require_group(f"{run_set_name(idx)}/{run_name(idx)}")
+                write_value(grp, f"{branch}.{name}", leaf.value)
+                set_attrs(grp[f"{branch}.{name}"], comment=leaf.comment)
+            f.flush()
+            os.fsync(f.id.get_vfd_handle())
+            self.done.update(r[0] for r in rows)
+            self._reset_buffer()
+        self._last_flush = time.monotonic()
+
+    def _append_column(self, f: h5py.File, key: str, col: _Column) -> None:
+        values = column_array(col.spec, col.values)
+        grp = f["columns"].get(key)
+        if grp is None:
+            grp = f["columns"].create_group(key)
+            set_attrs(grp, kind=col.spec[0], dtype=col.spec[1])
+            grp.attrs["shape"] = np.array(col.spec[2], dtype=np.int64)
+            shape = col.spec[2]
+            chunk_rows = max(1, min(4096, (1 << 20) // max(1, values[0].nbytes if values.ndim > 1 else 8)))
+            grp.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(4096,))
+            grp.create_dataset("values", shape=(0, *shape), dtype=column_dtype(col.spec),
+                               maxshape=(None, *shape), chunks=(chunk_rows, *shape))
+        elif (get_attr(grp, "kind"), get_attr(grp, "dtype"), tuple(grp.attrs["shape"])) != col.spec:
+            for idx, value in zip(col.rows, col.values, strict=True):  # kind changed since resume
+                write_value(f["items"].require_group(f"{run_set_name(idx)}/{run_name(idx)}"), key, value)
+            return
+        _append(grp["idx"], np.array(col.rows, dtype=np.int64))
+        _append(grp["values"], values)
+
+    def finish(self) -> Path:
+        """Flush, mark complete and atomically rename the shard to its final name."""
+        self.flush()
+        self.f.attrs["complete"] = True
+        self.f.attrs["finished"] = time.time()
+        self.f.flush()
+        os.fsync(self.f.id.get_vfd_handle())
+        self.f.close()
+        os.replace(self.partial, self.final)
+        _fsync_dir(self.final.parent)
+        return self.final
+
+    def close(self) -> None:
+        """Flush what is buffered and leave the shard as ``.partial`` (for a later resume)."""
+        if self.f.id.valid:
+            self.flush()
+            self.f.close()
+
+
+def _append(ds: h5py.Dataset, data: np.ndarray) -> None:
+    n = ds.shape[0]
+    ds.resize(n + len(data), axis=0)
+    ds[n:] = data
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_status(f: h5py.File) -> dict[int, int]:
+    """run index -> status of its last row in the shard."""
+    idx = f["run_info/idx"][()]
+    status = f["run_info/status"][()]
+    return dict(zip(idx.tolist(), status.tolist(), strict=True))
+
+
+def read_shard_status(path: Path) -> dict[int, int]:
+    """run index -> status (1 ok, 2 failed) of every run a shard holds; raises StorageError."""
+    with open_h5(path) as f:
+        if get_attr(f, "kind") != SHARD_KIND:
+            raise StorageError(f"{path}: not a pypet-hpc shard")
+        try:
+            return _last_status(f)
+        except KeyError as exc:
+            raise StorageError(f"{path}: damaged shard ({exc})") from None

@@ -1,0 +1,314 @@
+"""The sweep directory: manifest, skeleton trajectory, function, provenance, shards, logs, jobs.
+
+```
+<workdir>/
+  manifest.json      plan, plan hash, executor settings, function reference
+  trajectory.h5      the trajectory skeleton: parameters, explored values, empty run table
+  function.pkl       the simulation function, cloudpickled once (when given from Python)
+  sweep/<file>.py    a snapshot of the sweep file (when given from the CLI)
+  provenance.json    git commit and dirty flag, package versions, host, user, command line
+  jobs.jsonl         one line per submission: executor, job ids, tasks
+  shards/            task_000000.h5 ... (task_000000.h5.partial while running)
+  logs/              one log per task
+```
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .errors import WorkdirError
+from .exploration import Plan
+from .model import Trajectory
+from .shards import shard_path
+from .storage import write_skeleton
+
+MANIFEST = "manifest.json"
+Simulation = Callable[[Trajectory], Any]
+
+
+@dataclass
+class Manifest:
+    """Everything a worker needs besides the skeleton: plan, hash, function, executor settings."""
+
+    name: str
+    plan: Plan
+    plan_hash: str
+    function: dict[str, Any]
+    executor: dict[str, Any] = field(default_factory=dict)
+    sys_path: list[str] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    version: str = __version__
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["plan"] = asdict(self.plan)
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        data["plan"] = Plan(**data["plan"])
+        return cls(**data)
+
+
+def plan_hash(traj: Trajectory, plan: Plan) -> str:
+    """A digest of what decides the runs' results: parameters, explored points and the chunking."""
+    h = hashlib.sha256()
+    h.update(repr((traj.name, plan.n_runs, plan.runs_per_task)).encode())
+    for branch in ("config", "parameters", "derived_parameters"):
+        for name, leaf in sorted(traj._leaves[branch].items()):
+            h.update(f"{branch}.{name}=".encode())
+            _digest(h, leaf.value)
+    for name, values in traj._explored.items():
+        h.update(f"explored.{name}=".encode())
+        _digest(h, values)
+    return h.hexdigest()[:32]
+
+
+def _digest(h: Any, value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        h.update(f"{value.dtype.str}{value.shape}".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, list | tuple):
+        h.update(f"{type(value).__name__}{len(value)}[".encode())
+        for v in value:
+            _digest(h, v)
+        h.update(b"]")
+    elif isinstance(value, dict):
+        h.update(f"dict{len(value)}{{".encode())
+        for k, v in value.items():
+            h.update(repr(k).encode())
+            _digest(h, v)
+        h.update(b"}")
+    else:
+        h.update(f"{type(value).__name__}:{value!r};".encode())
+
+
+def check_signature(fn: Any, where: str) -> None:
+    """A simulation takes the trajectory as its one required argument."""
+    if not callable(fn):
+        raise WorkdirError(f"{where} is not a function")
+    try:
+        inspect.signature(fn).bind(object())
+    except TypeError:
+        raise WorkdirError(f"{where} must take exactly one argument, the trajectory (signature: "
+                           f"{inspect.signature(fn)})") from None
+    except ValueError:
+        pass
+
+
+def load_reference(ref: str) -> Simulation:
+    """Import ``module:function`` or ``path/to/file.py:function``."""
+    target, sep, func_name = ref.rpartition(":")
+    if not sep or not target or not func_name:
+        raise WorkdirError(f"function reference {ref!r} must look like module:function or file.py:function")
+    module = import_sweep(target)
+    fn = getattr(module, func_name, None)
+    if fn is None:
+        raise WorkdirError(f"{target} has no function {func_name!r}")
+    check_signature(fn, ref)
+    return fn  # type: ignore[no-any-return]
+
+
+def import_sweep(target: str) -> Any:
+    """Import a sweep given as a module name or a path to a .py file."""
+    if target.endswith(".py") or os.sep in target:
+        path = Path(target).resolve()
+        if not path.is_file():
+            raise WorkdirError(f"{target}: no such sweep file")
+        mod_name = f"pypet_sweep_{path.stem}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        sys.path.insert(0, str(path.parent))
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[mod_name]
+            raise WorkdirError(f"{target} does not import: {type(exc).__name__}: {exc}") from exc
+        return module
+    try:
+        return importlib.import_module(target)
+    except Exception as exc:
+        raise WorkdirError(f"module {target!r} does not import: {type(exc).__name__}: {exc}") from exc
+
+
+class Workdir:
+    """A sweep directory on disk."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).absolute()
+        self.shards = self.path / "shards"
+        self.logs = self.path / "logs"
+        self.skeleton = self.path / "trajectory.h5"
+        self.manifest_path = self.path / MANIFEST
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def manifest(self) -> Manifest:
+        if not self.exists():
+            raise WorkdirError(f"{self.path} is not a sweep directory (no {MANIFEST}); create one with `pypet-hpc submit`")
+        return Manifest.from_json(self.manifest_path.read_text())
+
+    @property
+    def default_output(self) -> Path:
+        return self.path / "merged.h5"
+
+    def shard(self, task: int) -> Path:
+        return shard_path(self.shards, task)
+
+    def create(self, traj: Trajectory, plan: Plan, fn: Simulation | str | None, executor: dict[str, Any],
+               sweep_file: Path | None = None) -> Manifest:
+        """Write a new sweep; refuse a directory holding another (or the same) sweep."""
+        digest = plan_hash(traj, plan)
+        if self.exists():
+            old = self.manifest()
+            if old.plan_hash == digest:
+                raise WorkdirError(f"{self.path} already holds this sweep; use `pypet-hpc resubmit {self.path}` "
+                                   "to run what is not complete")
+            raise WorkdirError(f"{self.path} holds another sweep ({old.name!r}, {old.plan.n_runs} runs); "
+                               "choose another --workdir")
+        if self.path.exists() and not self.path.is_dir():
+            raise WorkdirError(f"{self.path} exists and is not a directory")
+        if self.path.exists() and any(self.path.iterdir()):
+            raise WorkdirError(f"{self.path} is not empty and is not a sweep directory; choose another --workdir")
+        try:
+            self.shards.mkdir(parents=True, exist_ok=True)
+            self.logs.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise WorkdirError(f"cannot create the sweep directory {self.path}: {exc.strerror}") from None
+        if not os.access(self.path, os.W_OK):
+            raise WorkdirError(f"{self.path} is not writable")
+        if fn is None:
+            function: dict[str, Any] = {"inline": True}  # run in this process with the live function
+        elif isinstance(fn, str):
+            function = {"ref": fn}
+            if sweep_file is not None:
+                snap = self.path / "sweep"
+                snap.mkdir(exist_ok=True)
+                shutil.copy2(sweep_file, snap / sweep_file.name)
+        else:
+            import cloudpickle
+
+            # functions from __main__ (scripts, notebooks) and closures go by value, the rest by
+            # reference: the worker imports them with the submitter's sys.path
+            (self.path / "function.pkl").write_bytes(cloudpickle.dumps(fn))
+            function = {"pickle": "function.pkl", "name": getattr(fn, "__qualname__", repr(fn)),
+                        "module": getattr(fn, "__module__", "")}
+        with h5py.File(self.skeleton, "w") as f:
+            write_skeleton(f, traj, plan.n_runs, digest)
+        manifest = Manifest(name=traj.name, plan=plan, plan_hash=digest, function=function,
+                            executor=executor, sys_path=[p for p in sys.path if p])
+        self.write_manifest(manifest)
+        (self.path / "provenance.json").write_text(json.dumps(provenance(fn), indent=1))
+        os.chmod(self.path, 0o777 & ~_umask())
+        return manifest
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_text(manifest.to_json())
+        os.replace(tmp, self.manifest_path)
+
+    def load_function(self, manifest: Manifest) -> Simulation:
+        for p in reversed(manifest.sys_path):
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        if "inline" in manifest.function:
+            raise WorkdirError(f"{self.path}: this sweep ran inline; its function lives only in the submitting process")
+        if "ref" in manifest.function:
+            return load_reference(manifest.function["ref"])
+        import cloudpickle
+
+        with open(self.path / manifest.function["pickle"], "rb") as fh:
+            fn: Simulation = cloudpickle.load(fh)
+        return fn
+
+    def record_jobs(self, entry: dict[str, Any]) -> None:
+        """Append one submission (executor, job ids, tasks) to jobs.jsonl as soon as it is known."""
+        with open(self.path / "jobs.jsonl", "a") as fh:
+            fh.write(json.dumps({"time": time.time(), **entry}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def jobs(self) -> list[dict[str, Any]]:
+        path = self.path / "jobs.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def shard_files(self) -> list[Path]:
+        return sorted(self.shards.glob("task_*.h5"))
+
+    def task_log(self, task: int) -> Path:
+        return self.logs / f"task_{task:06d}.log"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def provenance(fn: Simulation | str | None) -> dict[str, Any]:
+    """Where and with what the sweep was made: git state of the function's code, versions, host."""
+    source: str | None = None
+    if fn is None:
+        source = None
+    elif isinstance(fn, str):
+        target = fn.rpartition(":")[0]
+        source = str(Path(target).resolve()) if target.endswith(".py") else None
+        if source is None:
+            spec = importlib.util.find_spec(target)
+            source = spec.origin if spec else None
+    else:
+        try:
+            source = inspect.getsourcefile(fn)
+        except TypeError:
+            source = None
+    versions = {"python": platform.python_version(), "pypet-hpc": __version__}
+    for mod in ("numpy", "h5py", "submitit", "click", "filelock", "cloudpickle"):
+        try:
+            versions[mod] = importlib.import_module(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing optional module is just not recorded
+            continue
+    versions["hdf5"] = h5py.version.hdf5_version
+    return {"git": git_state(Path(source).parent if source else Path.cwd()), "source": source,
+            "versions": versions, "host": socket.gethostname(), "user": getpass.getuser(),
+            "argv": sys.argv, "cwd": os.getcwd(), "time": time.time()}
+
+
+def git_state(where: Path) -> dict[str, Any] | None:
+    """The commit and dirty flag of the git checkout holding ``where``, or None outside git."""
+    try:
+        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}

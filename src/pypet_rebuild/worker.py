@@ -1,0 +1,160 @@
+"""The worker: runs one task's runs and writes its shard. Every executor ends up here.
+
+A worker receives only the workdir and a task number. SIGTERM and SIGUSR2 (SLURM's time-limit
+warning, a requeue or preemption) make it flush its shard and exit, so a resubmitted or
+requeued task resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .model import Trajectory
+from .runstore import MemoryRunStore
+from .shards import ShardWriter
+from .storage import FAILED, OK, load_trajectory
+from .workdir import Simulation, Workdir
+
+log = logging.getLogger(__name__)
+INTERRUPTED_EXIT = 143
+
+
+class Interrupted(Exception):
+    """The task was asked to stop (SIGTERM/SIGUSR2); its shard was flushed."""
+
+
+def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWriter | None,
+            keep: bool, stop_on_error: bool = False, should_stop: list[bool] | None = None) -> None:
+    """Run ``fn`` once per run index, recording status, timings and results (the hot loop)."""
+    store = traj._run_store
+    if not isinstance(store, MemoryRunStore):
+        store = traj._run_store = MemoryRunStore()
+    data, info = store.data, store.info
+    begin, clock = traj._begin_run, time.time
+    empty: dict[Any, Any] = {}
+    traj._enter_runs()
+    try:
+        for i in runs:
+            if should_stop and should_stop[0]:
+                raise Interrupted()
+            begin(i)
+            error = None
+            t0 = clock()
+            try:
+                fn(traj)
+            except Exception as exc:  # noqa: BLE001 - a failing run is recorded, the sweep goes on
+                error = (type(exc).__name__, str(exc), traceback.format_exc())
+            t1 = clock()
+            if error is None:
+                leaves = data.get(i, empty) if keep else data.pop(i, empty)
+                info[i] = (OK, t0, t1, "")
+            else:
+                data.pop(i, None)
+                leaves = empty
+                info[i] = (FAILED, t0, t1, f"{error[0]}: {error[1]}")
+            if sink is not None:
+                sink.add(i, error is None, t0, t1, leaves, error)
+            if error is not None and stop_on_error:
+                log.error("run %d failed, stopping (stop_on_error):\n%s", i, error[2])
+                raise RuntimeError(f"run {i} failed: {error[0]}: {error[1]}")
+    finally:
+        traj._leave_runs()
+
+
+def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
+             traj: Trajectory | None = None, fn: Simulation | None = None,
+             stop_on_error: bool = False) -> Path:
+    """Run task ``task`` of the sweep in ``workdir``; returns the final shard path.
+
+    In-process callers pass their live trajectory and function (results then stay in memory);
+    worker processes load both from the workdir.
+    """
+    wd = Workdir(workdir)
+    manifest = wd.manifest()
+    final = wd.shard(task)
+    runs = manifest.plan.task_runs(task)
+    if final.exists() and not retry_failed:
+        log.info("task %d: %s already complete", task, final.name)
+        return final
+    sink = ShardWriter(final, manifest.plan_hash, task, retry_failed=retry_failed)
+    keep = traj is not None
+    if traj is None:
+        traj = load_trajectory(wd.skeleton)
+        traj._run_store = MemoryRunStore()
+    if fn is None:
+        fn = wd.load_function(manifest)
+    todo = [i for i in runs if i not in sink.done]
+    log.info("task %d: %d runs to do of %d (runs %d-%d)", task, len(todo), len(runs), runs.start, runs.stop - 1)
+    stop = [False]
+    previous = _install_stop_handlers(stop)
+    try:
+        execute(traj, fn, todo, sink, keep, stop_on_error, stop)
+    except BaseException:
+        sink.close()
+        log.warning("task %d: stopped; %d runs are safe in %s", task, len(sink.done), sink.partial.name)
+        raise
+    finally:
+        _restore_handlers(previous)
+    path = sink.finish()
+    log.info("task %d: done, %s", task, path.name)
+    return path
+
+
+def _install_stop_handlers(stop: list[bool]) -> dict[int, Any]:
+    def handler(signum: int, frame: Any) -> None:
+        log.warning("task got signal %d: finishing the current run, then flushing", signum)
+        stop[0] = True
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    return previous
+
+
+def _restore_handlers(previous: dict[int, Any]) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)
+
+
+def configure_logging(stream: Any = None) -> None:
+    logging.basicConfig(level=logging.INFO, stream=stream or sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def slurm_entry(workdir: str, task: int, retry_failed: bool = False) -> str:
+    """What a SLURM array task runs (submitit pickles only this reference and its arguments)."""
+    configure_logging()
+    try:
+        return str(run_task(workdir, task, retry_failed))
+    except Interrupted:
+        sys.exit(INTERRUPTED_EXIT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pypet_rebuild.worker WORKDIR TASK [--retry-failed]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    retry = "--retry-failed" in args
+    args = [a for a in args if a != "--retry-failed"]
+    if len(args) != 2:
+        print("usage: python -m pypet_rebuild.worker WORKDIR TASK [--retry-failed]", file=sys.stderr)
+        return 2
+    configure_logging()
+    try:
+        run_task(args[0], int(args[1]), retry)
+    except Interrupted:
+        return INTERRUPTED_EXIT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
