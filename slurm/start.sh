@@ -66,9 +66,10 @@ if [ -n "$missing" ]; then
     rm -f "$apt_log"
 fi
 
-install -d -o slurm -g slurm -m 0755 "$LOG_DIR" "$STATE_DIR" "$SPOOL_DIR" /etc/slurm
-install -d -o munge -g munge -m 0755 /run/munge
-install -d -o mysql -g mysql -m 0755 /run/mysqld
+# /run/munge and /run/mysqld vanish on hosts where /run is a tmpfs: recreate every time
+{ install -d -o slurm -g slurm -m 0755 "$LOG_DIR" "$STATE_DIR" "$SPOOL_DIR" /etc/slurm &&
+  install -d -o munge -g munge -m 0755 /run/munge &&
+  install -d -o mysql -g mysql -m 0755 /run/mysqld; } || fail "could not create the daemons' directories"
 
 # ---- configuration -------------------------------------------------------------
 render_slurm_conf() {  # $1 = FirstJobId
