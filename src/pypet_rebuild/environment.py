@@ -85,7 +85,9 @@ def merge_workdir(wd: Workdir, output: Path, require_complete: bool = False,
     shards = wd.shard_files()
     bar = Progress(len(shards), "shards", enabled=progress)
     try:
-        return merge(wd.skeleton, shards, output, manifest.plan_hash, progress=bar.advance)
+        prov = wd.path / "provenance.json"
+        return merge(wd.skeleton, shards, output, manifest.plan_hash, progress=bar.advance,
+                     provenance=prov.read_text() if prov.exists() else None)
     finally:
         bar.close()
 

@@ -58,6 +58,7 @@ def merge(
     plan_hash: str,
     lock_timeout: float = 600.0,
     progress: Callable[[int], None] | None = None,
+    provenance: str | None = None,
 ) -> MergeReport:
     """Merge ``shards`` into ``target``; ``skeleton`` is the file to start from when none exists."""
     target = Path(target)
@@ -79,6 +80,8 @@ def merge(
             if get_attr(grp, "plan_hash") != plan_hash:
                 raise StorageError(f"{target} holds another sweep (plan hash differs); choose another -o")
             report = _Merger(grp, plan_hash, target).run(shards, progress)
+            if provenance is not None:
+                set_attrs(grp, provenance=provenance)
             f.flush()
             os.fsync(f.id.get_vfd_handle())
         os.replace(tmp, target)

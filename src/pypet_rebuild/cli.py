@@ -1,0 +1,443 @@
+"""The ``pypet-hpc`` command line: a thin shell over the Python API.
+
+Exit codes: 0 success, 1 failure (runs failed or missing, the scheduler refused), 2 usage error
+(bad input: one line naming it, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import numpy as np
+
+from .codec import value_kind
+from .environment import SweepHandle, executor_of, merge_workdir
+from .environment import resubmit as resubmit_workdir
+from .errors import PypetError, SubmissionError
+from .executors import make_executor
+from .exploration import Plan, cartesian_product
+from .model import Trajectory
+from .status import failed_runs, sweep_status
+from .storage import STATUS_NAMES, get_attr, open_h5, trajectory_group
+from .workdir import Workdir, check_signature, import_sweep
+
+
+class UserError(click.ClickException):
+    """Bad input: one line, exit code 2."""
+
+    exit_code = 2
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err = UserError(message)
+    err.exit_code = code
+    raise err
+
+
+def _guard(fn: Any) -> Any:
+    """Turn the package's errors into one clear line and the right exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SubmissionError as exc:
+            fail(str(exc), 1)
+        except PypetError as exc:
+            fail(str(exc), 2)
+
+    return wrapper
+
+
+@click.group(epilog="Example: pypet-hpc submit examples/first_steps.py --executor local --wait")
+@click.version_option(package_name="pypet-hpc")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level) to stderr.")
+def main(verbose: bool) -> None:
+    """Run parameter sweeps as SLURM job arrays or local workers; merge their HDF5 shards."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------------------------------------
+# submit
+
+
+def _parse_token(name: str, default: Any, token: str) -> Any:
+    kind = value_kind(default)
+    try:
+        if kind == "bool":
+            low = token.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(token)
+            return low in ("true", "1", "yes")
+        if kind == "int":
+            return int(token)
+        if kind == "float":
+            return float(token)
+        if kind == "complex":
+            return complex(token)
+        if kind == "str":
+            return token
+    except ValueError:
+        fail(f"-p {name}: {token!r} is not a {kind} (the default of {name} is {default!r})")
+    fail(f"-p {name}: parameters of kind {kind} cannot be explored from the command line")
+
+
+def _cli_space(traj: Trajectory, items: tuple[str, ...]) -> dict[str, list[Any]]:
+    space: dict[str, list[Any]] = {}
+    params = traj._leaves["parameters"]
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip().removeprefix("parameters.")
+        if not sep or not name or not values:
+            fail(f"-p {item!r}: write -p name=value1,value2,...")
+        if name not in params:
+            fail(f"-p {item!r}: unknown parameter {name!r} (known: {', '.join(sorted(params)) or 'none'})")
+        if name in space:
+            fail(f"-p {name} is given twice")
+        space[name] = [_parse_token(name, params[name].value, t) for t in values.split(",")]
+    return space
+
+
+def load_sweep(sweep: str, function: str, params: tuple[str, ...]) -> tuple[Trajectory, str, Path | None]:
+    """Import a sweep file or module: its trajectory, explored space and simulation reference."""
+    module = import_sweep(sweep)
+    fn = getattr(module, function, None)
+    if fn is None:
+        fail(f"{sweep} has no function {function!r} (the simulation; choose another with --function)")
+    check_signature(fn, f"{sweep}:{function}")
+    maker = getattr(module, "make_trajectory", None)
+    if callable(maker):
+        traj = maker()
+    else:
+        traj = getattr(module, "traj", None) or getattr(module, "trajectory", None)
+    if not isinstance(traj, Trajectory):
+        fail(f"{sweep} must define make_trajectory() returning a Trajectory (or a module-level `traj`)")
+    space = dict(getattr(module, "space", None) or {})
+    space.update(_cli_space(traj, params))
+    if space:
+        if traj._explored and getattr(module, "space", None) is None:
+            fail(f"{sweep} already explores {', '.join(traj._explored)}; -p only works with a `space` in the file")
+        traj.explore(cartesian_product(space, getattr(module, "combined", None)))
+    path = Path(sweep) if sweep.endswith(".py") else None
+    ref = f"{Path(sweep).resolve()}:{function}" if path else f"{sweep}:{function}"
+    return traj, ref, path
+
+
+_RESOURCE_OPTIONS = [
+    click.option("--time", "time_limit", help="Time limit per task: minutes or HH:MM:SS (local and slurm)."),
+    click.option("--partition", help="SLURM partition."),
+    click.option("--mem", help="SLURM memory per task, e.g. 4G."),
+    click.option("--cpus-per-task", type=int, help="SLURM CPUs per task."),
+    click.option("--account", help="SLURM account."),
+    click.option("--qos", help="SLURM quality of service."),
+    click.option("--constraint", help="SLURM node constraint."),
+    click.option("--gpus", type=int, help="SLURM GPUs per task."),
+    click.option("--job-name", help="SLURM job name."),
+    click.option("--sbatch", "sbatch", multiple=True, metavar="KEY=VALUE",
+                 help="Extra sbatch option, repeatable (e.g. --sbatch mail-type=END)."),
+    click.option("--setup", multiple=True, help="Shell line run before each task (module load ...), repeatable."),
+]
+
+
+def resource_options(fn: Any) -> Any:
+    for opt in reversed(_RESOURCE_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def executor_options(max_parallel: int | None, **given: Any) -> dict[str, Any]:
+    """The options the user actually gave, in the executors' names."""
+    opts = {k: v for k, v in given.items() if v not in (None, ())}
+    if "sbatch" in opts:
+        extra = {}
+        for item in opts.pop("sbatch"):
+            key, sep, value = item.partition("=")
+            if not key.strip():
+                fail(f"--sbatch {item!r}: write --sbatch key=value")
+            extra[key.strip().lstrip("-")] = value if sep else True
+        opts["sbatch_extra"] = extra
+    if "setup" in opts:
+        opts["setup"] = list(opts["setup"])
+    if max_parallel is not None:
+        if max_parallel < 1:
+            fail(f"--max-parallel must be at least 1, got {max_parallel}")
+        opts["max_parallel"] = max_parallel
+    return opts
+
+
+@main.command(epilog="Example: pypet-hpc submit examples/first_steps.py --executor local -p x=1,2,3 --wait")
+@click.argument("sweep")
+@click.option("--executor", type=click.Choice(["inline", "local", "slurm"]), default="local", show_default=True,
+              help="Where tasks run: this process, worker processes here, or SLURM job arrays.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Sweep directory [default: runs/<trajectory name>].")
+@click.option("--function", default="simulate", show_default=True, help="Name of the simulation function in SWEEP.")
+@click.option("--runs-per-task", type=int, help="Runs per task [default: up to 100].")
+@click.option("--tasks", "n_tasks", type=int, help="Number of tasks (instead of --runs-per-task).")
+@click.option("--max-parallel", type=int, help="Tasks running at once [default: CPUs here; SLURM array throttle].")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=V1,V2,...",
+              help="Explore a parameter from the command line (cartesian product with the file's space).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (and SLURM batch script) and submit nothing.")
+@click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
+@click.option("-o", "--output", type=click.Path(), help="Merge target for --wait [default: WORKDIR/merged.h5].")
+@resource_options
+@_guard
+def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_per_task: int | None,
+           n_tasks: int | None, max_parallel: int | None, params: tuple[str, ...], dry_run: bool, wait: bool,
+           output: str | None, **resources: Any) -> None:
+    """Submit the sweep in SWEEP (a .py file or module).
+
+    SWEEP defines `simulate(traj)` and `make_trajectory()`, which returns the Trajectory with its
+    parameters; an optional dict `space` is explored as a cartesian product. The sweep directory
+    gets a manifest, a snapshot of SWEEP, provenance, shards/ and logs/.
+    """
+    for flag, value in (("--runs-per-task", runs_per_task), ("--tasks", n_tasks)):
+        if value is not None and value < 1:
+            fail(f"{flag} must be at least 1, got {value}")
+    if runs_per_task is not None and n_tasks is not None:
+        fail("give --runs-per-task or --tasks, not both")
+    traj, ref, sweep_path = load_sweep(sweep, function, params)
+    ex = make_executor(executor, **executor_options(max_parallel, **resources))
+    reader = getattr(ex, "max_array_size", None)
+    plan = Plan.make(len(traj), runs_per_task, n_tasks, reader() if callable(reader) else 1001)
+    wd = Workdir(workdir or Path("runs") / traj.name)
+    if dry_run:
+        click.echo(f"sweep {traj.name!r}: {plan.describe()}")
+        click.echo(f"explored: {', '.join(f'{k} ({len(set(map(repr, v)))} values)' for k, v in traj._explored.items()) or 'nothing (one run)'}")
+        click.echo(f"executor: {executor} {ex.options()}")
+        click.echo(f"workdir: {wd.path}")
+        script = getattr(ex, "batch_script", None)
+        if callable(script):
+            for i, tasks in enumerate(plan.arrays()):
+                click.echo(f"--- batch script of array {i} ({len(tasks)} tasks) ---")
+                click.echo(script(wd, tasks))
+        click.echo("dry run: nothing submitted")
+        return
+    wd.create(traj, plan, ref, {"name": ex.name, "options": ex.options()}, sweep_file=sweep_path)
+    ids = ex.submit(wd, range(plan.n_tasks))
+    click.echo(f"submitted {plan.describe()} to {executor} (jobs {', '.join(ids)})")
+    click.echo(f"workdir: {wd.path}")
+    if not wait:
+        click.echo(f"next: pypet-hpc status {wd.path}")
+        return
+    _wait_and_merge(SweepHandle(wd), output)
+
+
+def _wait_and_merge(handle: SweepHandle, output: str | None) -> None:
+    st = handle.wait(progress=True)
+    report = handle.merge(output, progress=True)
+    click.echo(report.summary())
+    if st.counts["failed"]:
+        click.echo(f"{st.counts['failed']} runs failed; see: pypet-hpc status {handle.workdir.path} --failed")
+    if report.missing or report.failed:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# status, merge, resubmit, cancel
+
+
+def _workdir(path: str) -> Workdir:
+    wd = Workdir(path)
+    wd.manifest()  # raises a clear error for a folder that is not a workdir
+    return wd
+
+
+@main.command(epilog="Example: pypet-hpc status runs/mysweep --failed")
+@click.argument("workdir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@click.option("--failed", is_flag=True, help="List the failed runs with their tracebacks.")
+@_guard
+def status(workdir: str, as_json: bool, failed: bool) -> None:
+    """Show done / failed / running / pending runs and a per-task table. Never blocks."""
+    wd = _workdir(workdir)
+    st = sweep_status(wd)
+    if as_json:
+        data = st.to_dict()
+        if failed:
+            data["failed_runs"] = failed_runs(wd)
+        click.echo(json.dumps(data, indent=1))
+        return
+    c = st.counts
+    click.echo(f"{wd.path}: {st.n_runs} runs in {len(st.tasks)} tasks")
+    click.echo(f"  ok {c['ok']}  failed {c['failed']}  running {c['running']}  pending {c['pending']}  "
+               f"not submitted/lost {c['missing']}")
+    if st.scheduler_note:
+        click.echo(f"  note: {st.scheduler_note}")
+    by_state: dict[str, int] = {}
+    for t in st.tasks:
+        by_state[t.state] = by_state.get(t.state, 0) + 1
+    click.echo("  tasks: " + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())))
+    click.echo(f"{'task':>6} {'runs':>15} {'state':<14} {'ok':>6} {'failed':>6}  shard / problem")
+    for t in st.tasks:
+        span = f"{t.first_run}-{t.first_run + t.n_runs - 1}"
+        click.echo(f"{t.task:>6} {span:>15} {t.state:<14} {t.ok:>6} {t.failed:>6}  {t.problem or t.shard or ''}")
+    if failed:
+        for run in failed_runs(wd):
+            click.echo(f"\n--- run {run['run']} (task {run['task']}): {run['type']}: {run['message']}")
+            click.echo(run["traceback"].rstrip())
+
+
+@main.command(epilog="Example: pypet-hpc merge runs/mysweep -o results.h5")
+@click.argument("workdir", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="Trajectory file to write [default: WORKDIR/merged.h5].")
+@click.option("--require-complete", is_flag=True, help="Fail (exit 1) unless every run is complete.")
+@_guard
+def merge(workdir: str, output: str | None, require_complete: bool) -> None:
+    """Merge the complete shards of a sweep into one trajectory file (incremental, atomic)."""
+    wd = _workdir(workdir)
+    out = Path(output) if output else wd.default_output
+    if out.is_dir():
+        fail(f"-o {out}: is a directory; give a file name")
+    try:
+        report = merge_workdir(wd, out, require_complete, progress=True)
+    except PypetError as exc:
+        if require_complete and "not complete" in str(exc):
+            fail(str(exc), 1)
+        raise
+    click.echo(report.summary())
+    if report.missing:
+        click.echo(f"not complete yet: see pypet-hpc status {wd.path}")
+
+
+@main.command(epilog="Example: pypet-hpc resubmit runs/mysweep --time 2:00:00")
+@click.argument("workdir", type=click.Path())
+@click.option("--max-parallel", type=int, help="Tasks running at once.")
+@click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
+@click.option("-o", "--output", type=click.Path(), help="Merge target for --wait.")
+@resource_options
+@_guard
+def resubmit(workdir: str, max_parallel: int | None, wait: bool, output: str | None, **resources: Any) -> None:
+    """Submit again only the tasks with runs that are missing or failed."""
+    wd = _workdir(workdir)
+    todo = resubmit_workdir(wd, executor_options(max_parallel, **resources))
+    if not todo:
+        click.echo("nothing to resubmit: every task is complete or still queued/running")
+    else:
+        click.echo(f"resubmitted {len(todo)} tasks: {', '.join(map(str, todo[:20]))}{' ...' if len(todo) > 20 else ''}")
+    if wait:
+        _wait_and_merge(SweepHandle(wd), output)
+
+
+@main.command(epilog="Example: pypet-hpc cancel runs/mysweep")
+@click.argument("workdir", type=click.Path())
+@_guard
+def cancel(workdir: str) -> None:
+    """Cancel the sweep's queued and running tasks (finished shards are kept)."""
+    wd = _workdir(workdir)
+    n = executor_of(wd).cancel(wd)
+    click.echo(f"cancelled {n} job(s); pypet-hpc resubmit {wd.path} runs what is left")
+
+
+@main.command(epilog="Example: pypet-hpc logs runs/mysweep --run 17")
+@click.argument("workdir", type=click.Path())
+@click.option("--task", type=int, help="Print this task's log.")
+@click.option("--run", "run", type=int, help="Print this run's traceback (if it failed) and its task's log.")
+@_guard
+def logs(workdir: str, task: int | None, run: int | None) -> None:
+    """Print a task's log or a run's traceback."""
+    wd = _workdir(workdir)
+    plan = wd.manifest().plan
+    if (task is None) == (run is None):
+        fail("give --task K or --run I")
+    if run is not None:
+        if not 0 <= run < plan.n_runs:
+            fail(f"--run {run} is out of range: the sweep has {plan.n_runs} runs")
+        hits = [r for r in failed_runs(wd) if r["run"] == run]
+        if hits:
+            click.echo(f"run {run} failed: {hits[0]['type']}: {hits[0]['message']}")
+            click.echo(hits[0]["traceback"].rstrip())
+        task = plan.task_of(run)
+    assert task is not None
+    if not 0 <= task < plan.n_tasks:
+        fail(f"--task {task} is out of range: the sweep has {plan.n_tasks} tasks")
+    path = wd.task_log(task)
+    if not path.exists():
+        click.echo(f"task {task} has no log yet ({path})")
+        return
+    click.echo(f"--- {path}")
+    click.echo(path.read_text(errors="replace").rstrip())
+
+
+# ---------------------------------------------------------------------------------------------
+# show
+
+
+@main.command(epilog="Example: pypet-hpc show runs/mysweep/merged.h5")
+@click.argument("file", type=click.Path())
+@click.option("--name", help="Trajectory name, when the file holds several.")
+@_guard
+def show(file: str, name: str | None) -> None:
+    """Show a trajectory file: tree, run table summary, result columns, provenance."""
+    with open_h5(file) as f:
+        grp = trajectory_group(f, name)
+        click.echo(f"trajectory {get_attr(grp, 'name')!r} ({get_attr(grp, 'n_runs')} runs), "
+                   f"format {get_attr(grp, 'format_version')}, written by pypet-hpc {get_attr(grp, 'library_version')}")
+        if get_attr(grp, "comment"):
+            click.echo(f"  comment: {get_attr(grp, 'comment')}")
+        status = grp["run_info/status"][()]
+        counts = {STATUS_NAMES[k]: int(np.count_nonzero(status == k)) for k in STATUS_NAMES}
+        click.echo("runs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        start, end = grp["run_info/start"][()], grp["run_info/end"][()]
+        done = status > 0
+        if done.any():
+            dur = end[done] - start[done]
+            click.echo(f"  run time: median {np.median(dur) * 1e3:.3g} ms, max {dur.max() * 1e3:.3g} ms, "
+                       f"total {dur.sum():.3g} s")
+            hosts = sorted(set(grp["run_info/host"].asstr()[()][done].tolist()))
+            click.echo(f"  hosts: {', '.join(hosts[:10])}{' ...' if len(hosts) > 10 else ''}")
+        explored = [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
+        for branch in ("config", "parameters", "derived_parameters", "results"):
+            lines = list(_tree(grp[branch], explored if branch == "parameters" else []))
+            if lines:
+                click.echo(f"{branch}:")
+                for line in lines:
+                    click.echo(f"  {line}")
+        for branch in ("derived_parameters", "results"):
+            runs = grp[branch].get("runs")
+            if runs is None:
+                continue
+            cols = runs.get("columns")
+            for cname, ds in (cols.items() if cols is not None else []):
+                n = int(np.count_nonzero(runs["masks"][cname][()]))
+                click.echo(f"  {branch}.runs.{cname}: column {get_attr(ds, 'kind')} {get_attr(ds, 'dtype')} "
+                           f"shape {ds.shape[1:]} in {n} runs")
+            items = json.loads(get_attr(runs, "item_counts", "{}"))
+            for iname, n in sorted(items.items())[:20]:
+                click.echo(f"  {branch}.runs.{iname}: stored per run, in {n} runs")
+            if len(items) > 20:
+                click.echo(f"  ... and {len(items) - 20} more per-run names")
+        prov = get_attr(grp, "provenance")
+        if prov:
+            p = json.loads(prov)
+            git = p.get("git") or {}
+            click.echo("provenance:")
+            click.echo(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
+            click.echo(f"  submitted by {p.get('user')} on {p.get('host')}: {' '.join(p.get('argv', []))}")
+            click.echo("  versions: " + ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items()))
+        log_ids = json.loads(get_attr(grp.get("merge_log", grp), "shard_ids", "[]"))
+        click.echo(f"merged shards: {len(log_ids)}")
+
+
+def _tree(group: Any, explored: list[str], prefix: str = "") -> Any:
+    for key, obj in group.items():
+        if key == "runs" and not prefix:
+            continue
+        full = prefix + key
+        if "leaf" in obj.attrs:
+            mark = "  [explored]" if full in explored else ""
+            shape = getattr(obj, "shape", None)
+            click_kind = get_attr(obj, "kind")
+            yield f"{full}: {click_kind}{'' if not shape else f' {shape}'}{mark}"
+        else:
+            yield from _tree(obj, explored, full + ".")
+
+
+if __name__ == "__main__":
+    main()
