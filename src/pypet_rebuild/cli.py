@@ -33,10 +33,14 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+class RunFailure(click.ClickException):
+    """Runs failed or the scheduler refused: one line, exit code 1."""
+
+    exit_code = 1
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
-    err = UserError(message)
-    err.exit_code = code
-    raise err
+    raise (UserError if code == 2 else RunFailure)(message)
 
 
 def _guard(fn: Any) -> Any:
@@ -316,7 +320,7 @@ def merge(workdir: str, output: str | None, require_complete: bool) -> None:
 def resubmit(workdir: str, max_parallel: int | None, wait: bool, output: str | None, **resources: Any) -> None:
     """Submit again only the tasks with runs that are missing or failed."""
     wd = _workdir(workdir)
-    todo = resubmit_workdir(wd, executor_options(max_parallel, **resources))
+    todo = resubmit_workdir(wd, **executor_options(max_parallel, **resources))
     if not todo:
         click.echo("nothing to resubmit: every task is complete or still queued/running")
     else:

@@ -7,6 +7,7 @@ This module is the only place that knows how a value looks on disk.
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +102,7 @@ def _homogeneous_scalar_kind(items: list[Any] | tuple[Any, ...]) -> str | None:
         return None
     first = type(items[0])
     if first is str:
-        return "str" if all(type(x) is str for x in items) else None
+        return "str" if all(type(x) is str and "\x00" not in x for x in items) else None
     kind = _PY_SCALARS.get(first)
     if kind is None or any(type(x) is not first for x in items):
         return None
@@ -120,9 +121,12 @@ def write_value(group: h5py.Group, key: str, value: Any) -> None:
     kind = _PY_SCALARS.get(t)
     if kind is not None:
         ds = group.create_dataset(key, data=np.asarray(value, dtype=_PY_DTYPES[kind]))
-    elif t is str:
+    elif t is str and "\x00" not in value:
         ds = group.create_dataset(key, data=value, dtype=STR_DTYPE)
         kind = "str"
+    elif t is str:  # HDF5 strings cannot hold NUL: keep the UTF-8 bytes
+        ds = group.create_dataset(key, data=np.frombuffer(value.encode(), dtype=np.uint8))
+        kind = "str0"
     elif value is None:
         ds = group.create_dataset(key, data=h5py.Empty("f"))
         kind = "none"
@@ -155,7 +159,7 @@ def write_value(group: h5py.Group, key: str, value: Any) -> None:
     elif t is dict:
         sub = group.create_group(key)
         sub.attrs[KIND] = "dict"
-        sub.attrs.create("keys", data=list(value.keys()), dtype=STR_DTYPE)
+        sub.attrs.create("keys", data=json.dumps(list(value.keys())), dtype=STR_DTYPE)
         for i, item in enumerate(value.values()):
             write_value(sub, str(i), item)
         return
@@ -178,7 +182,7 @@ def read_value(obj: h5py.Group | h5py.Dataset, allow_pickle: bool = False, where
     kind = _attr_str(obj, KIND)
     if isinstance(obj, h5py.Group):
         if kind == "dict":
-            keys = [k.decode() if isinstance(k, bytes) else str(k) for k in obj.attrs["keys"]]
+            keys = json.loads(_attr_str(obj, "keys"))
             return {k: read_value(obj[str(i)], allow_pickle, where) for i, k in enumerate(keys)}
         if kind in ("list", "tuple"):
             items = [read_value(obj[str(i)], allow_pickle, where) for i in range(len(obj))]
@@ -190,6 +194,8 @@ def read_value(obj: h5py.Group | h5py.Dataset, allow_pickle: bool = False, where
         return obj.asstr()[()]
     if kind == "none":
         return None
+    if kind == "str0":
+        return obj[()].tobytes().decode()
     if kind == "bytes":
         return obj[()].tobytes()
     if kind == "pickle":
@@ -204,11 +210,8 @@ def read_value(obj: h5py.Group | h5py.Dataset, allow_pickle: bool = False, where
         return arr if kind == "ndarray" else arr[()]
     if kind in ("list", "tuple"):
         elem = _attr_str(obj, "elem")
-        if elem == "str":
-            items: list[Any] = list(obj.asstr()[()])
-        else:
-            items = obj[()].tolist()
-        return items if kind == "list" else tuple(items)
+        elems: list[Any] = list(obj.asstr()[()]) if elem == "str" else obj[()].tolist()
+        return elems if kind == "list" else tuple(elems)
     raise StorageError(f"{obj.name}: unknown stored kind {kind!r}")
 
 
@@ -233,9 +236,9 @@ def column_spec(value: Any) -> ColumnSpec | None:
     if kind is not None:
         return (kind, _PY_DTYPES[kind].str, ())
     if t is str:
-        return ("str", "str", ())
+        return ("str", "str", ()) if "\x00" not in value else None
     if isinstance(value, np.ndarray):
-        if value.dtype.kind in _COLUMN_KINDS:
+        if value.dtype.kind in _COLUMN_KINDS and value.size:
             return ("ndarray", value.dtype.str, value.shape)
         return None
     if isinstance(value, np.generic) and value.dtype.kind in _COLUMN_KINDS:
@@ -270,4 +273,4 @@ def column_element(spec_kind: str, element: Any) -> Any:
         return element.decode() if isinstance(element, bytes) else str(element)
     if spec_kind == "ndarray":
         return np.asarray(element)
-    return element
+    return np.asarray(element)[()]  # a numpy scalar of the column's dtype

@@ -27,28 +27,23 @@ def cartesian_product(
             raise ExplorationError(f"parameter {name!r}: explored values must be a list, got {type(values).__name__}")
         if len(values) == 0:
             raise ExplorationError(f"parameter {name!r}: the list of explored values is empty")
-    groups: list[tuple[str, ...]] = []
+    groups = [tuple(g) for g in combined or ()]
     grouped: set[str] = set()
-    for group in combined or ():
-        group = tuple(group)
+    for group in groups:
         for name in group:
             if name not in space:
                 raise ExplorationError(f"combined names {name!r}, which is not in the exploration space")
             if name in grouped:
                 raise ExplorationError(f"parameter {name!r} is in more than one combined group")
-        lengths = {len(space[n]) for n in group}
-        if len(lengths) > 1:
+        if len({len(space[n]) for n in group}) > 1:
             detail = ", ".join(f"{n}: {len(space[n])}" for n in group)
             raise ExplorationError(f"combined parameters must have equal lengths ({detail})")
         grouped.update(group)
     order: list[tuple[str, ...]] = []
     for name in space:
-        if name in grouped:
-            group = next(g for g in map(tuple, combined or ()) if name in g)
-            if group not in order:
-                order.append(group)
-        else:
-            order.append((name,))
+        group = next((g for g in groups if name in g), (name,))
+        if group not in order:
+            order.append(group)
     axes = [list(zip(*(space[n] for n in group), strict=True)) for group in order]
     out: dict[str, list[Any]] = {n: [] for n in space}
     for point in itertools.product(*axes):

@@ -213,7 +213,7 @@ class _Merger:
             del self.errors[r]
         for key, cgrp in f["columns"].items():
             self._merge_column(key, cgrp, counts.get(key, 0))
-        for set_name, run_set in f["items"].items():
+        for run_set in f["items"].values():
             for rname, rgrp in run_set.items():
                 for key in rgrp:
                     branch, name = key.split(".", 1)

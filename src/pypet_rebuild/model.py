@@ -60,6 +60,15 @@ class Result(Generic[T]):
 Leaf = Parameter[Any] | Result[Any]
 
 
+def loaded_leaf(cls: type[Any], name: str, value: Any, comment: str = "") -> Any:
+    """A leaf read from a file: already validated when it was stored (and maybe unpickled)."""
+    leaf = object.__new__(cls)
+    leaf.__dict__.update(name=name, value=value, comment=comment)
+    if cls is Parameter:
+        leaf.__dict__["_locked"] = False
+    return leaf
+
+
 class GroupView(Mapping[str, Any]):
     """A group of a trajectory branch, reached by natural naming (``traj.parameters.traffic``).
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 
 class Progress:
     """``Progress(total, "runs")``; ``advance(n)`` or ``update_to(done)``; ``close()`` ends the line."""
 
-    def __init__(self, total: int, unit: str, enabled: bool = True, stream: object = None) -> None:
+    def __init__(self, total: int, unit: str, enabled: bool = True, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
-        self.enabled = enabled and getattr(self.stream, "isatty", lambda: False)()
+        self.enabled = enabled and self.stream.isatty()
         self.total, self.unit, self.done = total, unit, 0
         self.start = time.monotonic()
         self._last = 0.0
@@ -27,9 +28,9 @@ class Progress:
             frac = done / self.total if self.total else 1.0
             bar = "#" * int(30 * frac)
             rate = done / max(now - self.start, 1e-9)
-            self.stream.write(f"\r[{bar:<30}] {done}/{self.total} {self.unit} ({rate:.0f}/s)")  # type: ignore[attr-defined]
-            self.stream.flush()  # type: ignore[attr-defined]
+            self.stream.write(f"\r[{bar:<30}] {done}/{self.total} {self.unit} ({rate:.0f}/s)")
+            self.stream.flush()
 
     def close(self) -> None:
         if self.enabled:
-            self.stream.write("\n")  # type: ignore[attr-defined]
+            self.stream.write("\n")

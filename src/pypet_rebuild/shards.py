@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 SHARD_KIND = "pypet-hpc shard"
 FLUSH_SECONDS = 1.0
 FLUSH_RUNS = 5000
-_PLAIN = frozenset({"bool", "int", "float", "complex", "str"})
+_PLAIN = frozenset({"bool", "int", "float", "complex"})  # str may hold NUL: checked per value
 
 
 def shard_path(shards_dir: Path, task: int) -> Path:
@@ -50,7 +50,7 @@ def partial_path(final: Path) -> Path:
 class _Column:
     spec: ColumnSpec
     pytype: type
-    plain: bool = False  # a Python scalar or str: its type alone fixes the spec
+    plain: bool = False  # a Python number: its type alone fixes the spec
     rows: list[int] = field(default_factory=list)
     values: list[Any] = field(default_factory=list)
 
@@ -91,7 +91,7 @@ class ShardWriter:
         elif retry_failed and self.final.exists():
             shutil.copyfile(self.final, self.partial)
             f = h5py.File(self.partial, "a", locking="best-effort")
-            f.attrs["complete"] = False
+            set_attrs(f, complete=False, shard_id=uuid.uuid4().hex)  # new content: merge it again
             self.done = {i for i, s in _last_status(f).items() if s == OK}
             log.info("retrying failed runs of %s: %d runs kept", self.final.name, len(self.done))
             return f

@@ -91,7 +91,7 @@ def sweep_status(wd: Workdir) -> SweepStatus:
             st.shard = path.name
             try:
                 st.ok, st.failed = read_counts(path, live=path is partial)
-                if path is final:
+                if path is final and st.state not in (PENDING, RUNNING):  # else: a retry is under way
                     st.state = COMPLETED
                 elif st.state in TERMINAL or st.state == NOT_SUBMITTED:
                     st.problem = "stopped before finishing; resubmit resumes it"

@@ -36,7 +36,7 @@ from .codec import (
     write_value,
 )
 from .errors import StorageError
-from .model import BRANCHES, RUN_BRANCHES, Parameter, Result, Trajectory
+from .model import BRANCHES, RUN_BRANCHES, Parameter, Result, Trajectory, loaded_leaf
 from .naming import run_name, run_set_name
 from .runstore import masked_column
 
@@ -212,12 +212,12 @@ class FileRunStore:
                 if grp[f"{base}/masks/{name}"][run]:
                     ds = grp[f"{base}/columns/{name}"]
                     value = column_element(get_attr(ds, "kind"), read_column(ds, run))
-                    return cls(name=name, value=value, comment=get_attr(ds, "comment", ""))
+                    return loaded_leaf(cls, name, value, get_attr(ds, "comment", ""))
             obj = grp.get(f"{branch}/runs/{run_set_name(run)}/{run_name(run)}/{name}")
             if obj is None:
                 return None
             value = read_value(obj, self.allow_pickle, f"{branch}.{name} of {run_name(run)}")
-            return cls(name=name, value=value, comment=get_attr(obj, "comment", ""))
+            return loaded_leaf(cls, name, value, get_attr(obj, "comment", ""))
 
     def names_in_run(self, run: int, branch: str) -> list[str]:
         with self._group() as grp:
@@ -293,7 +293,7 @@ def load_trajectory(
             for leaf_name, obj in _iter_leaves(grp[branch]):
                 value = read_value(obj, allow_pickle, f"{branch}.{leaf_name}")
                 cls = Result if get_attr(obj, "leaf") == "Result" else Parameter
-                traj._leaves[branch][leaf_name] = cls(name=leaf_name, value=value, comment=get_attr(obj, "comment", ""))
+                traj._leaves[branch][leaf_name] = loaded_leaf(cls, leaf_name, value, get_attr(obj, "comment", ""))
         order = [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
         traj._explored = {n: column_values(grp["explored"][n]) for n in order}
         traj._defaults = {n: traj._leaves["parameters"][n].value for n in order}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -128,7 +129,7 @@ def load_reference(ref: str) -> Simulation:
     if fn is None:
         raise WorkdirError(f"{target} has no function {func_name!r}")
     check_signature(fn, ref)
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def import_sweep(target: str) -> Any:
@@ -289,10 +290,10 @@ def provenance(fn: Simulation | str | None) -> dict[str, Any]:
         except TypeError:
             source = None
     versions = {"python": platform.python_version(), "pypet-hpc": __version__}
-    for mod in ("numpy", "h5py", "submitit", "click", "filelock", "cloudpickle"):
+    for dist in ("numpy", "h5py", "submitit", "click", "filelock", "cloudpickle"):
         try:
-            versions[mod] = importlib.import_module(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing optional module is just not recorded
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             continue
     versions["hdf5"] = h5py.version.hdf5_version
     return {"git": git_state(Path(source).parent if source else Path.cwd()), "source": source,

@@ -7,6 +7,7 @@ requeued task resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -114,10 +115,8 @@ def _install_stop_handlers(stop: list[bool]) -> dict[int, Any]:
 
     previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGUSR2):
-        try:
+        with contextlib.suppress(ValueError):  # not the main thread: no handlers there
             previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            pass
     return previous
 
 

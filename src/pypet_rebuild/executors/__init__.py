@@ -54,7 +54,7 @@ def make_executor(name: str, **options: Any) -> Executor:
     cls = classes.get(name)
     if cls is None:
         raise PypetError(f"unknown executor {name!r}; choose one of {', '.join(classes)}")
-    return cls.from_options(**options)  # type: ignore[no-any-return]
+    return cls.from_options(**options)
 
 
 def check_options(name: str, given: dict[str, Any], valid: dict[str, Any]) -> None:

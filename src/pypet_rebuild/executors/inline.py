@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..model import Trajectory
-from ..worker import run_task
 from ..workdir import Simulation, Workdir
+from ..worker import run_task
 from . import COMPLETED, check_options
 
 

@@ -115,7 +115,7 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
 
 def _read_state(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 

@@ -1,0 +1,88 @@
+"""The CLI end to end (subprocess) and its error paths (CliRunner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pypet_rebuild import load_trajectory
+from pypet_rebuild.cli import main
+
+from .conftest import cli, write_sweep
+
+
+def test_submit_wait_status_show_end_to_end(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, n=30, fail_n=4)
+    out = cli("submit", str(sweep), "--runs-per-task", "7", "-p", "x=1,2,3", "--wait", "-o", "res.h5",
+              cwd=tmp_path, check=False)
+    assert out.returncode == 1, out.stderr  # two runs failed
+    assert "87 ok, 3 failed, 0 missing of 90 runs" in out.stdout
+    traj = load_trajectory(tmp_path / "res.h5")
+    assert traj.explored["x"][:3] == [1.0, 1.0, 1.0]
+    status = cli("status", "runs/sq", "--json", cwd=tmp_path)
+    data = json.loads(status.stdout)
+    assert data["counts"]["ok"] == 87 and data["counts"]["failed"] == 3 and len(data["tasks"]) == 13
+    failed = cli("status", "runs/sq", "--failed", cwd=tmp_path).stdout
+    assert failed.count("ValueError: unlucky 4") >= 3 and "Traceback" in failed
+    shown = cli("show", "res.h5", cwd=tmp_path).stdout
+    assert "results.runs.z: column float" in shown and "x: float" in shown and "[explored]" in shown
+    assert "provenance" in shown and "pypet-hpc 0.1.0" in shown
+    logs = cli("logs", "runs/sq", "--run", "4", cwd=tmp_path).stdout
+    assert "unlucky 4" in logs and "task_000000.log" in logs
+    again = cli("merge", "runs/sq", "-o", "res.h5", cwd=tmp_path).stdout
+    assert "(0 new shards merged)" in again
+    assert "nothing to resubmit" not in cli("resubmit", "runs/sq", cwd=tmp_path).stdout
+
+
+def test_dry_run_submits_nothing(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, n=10)
+    out = cli("submit", str(sweep), "--dry-run", "--tasks", "3", cwd=tmp_path).stdout
+    assert "20 runs in 3 tasks of up to 7 runs" in out and "nothing submitted" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_texts_end_with_an_example() -> None:
+    runner = CliRunner()
+    for cmd in ([], ["submit"], ["status"], ["merge"], ["resubmit"], ["cancel"], ["show"], ["logs"]):
+        out = runner.invoke(main, [*cmd, "--help"])
+        assert out.exit_code == 0
+        assert "Example: pypet-hpc" in out.output, cmd
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "{sweep}", "-p", "nope=1"], "unknown parameter 'nope'"),
+        (["submit", "{sweep}", "-p", "n=1,x"], "'x' is not a int"),
+        (["submit", "{sweep}", "-p", "n"], "write -p name=value1"),
+        (["submit", "{sweep}", "-p", "n=1", "-p", "n=2"], "given twice"),
+        (["submit", "{sweep}", "--runs-per-task", "0"], "--runs-per-task must be at least 1"),
+        (["submit", "{sweep}", "--max-parallel", "0"], "--max-parallel must be at least 1"),
+        (["submit", "{sweep}", "--time", "soon"], "bad time limit 'soon'"),
+        (["submit", "{sweep}", "--partition", "debug"], "executor 'local' has no option partition"),
+        (["submit", "{tmp}/missing.py"], "no such sweep file"),
+        (["submit", "{bad}"], "does not import: SyntaxError"),
+        (["submit", "{sweep}", "--function", "nothing"], "has no function 'nothing'"),
+        (["submit", "{twoargs}"], "must take exactly one argument"),
+        (["merge", "{tmp}"], "is not a sweep directory"),
+        (["status", "{tmp}/nowhere"], "is not a sweep directory"),
+        (["show", "{tmp}/missing.h5"], "no such file"),
+        (["show", "{sweep}"], "not an HDF5 file"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path, args: list[str], message: str) -> None:
+    sweep = write_sweep(tmp_path, n=3)
+    (tmp_path / "bad.py").write_text("def simulate(traj):\n  return (\n")
+    (tmp_path / "twoargs.py").write_text(write_sweep(tmp_path, n=2, name="_t.py").read_text()
+                                         .replace("def simulate(traj):", "def simulate(traj, other):"))
+    fmt = {"sweep": str(sweep), "tmp": str(tmp_path), "bad": str(tmp_path / "bad.py"),
+           "twoargs": str(tmp_path / "twoargs.py")}
+    result = CliRunner().invoke(main, [a.format(**fmt) for a in args], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "runs").exists()

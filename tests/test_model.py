@@ -1,0 +1,200 @@
+"""Trajectory, natural naming, name rules, exploration validation, locking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pypet_rebuild import (
+    Environment,
+    ExplorationError,
+    LockedParameterError,
+    NamingError,
+    Parameter,
+    PypetError,
+    Result,
+    Trajectory,
+    UnsupportedValueError,
+    cartesian_product,
+)
+from pypet_rebuild.exploration import Plan
+
+
+def make() -> Trajectory:
+    traj = Trajectory("t")
+    traj.add_parameter("traffic.ncars", 10, comment="cars")
+    traj.add_parameter(Parameter(name="traffic.speed", value=1.5))
+    traj.add_config("seed", 42)
+    return traj
+
+
+def test_natural_naming_and_item_access() -> None:
+    traj = make()
+    assert traj.parameters.traffic.ncars.value == 10
+    assert traj.parameters["traffic.ncars"].comment == "cars"
+    assert traj.parameters.traffic["speed"].value == 1.5
+    assert "traffic" in traj.parameters and "ncars" in traj.parameters.traffic
+    assert "nope" not in traj.parameters
+    assert sorted(traj.parameters.traffic.keys()) == ["ncars", "speed"]
+    assert len(traj.parameters.traffic) == 2
+    assert "ncars" in repr(traj.parameters.traffic)
+    assert traj["parameters.traffic.ncars"].value == 10
+    assert traj.config.seed.value == 42
+
+
+def test_shortcuts_give_values_and_ambiguity_lists_candidates() -> None:
+    traj = make()
+    assert traj.ncars == 10
+    traj.add_config("ncars", 3)
+    with pytest.raises(PypetError, match="ambiguous.*config.ncars.*parameters.traffic.ncars"):
+        traj.ncars
+    with pytest.raises(AttributeError, match="no node named 'missing'"):
+        traj.missing
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("class", "keyword"),
+        ("a._b", "underscore"),
+        ("a..b", "empty segment"),
+        ("", "empty"),
+        ("a.keys", "clashes"),
+        ("größe", "ASCII"),
+        ("a-b", "ASCII"),
+    ],
+)
+def test_bad_names_are_refused_with_the_segment(name: str, why: str) -> None:
+    with pytest.raises(NamingError, match=why):
+        Trajectory("t").add_parameter(name, 1)
+
+
+def test_duplicate_and_clashing_names() -> None:
+    traj = make()
+    with pytest.raises(NamingError, match="already exists"):
+        traj.add_parameter("traffic.ncars", 1)
+    with pytest.raises(NamingError, match="clashes with the existing group"):
+        traj.add_parameter("traffic", 1)
+    with pytest.raises(NamingError, match="clashes with the existing leaf"):
+        traj.add_parameter("traffic.ncars.more", 1)
+
+
+def test_unsupported_value_is_refused_when_added() -> None:
+    with pytest.raises(UnsupportedValueError, match="'obj'.*object"):
+        Result(name="obj", value=object())
+    with pytest.raises(UnsupportedValueError, match=r"'d'\['k'\]\[0\].*set"):
+        Trajectory("t").add_result("d", {"k": [set()]})
+    with pytest.raises(UnsupportedValueError, match="dict keys must be strings"):
+        Trajectory("t").add_parameter("d", {1: 2})
+    with pytest.raises(UnsupportedValueError, match="64 bits"):
+        Trajectory("t").add_parameter("big", 2**70)
+
+
+def test_cartesian_product_order_and_combined() -> None:
+    assert cartesian_product({"a": [1, 2], "b": [3, 4]}) == {"a": [1, 1, 2, 2], "b": [3, 4, 3, 4]}
+    out = cartesian_product({"a": [1, 2], "b": [3, 4], "c": [0, 1]}, combined=[("a", "b")])
+    assert out == {"a": [1, 1, 2, 2], "b": [3, 3, 4, 4], "c": [0, 1, 0, 1]}
+    with pytest.raises(ExplorationError, match="equal lengths"):
+        cartesian_product({"a": [1, 2], "b": [3]}, combined=[("a", "b")])
+    with pytest.raises(ExplorationError, match="empty"):
+        cartesian_product({"a": []})
+    with pytest.raises(ExplorationError, match="empty"):
+        cartesian_product({})
+
+
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [
+        ({"nope": [1]}, "unknown parameter 'nope'"),
+        ({"traffic.ncars": []}, "empty"),
+        ({"traffic.ncars": [1, 2], "traffic.speed": [1.0]}, "equal lengths"),
+        ({"traffic.speed": ["fast"]}, "'fast' is a str.*float"),
+        ({"traffic.ncars": [1.5]}, "1.5 is a float.*int"),
+        ({}, "empty"),
+        ({"traffic.ncars": 5}, "must be a list"),
+    ],
+)
+def test_exploration_validation(space: dict, match: str) -> None:
+    with pytest.raises(ExplorationError, match=match):
+        make().explore(space)
+
+
+def test_numpy_float_is_fine_for_a_float_default_and_ints_widen() -> None:
+    traj = make()
+    traj.explore({"traffic.speed": [np.float64(2.0), 3]})
+    assert traj.explored["traffic.speed"] == [2.0, 3.0]
+    assert len(traj) == 2
+
+
+def test_plan_arithmetic() -> None:
+    plan = Plan.make(10, runs_per_task=3, max_array_size=2)
+    assert plan.n_tasks == 4
+    assert list(plan.task_runs(3)) == [9]
+    assert plan.arrays() == [[0, 1], [2, 3]]
+    assert plan.task_of(7) == 2
+    assert Plan.make(10, n_tasks=3).runs_per_task == 4
+    with pytest.raises(ExplorationError, match="runs_per_task"):
+        Plan.make(10, runs_per_task=0)
+    with pytest.raises(ExplorationError, match="n_tasks"):
+        Plan.make(10, n_tasks=-1)
+
+
+def test_runs_record_results_failures_and_lock() -> None:
+    traj = make()
+
+    def simulate(t: Trajectory) -> None:
+        n = t.parameters.traffic.ncars.value
+        if n == 2:
+            raise RuntimeError("boom")
+        if n == 3:
+            t.parameters.traffic.ncars.value = 99
+        t.add_result("z", n * 2)
+        t.add_result(Result(name=f"only.r{n}", value=n))
+
+    env = Environment(trajectory=traj)
+    env.run_exploration(simulate, space={"traffic.ncars": [1, 2, 3, 4]})
+    info = traj.run_info()
+    assert info["status"].tolist() == [1, 2, 2, 1]
+    assert "RuntimeError: boom" in info["error"][1]
+    assert "LockedParameterError" in info["error"][2] and "locked" in info["error"][2]
+    assert traj.results.runs.run_00000003.z.value == 8
+    assert traj.results["only.r4"].value == 4
+    z = traj.get_from_runs("z")
+    assert z.mask.tolist() == [False, True, True, False]
+    assert z.compressed().tolist() == [2, 8]
+    # after the sweep the parameters show their defaults and are unlocked again
+    assert traj.parameters.traffic.ncars.value == 10
+    traj.parameters.traffic.ncars.value = 11
+    traj.set_run(0)
+    assert traj.ncars == 1 and traj.results.z.value == 2
+    traj.set_run(None)
+    with pytest.raises(PypetError, match="exists in 2 runs"):
+        traj.results.z
+
+
+def test_stop_on_error_stops() -> None:
+    traj = make()
+
+    def simulate(t: Trajectory) -> None:
+        raise ValueError("first")
+
+    env = Environment(trajectory=traj, stop_on_error=True)
+    with pytest.raises(RuntimeError, match="run 0 failed: ValueError: first"):
+        env.run_exploration(simulate, space={"traffic.ncars": [1, 2, 3]})
+    assert traj.run_info()["status"].tolist() == [2]
+
+
+def test_locked_parameter_error_type() -> None:
+    p = Parameter(name="x", value=1)
+    p._locked = True
+    with pytest.raises(LockedParameterError):
+        p.value = 2
+
+
+def test_iter_runs_restores_view() -> None:
+    traj = make()
+    env = Environment(trajectory=traj)
+    env.run_exploration(lambda t: t.add_result("z", t.ncars), space={"traffic.ncars": [5, 6, 7]})
+    seen = [(i, traj.ncars, traj.results.z.value) for i in traj.iter_runs()]
+    assert seen == [(0, 5, 5), (1, 6, 6), (2, 7, 7)]
+    assert traj.current_run is None and traj.ncars == 10
