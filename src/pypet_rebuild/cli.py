@@ -405,8 +405,9 @@ def show(file: str, name: str | None) -> None:
                     click.echo(f"  {line}")
         for branch in ("derived_parameters", "results"):
             runs = grp[branch].get("runs")
-            if runs is None:
+            if runs is None or not (len(runs.get("columns", {})) or get_attr(runs, "item_counts", "{}") != "{}"):
                 continue
+            click.echo(f"{branch} per run:")
             cols = runs.get("columns")
             for cname, ds in (cols.items() if cols is not None else []):
                 n = int(np.count_nonzero(runs["masks"][cname][()]))
