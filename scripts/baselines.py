@@ -185,7 +185,9 @@ def ensure_pypet_venv(python: Path, where: Path) -> Path:
     start = time.perf_counter()
     subprocess.run([str(python), "-m", "venv", str(where)], check=True)
     pip = [str(venv_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, *PYPET_PIP_SPEC], check=True)
+    done = subprocess.run([*pip, *PYPET_PIP_SPEC], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install {' '.join(PYPET_PIP_SPEC)} failed:\n{done.stderr[-2000:]}")
     subprocess.run([str(venv_python), "-c", "import pypet"], check=True)
     wanted["created_seconds"] = time.perf_counter() - start
     (where / VENV_RECORD).write_text(json.dumps(wanted, indent=2) + "\n")

@@ -163,7 +163,10 @@ class Environment:
         traj = self.trajectory
         if space is not None:
             traj.explore(cartesian_product(space, combined))
-        plan = Plan.make(len(traj), self.runs_per_task, self.n_tasks,
+        n_tasks = self.n_tasks
+        if n_tasks is None and self.runs_per_task is None and isinstance(self.executor, InlineExecutor):
+            n_tasks = 1  # in this process there is nothing to gain from more shards
+        plan = Plan.make(len(traj), self.runs_per_task, n_tasks,
                          self.max_array_size or default_array_size(self.executor))
         self._temporary = None
         wd_path = self.workdir
@@ -176,6 +179,9 @@ class Environment:
         if self._temporary is not None:
             shutil.rmtree(wd_path)
         inline = isinstance(self.executor, InlineExecutor)
+        preflight = getattr(self.executor, "preflight", None)
+        if callable(preflight):
+            preflight()  # e.g. an unknown SLURM partition: fail before the workdir is written
         wd.create(traj, plan, None if inline else simulate,
                   {"name": self.executor.name, "options": self.executor.options()})
         if isinstance(self.executor, InlineExecutor):

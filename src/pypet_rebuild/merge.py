@@ -23,12 +23,24 @@ from filelock import FileLock, Timeout
 
 from .codec import STR_DTYPE, column_element, read_value, write_value
 from .errors import StorageError
+from .model import RUN_BRANCHES
 from .naming import run_name, run_set_name
 from .shards import SHARD_KIND
-from .storage import FAILED, MISSING, OK, ROOT, get_attr, open_h5, set_attrs, trajectory_group
+from .storage import (
+    FAILED,
+    MISSING,
+    OK,
+    ROOT,
+    get_attr,
+    open_h5,
+    read_column,
+    set_attrs,
+    trajectory_group,
+)
 
 log = logging.getLogger(__name__)
 BLOCK_BYTES = 32 << 20  # rows of a column copied per step: bounds merge memory
+SMALL_COLUMN_BYTES = 64 << 20  # columns up to this size are updated in memory, written once
 
 
 @dataclass
@@ -107,12 +119,8 @@ def _last_rows(idx: np.ndarray) -> np.ndarray:
     return len(idx) - 1 - first_rev
 
 
-def _scatter(ds: h5py.Dataset, runs: np.ndarray, values: Any) -> None:
-    """``ds[runs] = values`` for sorted runs, as one read-modify-write of the covering block."""
-    lo, hi = int(runs[0]), int(runs[-1]) + 1
-    block = np.asarray(ds.asstr()[lo:hi], dtype=object) if ds.dtype == STR_DTYPE else ds[lo:hi]
-    block[runs - lo] = values
-    ds[lo:hi] = block
+def _one_row_chunks(ds: h5py.Dataset) -> bool:
+    return ds.chunks == (1, *ds.shape[1:]) and ds.compression is None
 
 
 def _only_trajectory(f: h5py.File) -> h5py.Group:
@@ -122,17 +130,18 @@ def _only_trajectory(f: h5py.File) -> h5py.Group:
 
 
 class _Merger:
+    """One merge: the run table, masks and small columns are held in memory and written once at
+    the end; big columns are written shard by shard (bounded memory)."""
+
     def __init__(self, grp: h5py.Group, plan_hash: str, target: Path) -> None:
         self.grp = grp
         self.plan_hash = plan_hash
         self.n = int(get_attr(grp, "n_runs"))
         self.report = MergeReport(target=target, n_runs=self.n)
-        log_grp = grp.require_group("merge_log")
-        self.merged_ids = set(json.loads(get_attr(log_grp, "shard_ids", "[]")))
-        self.log_grp = log_grp
+        self.log_grp = grp.require_group("merge_log")
+        self.merged_ids = set(json.loads(get_attr(self.log_grp, "shard_ids", "[]")))
         self.item_counts: dict[str, dict[str, int]] = {
-            b: json.loads(get_attr(grp[b].require_group("runs"), "item_counts", "{}"))
-            for b in ("results", "derived_parameters")
+            b: json.loads(get_attr(grp[b].require_group("runs"), "item_counts", "{}")) for b in RUN_BRANCHES
         }
         err = grp["errors"]
         self.errors: dict[int, tuple[str, str, str]] = {
@@ -140,77 +149,85 @@ class _Merger:
                 err["idx"][()], err["type"].asstr()[()], err["message"].asstr()[()],
                 err["traceback"].asstr()[()], strict=True)
         }
+        info = grp["run_info"]
+        self.info = {c: info[c][()] for c in ("status", "start", "end", "task")}
+        self.info["host"] = np.asarray(info["host"].asstr()[()], dtype=object)
+        self.masks: dict[tuple[str, str], np.ndarray] = {}
+        self.small: dict[tuple[str, str], np.ndarray] = {}  # columns small enough to hold in memory
+        self._col_cache: dict[tuple[str, str], tuple[Any, tuple[Any, ...]]] = {}
 
     def run(self, shards: Sequence[Path], progress: Callable[[int], None] | None) -> MergeReport:
-        opened: list[tuple[Path, h5py.File]] = []
-        try:
-            for path in sorted(shards):
-                f = open_h5(path)
-                opened.append((path, f))
-                if get_attr(f, "kind") != SHARD_KIND:
-                    raise StorageError(f"{path}: not a pypet-hpc shard")
-                if get_attr(f, "plan_hash") != self.plan_hash:
-                    raise StorageError(f"{path}: shard of another sweep (plan hash differs); refusing to merge it")
-                if not f.attrs.get("complete", False):
-                    raise StorageError(f"{path}: shard is not complete")
-            fresh = [(p, f) for p, f in opened if get_attr(f, "shard_id") not in self.merged_ids]
-            self.report.skipped_shards = [p.name for p, f in opened if get_attr(f, "shard_id") in self.merged_ids]
-            counts = self._value_counts(fresh)
-            for path, f in fresh:
-                self._merge_one(f, counts)
-                self.merged_ids.add(get_attr(f, "shard_id"))
-                self.report.merged_shards.append(path.name)
-                if progress is not None:
-                    progress(1)
-        finally:
-            for _, f in opened:
-                f.close()
-        self._write_errors()
-        set_attrs(self.log_grp, shard_ids=json.dumps(sorted(self.merged_ids)))
-        for branch, counts_b in self.item_counts.items():
-            set_attrs(self.grp[branch]["runs"], item_counts=json.dumps(counts_b))
-        status = self.grp["run_info/status"][()]
-        self.report.ok = int(np.count_nonzero(status == OK))
-        self.report.failed = int(np.count_nonzero(status == FAILED))
-        return self.report
-
-    def _value_counts(self, fresh: list[tuple[Path, h5py.File]]) -> dict[str, int]:
+        fresh: list[Path] = []
         counts: dict[str, int] = {}
-        for _, f in fresh:
-            for key, cgrp in f["columns"].items():
-                counts[key] = counts.get(key, 0) + cgrp["idx"].shape[0]
+        for path in sorted(shards):
+            with open_h5(path) as f:
+                self._check(path, f)
+                if get_attr(f, "shard_id") in self.merged_ids:
+                    self.report.skipped_shards.append(path.name)
+                    continue
+                for key, cgrp in f["columns"].items():
+                    counts[key] = counts.get(key, 0) + cgrp["idx"].shape[0]
+            fresh.append(path)
         for branch, names in self.item_counts.items():
             for name, c in names.items():
                 counts[f"{branch}.{name}"] = counts.get(f"{branch}.{name}", 0) + c
-        return counts
+        for path in fresh:
+            with open_h5(path) as f:
+                self._merge_one(f, counts)
+                self.merged_ids.add(get_attr(f, "shard_id"))
+            self.report.merged_shards.append(path.name)
+            if progress is not None:
+                progress(1)
+        self._write_back()
+        self.report.ok = int(np.count_nonzero(self.info["status"] == OK))
+        self.report.failed = int(np.count_nonzero(self.info["status"] == FAILED))
+        return self.report
+
+    def _check(self, path: Path, f: h5py.File) -> None:
+        if get_attr(f, "kind") != SHARD_KIND:
+            raise StorageError(f"{path}: not a pypet-hpc shard")
+        if get_attr(f, "plan_hash") != self.plan_hash:
+            raise StorageError(f"{path}: shard of another sweep (plan hash differs); refusing to merge it")
+        if not f.attrs.get("complete", False):
+            raise StorageError(f"{path}: shard is not complete")
+
+    def _mask(self, branch: str, name: str) -> np.ndarray:
+        key = (branch, name)
+        mask = self.masks.get(key)
+        if mask is None:
+            ds = self.grp[branch].get(f"runs/masks/{name}")
+            mask = self.masks[key] = ds[()] if ds is not None else np.zeros(self.n, dtype=bool)
+        return mask
+
+    def _all_masks(self, branch: str) -> list[np.ndarray]:
+        masks = self.grp[branch]["runs"].get("masks")
+        return [self._mask(branch, name) for name in (masks or [])]
 
     def _merge_one(self, f: h5py.File, counts: dict[str, int]) -> None:
-        idx = f["run_info/idx"][()]
+        src = f["run_info"]
+        idx = src["idx"][()]
         if not len(idx):
             return
         if idx.min() < 0 or idx.max() >= self.n:
             raise StorageError(f"{f.filename}: run index out of range for a {self.n}-run sweep")
         keep = _last_rows(idx)
         runs = idx[keep]
-        info = self.grp["run_info"]
-        lo, hi = int(runs.min()), int(runs.max()) + 1
-        if np.any(info["status"][lo:hi][runs - lo] != MISSING):
+        info = self.info
+        if np.any(info["status"][runs] != MISSING):
             self._clear_runs(runs)
-        src = f["run_info"]
         for col in ("status", "start", "end"):
-            _scatter(info[col], runs, src[col][()][keep])
-        _scatter(info["host"], runs, np.asarray(src["host"].asstr()[()], dtype=object)[keep])
-        _scatter(info["task"], runs, np.full(len(runs), int(get_attr(f, "task")), dtype=np.int32))
+            info[col][runs] = src[col][()][keep]
+        info["host"][runs] = np.asarray(src["host"].asstr()[()], dtype=object)[keep]
+        info["task"][runs] = int(get_attr(f, "task"))
         for r in runs.tolist():
             self.errors.pop(r, None)
         err = f["errors"]
-        if len(err["idx"]):
-            for i, t, m, tb in zip(err["idx"][()], err["type"].asstr()[()], err["message"].asstr()[()],
+        if err["idx"].shape[0]:
+            last_status = dict(zip(runs.tolist(), info["status"][runs].tolist(), strict=True))
+            for i, t, m, tb in zip(err["idx"][()].tolist(), err["type"].asstr()[()], err["message"].asstr()[()],
                                    err["traceback"].asstr()[()], strict=True):
-                self.errors[int(i)] = (t, m, tb)
-        ok_runs = set(runs[f["run_info/status"][()][keep] == OK].tolist())
-        for r in ok_runs & self.errors.keys():
-            del self.errors[r]
+                if last_status.get(i) == FAILED:
+                    self.errors[i] = (t, m, tb)
         for key, cgrp in f["columns"].items():
             self._merge_column(key, cgrp, counts.get(key, 0))
         for run_set in f["items"].values():
@@ -221,12 +238,10 @@ class _Merger:
 
     def _clear_runs(self, runs: np.ndarray) -> None:
         """Drop what earlier merges stored for ``runs`` (a task that was run again)."""
-        for branch in ("results", "derived_parameters"):
+        for branch in RUN_BRANCHES:
+            for mask in self._all_masks(branch):
+                mask[runs] = False
             base = self.grp[branch]["runs"]
-            masks = base.get("masks")
-            if masks is not None:
-                for name in masks:
-                    _scatter(masks[name], runs, False)
             for r in runs.tolist():
                 path = f"{run_set_name(r)}/{run_name(r)}"
                 if path in base:
@@ -234,68 +249,86 @@ class _Merger:
                         self._count_item(branch, name, -1)
                     del base[path]
 
-    def _merge_column(self, key: str, cgrp: h5py.Group, count: int) -> None:
-        branch, name = key.split(".", 1)
-        kind, dtype = get_attr(cgrp, "kind"), get_attr(cgrp, "dtype")
-        shape = tuple(int(x) for x in cgrp.attrs["shape"])
-        runs_grp = self.grp[branch]["runs"]
-        cols = runs_grp.require_group("columns")
-        masks = runs_grp.require_group("masks")
+    def _merged_column(self, branch: str, name: str, count: int, like: h5py.Group) -> tuple[Any, tuple[Any, ...]]:
+        """The merged file's column for ``name`` (created when it recurs) and its (kind, dtype, shape)."""
+        key = (branch, name)
+        hit = self._col_cache.get(key)
+        if hit is not None:
+            return hit
+        cols = self.grp[branch]["runs"].require_group("columns")
         if name not in cols and count >= 2:
-            self._new_column(cols, masks, name, kind, dtype, shape, cgrp["values"])
+            self._new_column(cols, name, get_attr(like, "kind"), get_attr(like, "dtype"),
+                             tuple(int(x) for x in like.attrs["shape"]), like["values"])
             self._fold_items_into_column(branch, name)
         col = cols.get(name)
+        if col is None:
+            return None, ()
+        hit = self._col_cache[key] = (col, (get_attr(col, "kind"), get_attr(col, "dtype"), col.shape[1:]))
+        return hit
+
+    def _merge_column(self, key: str, cgrp: h5py.Group, count: int) -> None:
+        branch, name = key.split(".", 1)
+        attrs = cgrp.attrs
+        kind, dtype = get_attr(cgrp, "kind"), get_attr(cgrp, "dtype")
+        shape = tuple(int(x) for x in attrs["shape"])
+        col, meta = self._merged_column(branch, name, count, cgrp)
         idx = cgrp["idx"][()]
         values = cgrp["values"]
-        same = col is not None and (get_attr(col, "kind"), get_attr(col, "dtype")) == (kind, dtype) \
-            and col.shape[1:] == shape
-        if not same:
+        if meta != (kind, dtype, shape):
             for pos, r in enumerate(idx.tolist()):
                 self._put_value_item(branch, name, r, kind, values, pos)
             return
-        assert col is not None
+        keep = _last_rows(idx)
+        rows = idx[keep]
+        self._mask(branch, name)[rows] = True
+        small = self.small.get((branch, name))
+        if small is None and col.size * max(col.dtype.itemsize, 8) <= SMALL_COLUMN_BYTES:
+            small = self.small[(branch, name)] = read_column(col) if kind == "str" else col[()]
+        if small is not None:
+            small[rows] = (np.asarray(values.asstr()[()], dtype=object) if kind == "str" else values[()])[keep]
+            return
+        if _one_row_chunks(values) and _one_row_chunks(col) and values.dtype == col.dtype:
+            # big rows (>= 1 MiB): copy the stored chunks as they are, no decoding
+            zeros = (0,) * len(shape)
+            for pos, run in zip(keep.tolist(), rows.tolist(), strict=True):
+                filter_mask, raw = values.id.read_direct_chunk((pos, *zeros))
+                col.id.write_direct_chunk((run, *zeros), raw, filter_mask)
+            return
         row_bytes = max(1, values.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
         step = max(1, BLOCK_BYTES // row_bytes)
-        keep = _last_rows(idx)
         for start in range(0, len(keep), step):
             sel = keep[start:start + step]
-            rows = idx[sel]
             a, b = int(sel.min()), int(sel.max()) + 1
-            if kind == "str":
-                data = np.asarray(values.asstr()[a:b], dtype=object)[sel - a]
-            else:
-                data = values[a:b][sel - a]
-            lo, hi = int(rows[0]), int(rows[-1]) + 1
-            if hi - lo == len(rows):
+            data = values[a:b][sel - a]
+            block = idx[sel]
+            lo, hi = int(block[0]), int(block[-1]) + 1
+            if hi - lo == len(block):
                 col[lo:hi] = data
             else:
-                col[rows] = data
-            _scatter(masks[name], rows, True)
+                col[block] = data
 
-    def _new_column(self, cols: h5py.Group, masks: h5py.Group, name: str, kind: str, dtype: str,
-                    shape: tuple[int, ...], like: h5py.Dataset) -> None:
+    def _new_column(self, cols: h5py.Group, name: str, kind: str, dtype: str, shape: tuple[int, ...],
+                    like: h5py.Dataset) -> None:
         row_bytes = max(1, like.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
         chunk_rows = int(max(1, min(self.n, 8192, (1 << 20) // row_bytes)))
         dt = STR_DTYPE if kind == "str" else np.dtype(dtype)
         ds = cols.create_dataset(name, shape=(self.n, *shape), dtype=dt, chunks=(chunk_rows, *shape))
         set_attrs(ds, kind=kind, dtype=dtype)
-        masks.create_dataset(name, shape=(self.n,), dtype=bool, chunks=(min(self.n, 65536),))
 
     def _fold_items_into_column(self, branch: str, name: str) -> None:
         """Earlier merges kept ``name`` per run (it was rare); now it recurs: move it to the column."""
         if not self.item_counts[branch].get(name):
             return
         base = self.grp[branch]["runs"]
-        col, mask = base["columns"][name], base["masks"][name]
+        col, mask = base["columns"][name], self._mask(branch, name)
         for set_name, run_set in list(base.items()):
             if not set_name.startswith("run_set_"):
                 continue
             for rname, rgrp in run_set.items():
                 if name in rgrp:
                     r = int(rname[4:])
-                    value = read_value(rgrp[name], allow_pickle=False)
                     try:
-                        col[r] = value
+                        col[r] = read_value(rgrp[name], allow_pickle=False)
                     except (TypeError, ValueError):
                         continue
                     mask[r] = True
@@ -305,8 +338,7 @@ class _Merger:
     def _put_value_item(self, branch: str, name: str, run: int, kind: str, values: h5py.Dataset,
                         pos: int) -> None:
         raw = values.asstr()[pos] if kind == "str" else values[pos]
-        value = column_element(kind, raw)
-        self._put_item(branch, name, run, value, copy=False)
+        self._put_item(branch, name, run, column_element(kind, raw), copy=False)
 
     def _put_item(self, branch: str, name: str, run: int, obj: Any, copy: bool) -> None:
         base = self.grp[branch].require_group("runs")
@@ -319,9 +351,8 @@ class _Merger:
             rgrp.copy(obj, name)
         else:
             write_value(rgrp, name, obj)
-        masks = base.get("masks")
-        if masks is not None and name in masks and masks[name][run]:
-            masks[name][run] = False
+        if (branch, name) in self.masks or name in base.get("masks", {}):
+            self._mask(branch, name)[run] = False
 
     def _count_item(self, branch: str, name: str, delta: int) -> None:
         counts = self.item_counts[branch]
@@ -329,7 +360,18 @@ class _Merger:
         if counts[name] <= 0:
             del counts[name]
 
-    def _write_errors(self) -> None:
+    def _write_back(self) -> None:
+        info = self.grp["run_info"]
+        for col, values in self.info.items():
+            info[col][...] = values
+        for (branch, name), mask in self.masks.items():
+            masks = self.grp[branch]["runs"].require_group("masks")
+            if name in masks:
+                masks[name][...] = mask
+            else:
+                masks.create_dataset(name, data=mask, chunks=(min(self.n, 65536),))
+        for (branch, name), values in self.small.items():
+            self.grp[branch]["runs/columns"][name][...] = values
         err = self.grp["errors"]
         runs = sorted(self.errors)
         err["idx"].resize((len(runs),))
@@ -338,3 +380,6 @@ class _Merger:
             err[col].resize((len(runs),))
             if runs:
                 err[col][:] = np.array([self.errors[r][i] for r in runs], dtype=object)
+        set_attrs(self.log_grp, shard_ids=json.dumps(sorted(self.merged_ids)))
+        for branch, counts_b in self.item_counts.items():
+            set_attrs(self.grp[branch]["runs"], item_counts=json.dumps(counts_b))

@@ -454,12 +454,29 @@ class Trajectory:
         return True
 
     def _shortcut(self, name: str, value: bool) -> Any:
+        """Resolve a short name: trajectory-level leaves first (the shallowest, as in pypet), then
+        the current run's data (or all runs' when no run is set)."""
+        index = self._shortcuts
+        if index is None:  # every dotted suffix of every trajectory-level leaf, built once
+            index = self._shortcuts = {}
+            for branch in BRANCHES:
+                for full, leaf in self._leaves[branch].items():
+                    parts = full.split(".")
+                    for k in range(len(parts)):
+                        index.setdefault(".".join(parts[k:]), []).append((f"{branch}.{full}", leaf))
+        hits = index.get(name)
+        if hits is not None and len(hits) == 1:
+            return hits[0][1].value if value else hits[0][1]
+        if hits:
+            cands = ", ".join(h[0] for h in hits[:10])
+            raise PypetError(f"{name!r} is ambiguous: it could be {cands}; use the full name")
         matches: list[tuple[str, str]] = []
-        for branch in BRANCHES:
-            for full in self._names(branch):
-                if full == name or full.endswith("." + name):
-                    matches.append((branch, full))
-        matches = list(dict.fromkeys(matches))
+        store = self._run_store
+        if store is not None:
+            run = self._current_run
+            for branch in RUN_BRANCHES:
+                names = store.names(branch) if run is None else store.names_in_run(run, branch)
+                matches += [(branch, n) for n in names if n == name or n.endswith("." + name)]
         if not matches:
             raise KeyError(f"trajectory {self.name!r} has no node named {name!r}")
         if len(matches) > 1:

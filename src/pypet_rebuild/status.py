@@ -67,7 +67,8 @@ def read_counts(path: Any, live: bool = False) -> tuple[int, int]:
         raise
     except (OSError, KeyError, ValueError) as exc:
         raise StorageError(f"{path.name}: unreadable shard ({type(exc).__name__}: {exc})") from None
-    last = dict(zip(idx.tolist(), status.tolist(), strict=True))
+    m = min(len(idx), len(status))  # a live shard may be caught between two appends
+    last = dict(zip(idx[:m].tolist(), status[:m].tolist(), strict=True))
     values = np.fromiter(last.values(), dtype=np.int8, count=len(last))
     return int(np.count_nonzero(values == OK)), int(np.count_nonzero(values == FAILED))
 
@@ -96,9 +97,10 @@ def sweep_status(wd: Workdir) -> SweepStatus:
                 elif st.state in TERMINAL or st.state == NOT_SUBMITTED:
                     st.problem = "stopped before finishing; resubmit resumes it"
             except StorageError as exc:
-                st.problem = str(exc)
                 if path is final:
-                    st.state = DAMAGED
+                    st.state, st.problem = DAMAGED, str(exc)
+                elif st.state != RUNNING:  # a running task's shard may be mid-write: not a problem
+                    st.problem = str(exc)
         tasks.append(st)
     counts = {"ok": sum(t.ok for t in tasks), "failed": sum(t.failed for t in tasks)}
     counts["running"] = sum(t.n_runs - t.ok - t.failed for t in tasks if t.state == RUNNING)

@@ -1,0 +1,327 @@
+"""The benchmark: every DESIGN.md target, measured against a floor or peer in the same run.
+
+    uv run python scripts/bench.py            # full sizes (a few minutes)
+    uv run python scripts/bench.py --quick    # small sizes, same code paths (CI)
+
+Prints one table: what was measured, the floor or peer, the ratio, the target and whether it is
+met. Times are medians of several repetitions; these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import baselines  # noqa: E402 - the floor and pypet live beside this script
+
+from pypet_rebuild import Environment, HDF5StorageService, Trajectory, load_trajectory  # noqa: E402
+from pypet_rebuild.environment import SweepHandle, merge_workdir  # noqa: E402
+from pypet_rebuild.runstore import MemoryRunStore  # noqa: E402
+from pypet_rebuild.shards import ShardWriter  # noqa: E402
+from pypet_rebuild.worker import execute  # noqa: E402
+from pypet_rebuild.workdir import Workdir  # noqa: E402
+
+
+@dataclass
+class Row:
+    what: str
+    measured: str
+    floor: str
+    ratio: str
+    target: str
+    met: bool | None  # None: not measured here
+
+
+def median_of(fn: Callable[[], float], repeats: int) -> float:
+    return statistics.median(fn() for _ in range(repeats))
+
+
+def sweep_traj(n_runs: int, name: str = "bench") -> Trajectory:
+    """The benchmark sweep: x and y from baselines.sweep_axes, the same points the floor computes."""
+    xs, ys = baselines.sweep_axes(n_runs)
+    traj = Trajectory(name)
+    traj.add_parameter("x", 0.0)
+    traj.add_parameter("y", 0.0)
+    traj.explore({"x": [x for x in xs for _ in ys], "y": [y for _ in xs for y in ys]})
+    return traj
+
+
+def simulate(traj: Trajectory) -> None:
+    """Trivial: three scalar results per run, as in the floor."""
+    x, y = traj.x, traj.y
+    traj.add_result("z", x * y)
+    traj.add_result("w", x + y)
+    traj.add_result("v", float(traj.current_run or 0))
+
+
+def noop3(traj: Trajectory) -> None:
+    traj.add_result("z", 1.0)
+    traj.add_result("w", 2.0)
+    traj.add_result("v", 3.0)
+
+
+def per_run_overhead(n: int, tmp: Path) -> tuple[float, float]:
+    """(seconds per run inside a task, seconds per run of a bare loop doing the same calls)."""
+    traj = sweep_traj(n)
+
+    def ours() -> float:
+        traj._run_store = MemoryRunStore()
+        final = tmp / "overhead.h5"
+        for p in (final, final.with_name(final.name + ".partial")):
+            p.unlink(missing_ok=True)
+        sink = ShardWriter(final, "bench", 0)
+        t = time.perf_counter()
+        execute(traj, noop3, range(n), sink, keep=False)
+        sink.finish()
+        return (time.perf_counter() - t) / n
+
+    def bare() -> float:
+        out: list[tuple[float, float, float]] = []
+        t = time.perf_counter()
+        for _ in range(n):
+            out.append((1.0, 2.0, 3.0))
+        return (time.perf_counter() - t) / n
+
+    return median_of(ours, 3), median_of(bare, 3)
+
+
+def local_end_to_end(n: int, tmp: Path) -> float:
+    """Submit -> done -> merge -> load one column, on the local executor with 2 workers."""
+    wd = tmp / f"e2e-{time.time_ns()}"
+    traj = sweep_traj(n)
+    t = time.perf_counter()
+    handle = Environment(traj, executor="local", workdir=wd, n_tasks=2, max_parallel=2).submit(simulate)
+    handle.wait(poll=0.05)
+    handle.merge()
+    z = load_trajectory(wd / "merged.h5").get_from_runs("z")
+    elapsed = time.perf_counter() - t
+    assert z.count() == n, z.count()
+    shutil.rmtree(wd)
+    return elapsed
+
+
+def inline_per_run(n: int, tmp: Path) -> float:
+    """Our serial, in-process Environment on the pypet comparison sweep, file included."""
+    out = tmp / f"inline-{time.time_ns()}.h5"
+    traj = sweep_traj(n)
+    t = time.perf_counter()
+    Environment(traj, storage=HDF5StorageService(out)).run_exploration(simulate)
+    return (time.perf_counter() - t) / n
+
+
+def make_sweep_shards(tmp: Path, n: int, runs_per_task: int, fn: Callable[[Trajectory], None],
+                      name: str) -> Workdir:
+    wd = Workdir(tmp / name)
+    handle = Environment(sweep_traj(n, name), executor="local", workdir=wd.path, runs_per_task=runs_per_task,
+                         max_parallel=2).submit(fn)
+    handle.wait(poll=0.1)
+    return wd
+
+
+def timed_merge(wd: Workdir, out: Path) -> float:
+    out.unlink(missing_ok=True)
+    t = time.perf_counter()
+    merge_workdir(wd, out)
+    return time.perf_counter() - t
+
+
+def column_load(path: Path) -> float:
+    t = time.perf_counter()
+    load_trajectory(path).get_from_runs("z")
+    return time.perf_counter() - t
+
+
+def cp_seconds(files: list[Path], dest: Path) -> float:
+    """Copy the same bytes and make them durable, as merge does (it fsyncs its target)."""
+    dest.mkdir(exist_ok=True)
+    t = time.perf_counter()
+    for f in files:
+        shutil.copyfile(f, dest / f.name)
+        fd = os.open(dest / f.name, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    elapsed = time.perf_counter() - t
+    shutil.rmtree(dest)
+    return elapsed
+
+
+def bulk_sim(rows: int) -> Callable[[Trajectory], None]:
+    def bulk(traj: Trajectory) -> None:
+        traj.add_result("data", np.full(rows, traj.x))
+
+    return bulk
+
+
+# peak resident memory of this process image in MB (ru_maxrss would include the forking parent)
+_HWM = ("hwm = lambda: next(int(line.split()[1]) for line in open('/proc/self/status') "
+        "if line.startswith('VmHWM')) / 1024")
+
+
+def merge_peak_rss(wd: Workdir, out: Path) -> tuple[float, float]:
+    """(peak RSS in MB, seconds) of a merge in a fresh process."""
+    code = ("import time, sys; from pathlib import Path;"
+            "from pypet_rebuild.environment import merge_workdir; from pypet_rebuild.workdir import Workdir;"
+            "t = time.perf_counter(); merge_workdir(Workdir(sys.argv[1]), Path(sys.argv[2]));"
+            f"{_HWM}; print(hwm(), time.perf_counter() - t)")
+    out.unlink(missing_ok=True)
+    res = subprocess.run([sys.executable, "-c", code, str(wd.path), str(out)], capture_output=True, text=True,
+                         check=True)
+    rss, secs = res.stdout.split()
+    return float(rss), float(secs)
+
+
+def import_rss() -> float:
+    code = f"import pypet_rebuild.environment; {_HWM}; print(hwm())"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def slurm_rows(runs: int) -> list[Row]:
+    """SLURM submission of a large sweep, when the local cluster is up (scripts/bench_slurm.py)."""
+    try:
+        import bench_slurm  # type: ignore[import-not-found]
+    except ImportError:
+        return [Row("SLURM submission", "bench_slurm.py missing", "-", "-", "<= 5 s", None)]
+    measure = getattr(bench_slurm, "submission_row", None)
+    if measure is None:
+        return [Row("SLURM submission", "not measured", "-", "-", "<= 5 s", None)]
+    result = measure(runs)
+    if result is None:
+        return [Row(f"SLURM submission of {runs:,} runs", "cluster not up", "-", "-", "<= 5 s", None)]
+    secs, calls, needed = result
+    return [Row(f"SLURM submission of {runs:,} runs", f"{secs:.2f} s, {calls} sbatch calls", f"{needed} calls needed",
+                f"{calls / max(needed, 1):.1f}x", "<= 5 s, ceil(tasks/MaxArraySize) calls",
+                secs <= 5 and calls <= needed)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes for CI (same code paths)")
+    ap.add_argument("--pypet-python", help="a Python >= 3.12 for the pypet 0.7.0 baseline")
+    ap.add_argument("--no-pypet", action="store_true", help="skip the pypet baseline")
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    args = ap.parse_args(argv)
+    q = args.quick
+    sizes = {
+        "overhead": 20_000 if q else 100_000, "e2e": 10_000 if q else 100_000, "pypet": 200 if q else 1_000,
+        "shards": 100 if q else 1_000, "bulk_mb": 128 if q else 512, "peak_mb": 256 if q else 2_048,
+        "slurm": 10_000 if q else 100_000,
+    }
+    reps = 2 if q else 3
+    print(f"# pypet-hpc benchmark ({'quick' if q else 'full'}) {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"# machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+          f"Python {platform.python_version()}, numpy {np.__version__}, h5py {h5py.__version__}, "
+          f"HDF5 {h5py.version.hdf5_version}")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="pypet-bench-", dir=os.environ.get("BENCH_DIR")) as tmp_s:
+        tmp = Path(tmp_s)
+
+        n = sizes["overhead"]
+        ours, bare = per_run_overhead(n, tmp)
+        rows.append(Row(f"per-run overhead in a task ({n:,} runs, 3 results)", f"{ours * 1e6:.1f} us",
+                        f"{bare * 1e6:.2f} us bare loop", f"{ours / bare:.0f}x", "<= 20 us", ours <= 20e-6))
+
+        n = sizes["e2e"]
+        e2e = median_of(lambda: local_end_to_end(n, tmp), reps)
+        floor = median_of(lambda: baselines.floor_sweep(n, tmp / f"floor-{time.time_ns()}.h5"), reps)
+        rows.append(Row(f"{n:,}-run sweep, local, 2 workers: submit..load", f"{e2e:.2f} s",
+                        f"{floor:.3f} s h5py floor", f"{e2e / floor:.0f}x", "<= 5 s and <= 10x floor",
+                        e2e <= 5 and e2e <= 10 * floor))
+
+        n = sizes["pypet"]
+        ours_run = median_of(lambda: inline_per_run(n, tmp), reps)
+        pypet = pypet_row(args, n, tmp)
+        if pypet is None:
+            rows.append(Row(f"vs pypet 0.7.0 ({n:,} runs, serial)", f"{ours_run * 1e6:.0f} us/run",
+                            "pypet not run (no Python >= 3.12)", "-", ">= 100x less", None))
+        else:
+            rows.append(Row(f"vs pypet 0.7.0 ({n:,} runs, serial)", f"{ours_run * 1e6:.0f} us/run",
+                            f"{pypet * 1e3:.1f} ms/run pypet", f"{pypet / ours_run:.0f}x less",
+                            ">= 100x less", pypet / ours_run >= 100))
+
+        n = sizes["e2e"]
+        wd = make_sweep_shards(tmp, n, max(1, n // sizes["shards"]), simulate, "shards")
+        merged = tmp / "merged.h5"
+        merge_s = median_of(lambda: timed_merge(wd, merged), reps)
+        load_s = median_of(lambda: column_load(merged), 5)
+        floor_file = tmp / "floor-read.h5"
+        baselines.floor_sweep(n, floor_file)
+        floor_read = median_of(lambda: baselines.floor_read(floor_file), 5)
+        rows.append(Row(f"load one result column of a {n:,}-run file", f"{load_s * 1e3:.1f} ms",
+                        f"{floor_read * 1e3:.2f} ms h5py read", f"{load_s / floor_read:.0f}x", "<= 50 ms",
+                        load_s <= 0.05))
+        shards = wd.shard_files()
+        cp_s = median_of(lambda: cp_seconds(shards, tmp / "cp"), reps)
+        rows.append(Row(f"merge {len(shards):,} shards of {n // len(shards)} runs", f"{merge_s:.2f} s",
+                        f"{cp_s:.2f} s cp of the shards", f"{merge_s / cp_s:.0f}x", "<= 5 s", merge_s <= 5))
+        shutil.rmtree(wd.path)
+
+        bulk_mb = sizes["bulk_mb"]
+        rows_per_run = 1 << 20  # 8 MiB of float64 per run
+        wd = make_sweep_shards(tmp, bulk_mb // 8, 4, bulk_sim(rows_per_run), "bulk")
+        shards = wd.shard_files()
+        nbytes = sum(f.stat().st_size for f in shards)
+        merge_b = median_of(lambda: timed_merge(wd, tmp / "bulk.h5"), reps)
+        cp_b = median_of(lambda: cp_seconds(shards, tmp / "cp"), reps)
+        rows.append(Row(f"bulk-array merge ({nbytes / 2**20:.0f} MiB)", f"{nbytes / merge_b / 2**20:.0f} MiB/s",
+                        f"{nbytes / cp_b / 2**20:.0f} MiB/s cp", f"{cp_b / merge_b:.0%} of cp", ">= 70% of cp",
+                        cp_b / merge_b >= 0.7))
+        (tmp / "bulk.h5").unlink(missing_ok=True)
+        shutil.rmtree(wd.path)
+
+        peak_mb = sizes["peak_mb"]
+        wd = make_sweep_shards(tmp, peak_mb // 8, 16, bulk_sim(rows_per_run), "peak")
+        rss, _ = merge_peak_rss(wd, tmp / "peak.h5")
+        base = import_rss()
+        rows.append(Row(f"peak memory of a merge of {peak_mb / 1024:.2g} GiB of arrays", f"{rss:.0f} MB",
+                        f"{base:.0f} MB after imports", f"{rss / base:.1f}x", "<= 256 MB", rss <= 256))
+        shutil.rmtree(wd.path)
+
+    rows += slurm_rows(sizes["slurm"])
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+    return 0
+
+
+def pypet_row(args: argparse.Namespace, n: int, tmp: Path) -> float | None:
+    """pypet 0.7.0's seconds per run on the same sweep, or None when no Python >= 3.12 is found."""
+    if args.no_pypet:
+        return None
+    python = baselines.pypet_python(args.pypet_python)
+    if python is None:
+        print("# pypet baseline skipped: no Python >= 3.12 found; pass --pypet-python")
+        return None
+    venv = baselines.ensure_pypet_venv(python, Path(__file__).resolve().parents[1] / ".bench" / "pypet-venv")
+    timings = baselines.pypet_sweep(venv, n, tmp / "pypet")
+    return float(timings["per_run_seconds"])
+
+
+def print_table(rows: list[Row]) -> None:
+    heads = ("target", "measured", "floor / peer (same run)", "ratio", "goal", "met")
+    cells = [(r.what, r.measured, r.floor, r.ratio, r.target, {True: "yes", False: "NO", None: "-"}[r.met])
+             for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+    line = " | ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))
+    print(f"| {line} |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for c in cells:
+        print("| " + " | ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
