@@ -230,7 +230,7 @@ class Trajectory:
         self._current_run: int | None = None
         self._in_run = False
         self._views = {b: GroupView(self, b) for b in BRANCHES}
-        self._shortcuts: dict[str, list[tuple[str, str]]] | None = None
+        self._shortcuts: dict[str, list[tuple[str, Any]]] | None = None
         self.file_path: str | None = None
 
     # -- branches -------------------------------------------------------------------------
