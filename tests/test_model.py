@@ -181,7 +181,7 @@ def test_stop_on_error_stops() -> None:
     env = Environment(trajectory=traj, stop_on_error=True)
     with pytest.raises(RuntimeError, match="run 0 failed: ValueError: first"):
         env.run_exploration(simulate, space={"traffic.ncars": [1, 2, 3]})
-    assert traj.run_info()["status"].tolist() == [2]
+    assert traj.run_info()["status"].tolist() == [2, 0, 0]  # failed, then never run
 
 
 def test_locked_parameter_error_type() -> None:

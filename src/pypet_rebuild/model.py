@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -494,10 +494,30 @@ class Trajectory:
         return self._run_store.column(branch, name.removeprefix(branch + "."), len(self))
 
     def run_info(self) -> dict[str, np.ndarray]:
-        """Status, timings, host and error of every run, as columns."""
+        """Status (0 not run, 1 ok, 2 failed), start, end, host and error of every run, as columns."""
         if self._run_store is None:
             raise PypetError("this trajectory has no runs yet")
-        return self._run_store.run_info()
+        return self._run_store.run_info(len(self))
+
+    def find_idx(self, names: str | Sequence[str], predicate: Callable[..., Any]) -> np.ndarray:
+        """Run indices where ``predicate(*values of names)`` holds, e.g.
+        ``traj.find_idx(["x", "y"], lambda x, y: x == 1 and y > 2)``."""
+        from .analysis import find_idx
+
+        return find_idx(self, names, predicate)
+
+    def to_table(self) -> np.ma.MaskedArray:
+        """Every run as a row of a (masked) structured array: index, status, duration,
+        explored parameters and scalar results."""
+        from .analysis import to_table
+
+        return to_table(self)
+
+    def to_pandas(self) -> Any:
+        """:meth:`to_table` as a pandas DataFrame indexed by run (pandas is an optional extra)."""
+        from .analysis import to_pandas
+
+        return to_pandas(self)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{b}: {len(self._leaves[b])}" for b in BRANCHES)

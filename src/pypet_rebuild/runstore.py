@@ -22,7 +22,7 @@ class RunStore(Protocol):
     def names(self, branch: str) -> list[str]: ...
     def runs_with(self, branch: str, name: str) -> Sequence[int]: ...
     def column(self, branch: str, name: str, n_runs: int) -> np.ma.MaskedArray: ...
-    def run_info(self) -> dict[str, np.ndarray]: ...
+    def run_info(self, n_runs: int) -> dict[str, np.ndarray]: ...
 
 
 class MemoryRunStore:
@@ -70,16 +70,14 @@ class MemoryRunStore:
             raise KeyError(f"no run has {branch}.{name}")
         return masked_column(found, n_runs)
 
-    def run_info(self) -> dict[str, np.ndarray]:
-        runs = sorted(self.info)
-        rows = [self.info[r] for r in runs]
-        return {
-            "idx": np.array(runs, dtype=np.int64),
-            "status": np.array([r[0] for r in rows], dtype=np.int8),
-            "start": np.array([r[1] for r in rows]),
-            "end": np.array([r[2] for r in rows]),
-            "error": np.array([r[3] for r in rows], dtype=object),
-        }
+    def run_info(self, n_runs: int) -> dict[str, np.ndarray]:
+        status = np.zeros(n_runs, dtype=np.int8)
+        start, end = np.full(n_runs, np.nan), np.full(n_runs, np.nan)
+        error = np.full(n_runs, "", dtype=object)
+        for run, (st, t0, t1, err) in self.info.items():
+            status[run], start[run], end[run], error[run] = st, t0, t1, err
+        return {"idx": np.arange(n_runs, dtype=np.int64), "status": status, "start": start, "end": end,
+                "error": error}
 
 
 def masked_column(found: list[tuple[int, Any]], n_runs: int) -> np.ma.MaskedArray:

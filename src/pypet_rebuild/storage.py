@@ -248,7 +248,7 @@ class FileRunStore:
             raise KeyError(f"no run has {branch}.{name}")
         return masked_column([(r, self.get(r, branch, name).value) for r in runs], n_runs)
 
-    def run_info(self) -> dict[str, np.ndarray]:
+    def run_info(self, n_runs: int = 0) -> dict[str, np.ndarray]:
         with self._group() as grp:
             info = {k: read_run_info(grp["run_info"], k) for k in grp["run_info"]}
             info["idx"] = np.arange(len(info["status"]), dtype=np.int64)
