@@ -163,11 +163,7 @@ class Environment:
         traj = self.trajectory
         if space is not None:
             traj.explore(cartesian_product(space, combined))
-        n_tasks = self.n_tasks
-        if n_tasks is None and self.runs_per_task is None and isinstance(self.executor, InlineExecutor):
-            n_tasks = 1  # in this process there is nothing to gain from more shards
-        plan = Plan.make(len(traj), self.runs_per_task, n_tasks,
-                         self.max_array_size or default_array_size(self.executor))
+        plan = plan_for(self.executor, len(traj), self.runs_per_task, self.n_tasks, self.max_array_size)
         self._temporary = None
         wd_path = self.workdir
         if wd_path is None:
@@ -191,6 +187,16 @@ class Environment:
         return SweepHandle(wd, output)
 
 
-def default_array_size(executor: Executor) -> int:
-    reader = getattr(executor, "max_array_size", None)
-    return int(reader()) if callable(reader) else 1001
+def plan_for(executor: Executor, n_runs: int, runs_per_task: int | None = None, n_tasks: int | None = None,
+             max_array_size: int | None = None) -> Plan:
+    """The plan for ``executor`` when the user did not choose the task size: one task inline,
+    four tasks per worker locally (balance without many task starts), 100 runs per task on SLURM."""
+    if runs_per_task is None and n_tasks is None:
+        if isinstance(executor, InlineExecutor):
+            n_tasks = 1
+        elif isinstance(getattr(executor, "max_parallel", None), int) and executor.name == "local":
+            n_tasks = max(1, min(n_runs, 4 * executor.max_parallel))  # type: ignore[attr-defined]
+    if max_array_size is None:
+        reader = getattr(executor, "max_array_size", None)
+        max_array_size = int(reader()) if callable(reader) else 1001
+    return Plan.make(n_runs, runs_per_task, n_tasks, max_array_size)
