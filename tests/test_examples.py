@@ -1,0 +1,37 @@
+"""Every example runs as its docstring says (the SLURM one in tests/test_slurm.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pypet_rebuild import load_trajectory
+
+from .conftest import ROOT, cli
+
+
+def test_first_steps_and_analysis_with_plot(tmp_path: Path) -> None:
+    cli("submit", str(ROOT / "examples" / "first_steps.py"), "--workdir", "wd", "--wait", "-o", "osc.h5",
+        cwd=tmp_path)
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "analyse.py"), "osc.h5", "--plot", "res.png"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "105 runs, 105 ok" in out
+    assert "0.05       1.000" in out  # the sharpest resonance sits at omega = 1
+    png = (tmp_path / "res.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_lorenz_stores_an_array_per_run(tmp_path: Path) -> None:
+    cli("submit", str(ROOT / "examples" / "lorenz.py"), "--workdir", "wd", "--wait", "-o", "lorenz.h5",
+        cwd=tmp_path)
+    traj = load_trajectory(tmp_path / "lorenz.h5")
+    orbit = traj.get_from_runs("orbit")
+    assert orbit.shape == (15, 200, 3) and not np.ma.getmaskarray(orbit).any()
+    rho = np.array(traj.explored["lorenz.rho"])
+    max_x = traj.get_from_runs("max_abs_x")
+    assert (max_x[rho < 1] < 1.01).all()  # below rho = 1 the origin attracts
+    assert (max_x[rho > 20] > 5).all()  # chaotic regime: large excursions
+    assert traj.results.runs.run_00000000.final.value.shape == (3,)
