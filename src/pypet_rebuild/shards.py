@@ -13,6 +13,7 @@ for the rest.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -46,6 +47,30 @@ def partial_path(final: Path) -> Path:
     return final.with_name(final.name + ".partial")
 
 
+def commit_path(partial: Path) -> Path:
+    """The commit record of a ``.partial`` shard: the row counts its last durable flush wrote."""
+    return partial.with_name(partial.name + ".commit")
+
+
+def create_shard(path: Path, plan_hash: str, task: int) -> h5py.File:
+    """A new, empty shard file."""
+    f = h5py.File(path, "w", locking="best-effort")
+    set_attrs(f, kind=SHARD_KIND, plan_hash=plan_hash, task=task, shard_id=uuid.uuid4().hex,
+              created=time.time(), complete=False)
+    info = f.create_group("run_info")
+    for name, dt in (("idx", np.int64), ("status", np.int8), ("start", np.float64), ("end", np.float64)):
+        info.create_dataset(name, shape=(0,), dtype=dt, maxshape=(None,), chunks=(4096,))
+    info.create_dataset("host", shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(4096,))
+    err = f.create_group("errors")
+    err.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(256,))
+    for name in ("type", "message", "traceback"):
+        err.create_dataset(name, shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(256,))
+    f.create_group("columns")
+    f.create_group("items")
+    f.flush()
+    return f
+
+
 @dataclass
 class _Column:
     spec: ColumnSpec
@@ -76,40 +101,84 @@ class ShardWriter:
     def _open(self, plan_hash: str, task: int, retry_failed: bool) -> h5py.File:
         if self.partial.exists():
             try:
-                f = h5py.File(self.partial, "a", locking="best-effort")
-                if get_attr(f, "plan_hash") != plan_hash:
-                    f.close()
-                    raise StorageError("belongs to another sweep")
-                status = _last_status(f)
-                self.done = set(status)
+                f = self._resume(plan_hash, task)
+                self.done = set(_last_status(f))
                 log.info("resuming %s: %d runs already done", self.partial.name, len(self.done))
                 return f
-            except (OSError, StorageError, KeyError) as exc:
-                aside = self.partial.with_name(f"{self.partial.name}.broken-{int(time.time())}")
-                os.replace(self.partial, aside)
-                log.warning("%s is unreadable (%s); kept as %s, starting over", self.partial.name, exc, aside.name)
+            except (OSError, StorageError, KeyError, ValueError) as exc:
+                self._set_aside(self.partial, exc)
         elif retry_failed and self.final.exists():
-            shutil.copyfile(self.final, self.partial)
-            f = h5py.File(self.partial, "a", locking="best-effort")
-            set_attrs(f, complete=False, shard_id=uuid.uuid4().hex)  # new content: merge it again
-            self.done = {i for i, s in _last_status(f).items() if s == OK}
-            log.info("retrying failed runs of %s: %d runs kept", self.final.name, len(self.done))
-            return f
-        f = h5py.File(self.partial, "w", locking="best-effort")
-        set_attrs(f, kind=SHARD_KIND, plan_hash=plan_hash, task=task, shard_id=uuid.uuid4().hex,
-                  created=time.time(), complete=False)
-        info = f.create_group("run_info")
-        for name, dt in (("idx", np.int64), ("status", np.int8), ("start", np.float64), ("end", np.float64)):
-            info.create_dataset(name, shape=(0,), dtype=dt, maxshape=(None,), chunks=(4096,))
-        info.create_dataset("host", shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(4096,))
-        err = f.create_group("errors")
-        err.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(256,))
-        for name in ("type", "message", "traceback"):
-            err.create_dataset(name, shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(256,))
-        f.create_group("columns")
-        f.create_group("items")
-        f.flush()
-        return f
+            try:
+                read_shard_status(self.final)
+            except StorageError as exc:  # a damaged final shard: its task is computed again
+                self._set_aside(self.final, exc)
+            else:
+                shutil.copyfile(self.final, self.partial)
+                f = h5py.File(self.partial, "a", locking="best-effort")
+                set_attrs(f, complete=False, shard_id=uuid.uuid4().hex)  # new content: merge it again
+                self.done = {i for i, s in _last_status(f).items() if s == OK}
+                self._commit(f)
+                log.info("retrying failed runs of %s: %d runs kept", self.final.name, len(self.done))
+                return f
+        return create_shard(self.partial, plan_hash, task)
+
+    def _set_aside(self, path: Path, exc: BaseException) -> None:
+        aside = path.with_name(f"{path.name}.broken-{time.time_ns()}")
+        os.replace(path, aside)
+        commit_path(self.partial).unlink(missing_ok=True)
+        log.warning("%s is unreadable (%s: %s); kept as %s, starting over", path.name, type(exc).__name__,
+                    exc, aside.name)
+
+    def _resume(self, plan_hash: str, task: int) -> h5py.File:
+        """Copy what the last commit made durable into a fresh ``.partial`` and reopen it.
+
+        A task killed in the middle of a flush can leave the HDF5 file torn (datasets of unequal
+        lengths, string heaps that do not match): nothing past the commit record is trusted.
+        """
+        commit = json.loads(commit_path(self.partial).read_text())
+        fresh_path = self.partial.with_name(self.partial.name + ".rebuilding")
+        with h5py.File(self.partial, "r", locking="best-effort") as old:
+            if get_attr(old, "plan_hash") != plan_hash:
+                raise StorageError("belongs to another sweep")
+            if get_attr(old, "shard_id") != commit["shard_id"]:
+                raise StorageError("its commit record belongs to another file")
+            fresh = create_shard(fresh_path, plan_hash, task)
+            set_attrs(fresh, shard_id=commit["shard_id"])  # same rows as committed: the record stays true
+            try:
+                for group in ("run_info", "errors"):
+                    for name, ds in old[group].items():
+                        _copy_rows(ds, fresh[group][name], commit[group])
+                for key, n in commit["columns"].items():
+                    src, dst = old["columns"][key], fresh["columns"].create_group(key)
+                    for attr, value in src.attrs.items():
+                        dst.attrs[attr] = value
+                    for name in ("idx", "values"):
+                        ds = src[name]
+                        _copy_rows(ds, dst.create_dataset(name, shape=(0, *ds.shape[1:]), dtype=ds.dtype,
+                                                          maxshape=ds.maxshape, chunks=ds.chunks), n)
+                for run, status in _last_status(fresh).items():
+                    where = f"{run_set_name(run)}/{run_name(run)}"
+                    if status == OK and where in old["items"]:
+                        fresh["items"].require_group(run_set_name(run)).copy(old["items"][where], run_name(run))
+                fresh.flush()
+                os.fsync(fresh.id.get_vfd_handle())
+            finally:
+                fresh.close()
+        os.replace(fresh_path, self.partial)
+        return h5py.File(self.partial, "a", locking="best-effort")
+
+    def _commit(self, f: h5py.File) -> None:
+        """Record how many rows of each dataset are durable (written and fsynced) in the shard."""
+        record = {"shard_id": get_attr(f, "shard_id"), "run_info": f["run_info/idx"].shape[0],
+                  "errors": f["errors/idx"].shape[0],
+                  "columns": {key: grp["idx"].shape[0] for key, grp in f["columns"].items()}}
+        path = commit_path(self.partial)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(record))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
 
     # -- buffering ----------------------------------------------------------------------------
     def add(self, idx: int, ok: bool, start: float, end: float, leaves: dict[tuple[str, str], Any],
@@ -160,6 +229,7 @@ class ShardWriter:
                 set_attrs(grp[f"{branch}.{name}"], comment=leaf.comment)
             f.flush()
             os.fsync(f.id.get_vfd_handle())
+            self._commit(f)
             self.done.update(r[0] for r in rows)
             self._reset_buffer()
         self._last_flush = time.monotonic()
@@ -193,6 +263,7 @@ class ShardWriter:
         self.f.close()
         os.replace(self.partial, self.final)
         _fsync_dir(self.final.parent)
+        commit_path(self.partial).unlink(missing_ok=True)
         return self.final
 
     def close(self) -> None:
@@ -206,6 +277,16 @@ def _append(ds: h5py.Dataset, data: np.ndarray) -> None:
     n = ds.shape[0]
     ds.resize(n + len(data), axis=0)
     ds[n:] = data
+
+
+def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:
+    """Append the first ``n`` rows of ``src`` to ``dst``, a block at a time (bounded memory)."""
+    if n > src.shape[0]:
+        raise StorageError(f"{src.name} has {src.shape[0]} rows, fewer than the {n} committed")
+    row_bytes = max(1, src.dtype.itemsize * int(np.prod(src.shape[1:], dtype=np.int64)))
+    step = max(1, (32 << 20) // row_bytes)
+    for a in range(0, n, step):
+        _append(dst, src[a:min(n, a + step)])
 
 
 def _fsync_dir(path: Path) -> None:
@@ -230,5 +311,5 @@ def read_shard_status(path: Path) -> dict[int, int]:
             raise StorageError(f"{path}: not a pypet-hpc shard")
         try:
             return _last_status(f)
-        except KeyError as exc:
-            raise StorageError(f"{path}: damaged shard ({exc})") from None
+        except (KeyError, ValueError, OSError) as exc:
+            raise StorageError(f"{path}: damaged shard ({type(exc).__name__}: {exc})") from None

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import PypetError
 from ..timefmt import parse_time
 from ..workdir import Workdir
-from . import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, UNKNOWN, check_options
+from . import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, check_options
 
 GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.02
@@ -77,9 +77,12 @@ class LocalExecutor:
             for sub_id in job["ids"]:
                 state = _read_state(wd.path / "local" / f"{sub_id}.state.json")
                 alive = _alive(job.get("pid"))
+                workers = state.get("workers", {})
                 for task, st in state.get("tasks", {}).items():
                     if st in (PENDING, RUNNING) and not alive and not state.get("finished"):
-                        st = UNKNOWN  # the controller is gone (killed or machine restarted)
+                        # the controller is gone (killed, machine restarted): nothing will start or
+                        # report this task any more; it runs on only while its worker does
+                        st = RUNNING if st == RUNNING and _alive(workers.get(task)) else FAILED
                     out[int(task)] = st
         return out
 
@@ -178,6 +181,7 @@ def controller(workdir: str, sub_id: str) -> int:
             proc = ctx.Process(target=_child, args=(str(wd.path), task, spec["retry_failed"], str(wd.task_log(task))))
             proc.start()
             running[task] = (proc, time.monotonic(), False)
+            state.setdefault("workers", {})[str(task)] = proc.pid
             states[str(task)] = RUNNING
             changed = True
         for task, (proc, started, timed_out) in list(running.items()):
