@@ -305,6 +305,33 @@ class Trajectory:
         self._defaults = {n: self._leaves["parameters"][n].value for n in self._explored}
         self._n_runs = len(next(iter(self._explored.values())))
 
+    def expand(self, space: Mapping[str, Sequence[Any]]) -> int:
+        """Append run points after the existing ones (pypet's ``f_expand``); returns how many.
+
+        ``space`` gives equal-length lists of the explored parameters (``cartesian_product`` of
+        a grown space works); points the trajectory already has keep their run index and are
+        not added again, so a finished sweep only runs what is new.
+        """
+        if not self._explored:
+            self.explore(space)
+            return len(self)
+        new = self._checked_space(space)
+        if set(new) != set(self._explored):
+            raise ExplorationError(
+                f"expand must give the explored parameters {sorted(self._explored)}, got {sorted(new)}")
+        names = list(self._explored)
+        seen = {tuple(repr(self._explored[n][i]) for n in names) for i in range(len(self))}
+        added = 0
+        for j in range(len(new[names[0]])):
+            key = tuple(repr(new[n][j]) for n in names)
+            if key not in seen:
+                seen.add(key)
+                for n in names:
+                    self._explored[n].append(new[n][j])
+                added += 1
+        self._n_runs += added
+        return added
+
     def _checked_space(self, space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
         if not isinstance(space, Mapping) or not space:
             raise ExplorationError("the exploration space is empty: give at least one parameter with values")
