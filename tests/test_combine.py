@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pypet_rebuild import Environment, ExplorationError, HDF5StorageService, Trajectory, load_trajectory
+from pypet_rebuild import (
+    Environment,
+    ExplorationError,
+    HDF5StorageService,
+    Trajectory,
+    load_trajectory,
+)
 from pypet_rebuild.combine import combine
 from pypet_rebuild.storage import get_attr, open_h5, trajectory_group
 
