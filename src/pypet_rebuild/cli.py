@@ -208,6 +208,9 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
         fail("give --runs-per-task or --tasks, not both")
     traj, ref, sweep_path = load_sweep(sweep, function, params)
     ex = make_executor(executor, **executor_options(max_parallel, **resources))
+    preflight = getattr(ex, "preflight", None)
+    if callable(preflight):
+        preflight()  # what only the cluster knows (e.g. an unknown partition), before anything is written
     reader = getattr(ex, "max_array_size", None)
     plan = Plan.make(len(traj), runs_per_task, n_tasks, reader() if callable(reader) else 1001)
     wd = Workdir(workdir or Path("runs") / traj.name)

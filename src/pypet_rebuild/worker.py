@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -25,6 +26,7 @@ from .workdir import Simulation, Workdir
 
 log = logging.getLogger(__name__)
 INTERRUPTED_EXIT = 143
+STOP_SIGNALS: list[int] = []  # signals that stopped a task in this process (slurm_entry reads it)
 
 
 class Interrupted(Exception):
@@ -111,6 +113,7 @@ def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
 def _install_stop_handlers(stop: list[bool]) -> dict[int, Any]:
     def handler(signum: int, frame: Any) -> None:
         log.warning("task got signal %d: finishing the current run, then flushing", signum)
+        STOP_SIGNALS.append(signum)
         stop[0] = True
 
     previous: dict[int, Any] = {}
@@ -131,11 +134,22 @@ def configure_logging(stream: Any = None) -> None:
 
 
 def slurm_entry(workdir: str, task: int, retry_failed: bool = False) -> str:
-    """What a SLURM array task runs (submitit pickles only this reference and its arguments)."""
+    """What a SLURM array task runs (submitit pickles only this reference and its arguments).
+
+    After SLURM's time-limit warning (SIGUSR2) the shard is flushed and the task waits for
+    SLURM to end it, so that sacct says TIMEOUT (not FAILED) and the user knows to raise --time.
+    """
+    logging.getLogger("submitit").propagate = False  # it has its own handler: no doubled lines
     configure_logging()
     try:
         return str(run_task(workdir, task, retry_failed))
     except Interrupted:
+        if STOP_SIGNALS[-1:] == [signal.SIGUSR2] and os.environ.get("SLURM_JOB_ID"):
+            log.warning("time-limit warning: shard flushed; waiting for SLURM to end the job")
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(INTERRUPTED_EXIT))
+            while True:
+                time.sleep(60)
         sys.exit(INTERRUPTED_EXIT)
 
 

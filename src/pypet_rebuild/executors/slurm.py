@@ -1,0 +1,531 @@
+"""The slurm executor: a sweep's tasks as SLURM job arrays, submitted through submitit.
+
+One ``sbatch`` per array of at most ``MaxArraySize`` tasks; array index ``i`` of an array runs
+the ``i``-th task of that array's task list (the list is recorded in ``jobs.jsonl``), because
+SLURM caps the array *index*, not the count. Each task's pickle holds only a reference to
+``worker.slurm_entry``, the workdir path and the task number.
+
+How a task runs on the node: the batch script ``exec``s Python (no ``srun``), so the Python
+process *is* the batch step. That is why we use ``use_srun=False``: ``--signal=B:USR2@N``
+(the time-limit warning), ``scancel``'s SIGTERM, ``scontrol requeue`` and preemption all reach
+the worker directly, with no srun or bash in between (a bash parent dies on SIGUSR2 and, with
+``proctrack/linuxproc``, leaves its Python child running), and no job step is created per task.
+The worker flushes its ``.partial`` shard on SIGTERM/SIGUSR2; a requeued task resumes from it.
+
+State comes from ``sacct`` (one call for all arrays), then ``squeue`` for what sacct does not
+list or when it fails; every scheduler command has a timeout, so ``status`` never hangs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import PypetError, SubmissionError
+from ..timefmt import parse_time, slurm_minutes
+from ..workdir import Workdir
+from . import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, UNKNOWN, check_options
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT = 20.0  # seconds for every scontrol/sacct/squeue/scancel call
+STATES_TTL = 2.0  # seconds a states() answer is reused (wait() polls often; sacct is an RPC)
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's compiled-in default, used when scontrol cannot be read
+UNTHROTTLED = 1_000_000_000  # array_parallelism when max_parallel is not given: %N = no throttle
+
+OUT_OF_MEMORY, NODE_FAIL, PREEMPTED = "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"
+_STATE_MAP = {
+    "PENDING": PENDING, "REQUEUED": PENDING, "REQUEUE_HOLD": PENDING, "REQUEUE_FED": PENDING,
+    "RESV_DEL_HOLD": PENDING,
+    "RUNNING": RUNNING, "CONFIGURING": RUNNING, "COMPLETING": RUNNING, "SUSPENDED": RUNNING,
+    "STOPPED": RUNNING, "SIGNALING": RUNNING, "STAGE_OUT": RUNNING, "RESIZING": RUNNING,
+    "COMPLETED": COMPLETED,
+    "FAILED": FAILED, "SPECIAL_EXIT": FAILED,
+    "CANCELLED": CANCELLED, "REVOKED": CANCELLED,
+    "TIMEOUT": TIMEOUT, "DEADLINE": TIMEOUT,
+    "OUT_OF_MEMORY": OUT_OF_MEMORY, "NODE_FAIL": NODE_FAIL, "BOOT_FAIL": NODE_FAIL,
+    "PREEMPTED": PREEMPTED,
+}
+
+DEFAULTS: dict[str, Any] = {
+    "partition": None, "time_limit": "1:00:00", "mem": None, "cpus_per_task": None,
+    "account": None, "qos": None, "constraint": None, "gpus": None, "job_name": "pypet-hpc",
+    "sbatch_extra": None, "setup": None, "max_parallel": None, "python": None,
+}
+# how each option is spelled on the command line, for error messages
+_FLAGS = {"time_limit": "--time", "sbatch_extra": "--sbatch", "max_parallel": "--max-parallel",
+          "cpus_per_task": "--cpus-per-task", "job_name": "--job-name", "python": "python"}
+
+_NAME_LIST = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*\Z")
+_JOB_NAME = re.compile(r"[A-Za-z0-9_.+=@:-]{1,200}\Z")
+_CONSTRAINT = re.compile(r"[A-Za-z0-9_.,&|!*:\[\]()-]+\Z")
+_MEM = re.compile(r"\d+[KMGTkmgt]?[Bb]?\Z")
+_GPUS = re.compile(r"([A-Za-z0-9_.-]+:)?\d+\Z")
+_EXTRA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+_EXTRA_VALUE = re.compile(r"[A-Za-z0-9_.,:@%+=/\[\]*!&|()#~^ -]*\Z")
+# sbatch options pypet-hpc sets itself, or that have their own option
+_RESERVED = {"array": None, "output": None, "error": None, "open-mode": None, "signal": None,
+             "wrap": None, "parsable": None, "job-name": "--job-name", "partition": "--partition",
+             "time": "--time", "mem": "--mem", "cpus-per-task": "--cpus-per-task",
+             "account": "--account", "qos": "--qos", "constraint": "--constraint",
+             "gpus-per-task": "--gpus"}
+_JOBID = re.compile(r"(\d+)(?:_(\d+|\[([0-9,%-]+)\]))?\Z")
+
+_states_cache: dict[str, tuple[float, tuple[int, int], dict[int, str]]] = {}
+
+
+class SlurmExecutor:
+    """Submits tasks as SLURM job arrays (through submitit) and reads their state from sacct/squeue."""
+
+    name = "slurm"
+
+    def __init__(self, partition: str | None = None, time_limit: str | float = "1:00:00",
+                 mem: str | None = None, cpus_per_task: int | None = None, account: str | None = None,
+                 qos: str | None = None, constraint: str | None = None, gpus: int | str | None = None,
+                 job_name: str = "pypet-hpc", sbatch_extra: dict[str, Any] | None = None,
+                 setup: Sequence[str] | None = None, max_parallel: int | None = None,
+                 python: str | None = None) -> None:
+        if time_limit is None:
+            time_limit = DEFAULTS["time_limit"]
+        try:
+            self.limit_s = parse_time(time_limit)
+        except PypetError as exc:
+            raise PypetError(f"--time: {exc}") from None
+        self.time_limit = time_limit
+        self.partition = _checked("partition", partition, _NAME_LIST, "letters, digits and _.- (a comma-separated list)")
+        self.account = _checked("account", account, _NAME_LIST, "letters, digits and _.-")
+        self.qos = _checked("qos", qos, _NAME_LIST, "letters, digits and _.-")
+        self.constraint = _checked("constraint", constraint, _CONSTRAINT, "letters, digits and _.,&|!*:[]()-")
+        self.job_name = _checked("job_name", job_name if job_name is not None else DEFAULTS["job_name"],
+                                 _JOB_NAME, "letters, digits and _.+=@:-")
+        self.mem = _checked("mem", None if mem is None else str(mem), _MEM, "a size such as 4G, 500M or 4096")
+        self.cpus_per_task = _whole("cpus_per_task", cpus_per_task)
+        self.max_parallel = _whole("max_parallel", max_parallel)
+        if isinstance(gpus, int) and not isinstance(gpus, bool):
+            self.gpus: int | str | None = _whole("gpus", gpus)
+        else:
+            self.gpus = _checked("gpus", gpus, _GPUS, "a count such as 2, or type:count such as a100:2")
+        self.sbatch_extra = _check_extra(sbatch_extra)
+        self.setup = _check_setup(setup)
+        if python is None:
+            python = sys.executable
+        if not isinstance(python, str) or not python or _has_control(python):
+            raise PypetError(f"python: {python!r} is not a usable interpreter path")
+        self.python = python
+        self._max_array: int | None = None
+        self._checked_with_cluster = False
+
+    @classmethod
+    def from_options(cls, **options: Any) -> SlurmExecutor:
+        """Build from CLI or manifest options; an unknown option lists the valid ones."""
+        check_options(cls.name, options, DEFAULTS)
+        return cls(**options)
+
+    def options(self) -> dict[str, Any]:
+        """Everything needed to rebuild this executor for status, cancel and resubmit."""
+        return {"partition": self.partition, "time_limit": self.time_limit, "mem": self.mem,
+                "cpus_per_task": self.cpus_per_task, "account": self.account, "qos": self.qos,
+                "constraint": self.constraint, "gpus": self.gpus, "job_name": self.job_name,
+                "sbatch_extra": dict(self.sbatch_extra) or None, "setup": list(self.setup) or None,
+                "max_parallel": self.max_parallel, "python": self.python}
+
+    @property
+    def signal_delay_s(self) -> int:
+        """Seconds before the time limit at which SLURM sends SIGUSR2 (the worker then flushes).
+
+        slurmctld checks about every 30 s, so the signal comes up to 30 s earlier than asked; a
+        short limit gets a short delay so that the warning does not land during start-up
+        (measured: @30 on a 1-minute job fired after 3 s, @15 after 32 s). 15 s for 1 minute,
+        a quarter of the limit up to 90 s from 6 minutes on.
+        """
+        return int(max(15, min(90, slurm_minutes(self.time_limit) * 60 // 4)))
+
+    # -- talking to the cluster -----------------------------------------------------------------
+
+    def max_array_size(self) -> int:
+        """The cluster's MaxArraySize (tasks per array; indices run 0..N-1), or 1001 if unreadable."""
+        if self._max_array is None:
+            value = DEFAULT_MAX_ARRAY_SIZE
+            res = _run(["scontrol", "show", "config"])
+            m = re.search(r"^MaxArraySize\s*=\s*(\d+)", res.stdout if res else "", re.MULTILINE)
+            if m and int(m.group(1)) >= 1:
+                value = int(m.group(1))
+            else:
+                log.warning("could not read MaxArraySize from `scontrol show config`; assuming %d", value)
+            self._max_array = value
+        return self._max_array
+
+    def preflight(self) -> None:
+        """Check what only the cluster can tell (sbatch present, partition known, python runs)
+        before anything is written or submitted."""
+        if self._checked_with_cluster:
+            return
+        for tool in ("sbatch", "scontrol", "srun"):
+            if shutil.which(tool) is None:
+                raise PypetError(f"the slurm executor needs SLURM's {tool} on PATH (run this on the cluster's "
+                                 "login node, or use --executor local)")
+        if not (os.path.isfile(self.python) and os.access(self.python, os.X_OK)):
+            raise PypetError(f"python: {self.python} is not an executable file")
+        for part in (self.partition or "").split(","):
+            if not part:
+                continue
+            res = _run(["scontrol", "show", "partition", part])
+            if res is None:
+                raise SubmissionError("cannot reach the SLURM controller (`scontrol show partition` failed or "
+                                      f"timed out after {COMMAND_TIMEOUT:.0f} s)")
+            if res.returncode != 0:
+                known = _run(["sinfo", "-h", "-o", "%R"])
+                names = sorted(set(known.stdout.split())) if known and known.returncode == 0 else []
+                hint = f" (partitions: {', '.join(names)})" if names else ""
+                raise PypetError(f"--partition: unknown partition {part!r}{hint}")
+        # sbatch --test-only checks everything else (memory, account, qos, extra options) for real
+        script = self._script(Path(tempfile.gettempdir()) / "pypet-hpc-preflight" / "%j", 1)
+        if script is not None:
+            res = _run(["sbatch", "--test-only"], script)
+            if res is None:
+                raise SubmissionError(f"sbatch --test-only did not answer within {COMMAND_TIMEOUT:.0f} s")
+            if res.returncode != 0:
+                raise SubmissionError(f"sbatch refused the job: {_first_error(res.stderr) or res.returncode}")
+        self._checked_with_cluster = True
+
+    # -- the executor protocol ------------------------------------------------------------------
+
+    def submit(self, wd: Workdir, tasks: Sequence[int], retry_failed: bool = False) -> list[str]:
+        """One sbatch per array of at most MaxArraySize tasks; each array is recorded as soon as
+        sbatch answers, and each task's log is linked to ``wd.task_log(task)``."""
+        from ..worker import slurm_entry
+
+        tasks = list(tasks)
+        if not tasks:
+            return []
+        self.preflight()
+        size = min(self.max_array_size(), wd.manifest().plan.max_array_size)
+        arrays = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+        (wd.path / "slurm").mkdir(exist_ok=True)
+        ex = self._submitit(wd.path / "slurm" / "%j")
+        ids: list[str] = []
+        for k, chunk in enumerate(arrays):
+            n = len(chunk)
+            sink = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(sink):  # submitit echoes sbatch's stderr; we say it once
+                    jobs = ex.map_array(slurm_entry, [str(wd.path)] * n, chunk, [retry_failed] * n)
+            except Exception as exc:  # noqa: BLE001 - sbatch's refusal becomes one clear line
+                _drop_orphans(wd.path / "slurm")
+                done = f"; submitted before: jobs {', '.join(ids)} (recorded)" if ids else ""
+                raise SubmissionError(f"sbatch refused array {k + 1} of {len(arrays)} ({n} tasks): "
+                                      f"{_reason(exc)}{done}") from None
+            array_id = jobs[0].job_id.split("_")[0]
+            wd.record_jobs({"executor": self.name, "ids": [array_id], "tasks": chunk})
+            ids.append(array_id)
+            _link_logs(wd, chunk, [job.paths.stdout for job in jobs])
+            log.info("array %s: %d tasks (%d..%d)", array_id, n, chunk[0], chunk[-1])
+        _states_cache.pop(str(wd.path), None)
+        return ids
+
+    def states(self, wd: Workdir) -> dict[int, str]:
+        """task -> state of its latest submission, from sacct, else squeue; never blocks for long."""
+        key = str(wd.path)
+        stamp = _jobs_stamp(wd)
+        hit = _states_cache.get(key)
+        if hit is not None and hit[1] == stamp and time.monotonic() - hit[0] < STATES_TTL:
+            return dict(hit[2])
+        latest = _latest_submissions(wd)
+        if not latest:
+            return {}
+        ids = sorted({aid for aid, _, _ in latest.values()}, key=int)
+        found = _query_states(ids, {f"{a}_{i}" for a, i, _ in latest.values()})
+        out: dict[int, str] = {}
+        for task, (aid, idx, single) in latest.items():
+            raw = found.get(f"{aid}_{idx}") or (found.get(aid) if single else None)
+            out[task] = _STATE_MAP.get(raw, UNKNOWN) if raw else UNKNOWN
+        _states_cache[key] = (time.monotonic(), stamp, out)
+        return dict(out)
+
+    def cancel(self, wd: Workdir) -> int:
+        """scancel every array of the sweep that still has queued or running tasks; returns how
+        many tasks were queued or running."""
+        ids = sorted({str(i) for job in wd.jobs() if job.get("executor") == self.name for i in job["ids"]}, key=int)
+        if not ids:
+            return 0
+        res = _run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i"])
+        if res is not None and res.returncode == 0:
+            active = [line.split("_")[0] for line in res.stdout.split()]
+            targets = sorted(set(active), key=int)
+            count = len(active)
+        else:
+            targets, count = ids, len(ids)
+        if targets:
+            out = _run(["scancel", *targets])
+            if out is None:
+                raise SubmissionError(f"scancel did not answer within {COMMAND_TIMEOUT:.0f} s")
+            if out.returncode != 0 and "Invalid job id" not in out.stderr:
+                raise SubmissionError(f"scancel failed: {_first_error(out.stderr) or out.returncode}")
+        _states_cache.pop(str(wd.path), None)
+        return count
+
+    def batch_script(self, wd: Workdir, tasks: Sequence[int]) -> str:
+        """The sbatch script one array of ``tasks`` would be submitted with (nothing is submitted)."""
+        script = self._script(wd.path / "slurm" / "%j", len(tasks))
+        return script if script is not None else "# (batch script preview unavailable with this submitit version)"
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _sbatch_parameters(self) -> dict[str, Any]:
+        """submitit's parameters for this executor (its names, not ours)."""
+        extra: dict[str, Any] = {"signal": f"B:USR2@{self.signal_delay_s}"}
+        if self.mem is not None:
+            extra["mem"] = self.mem  # as given: submitit's own mem is a float of GB
+        extra.update(self.sbatch_extra)
+        params: dict[str, Any] = {
+            "job_name": self.job_name, "time": slurm_minutes(self.time_limit), "use_srun": False,
+            "stderr_to_stdout": True, "wckey": None, "signal_delay_s": self.signal_delay_s,
+            "array_parallelism": self.max_parallel or UNTHROTTLED, "additional_parameters": extra,
+        }
+        for name in ("partition", "cpus_per_task", "account", "qos", "constraint"):
+            if getattr(self, name) is not None:
+                params[name] = getattr(self, name)
+        if self.gpus is not None:
+            params["gpus_per_task"] = self.gpus
+        if self.setup:
+            params["setup"] = list(self.setup)
+        return params
+
+    def _script(self, folder: Path, n: int) -> str | None:
+        """submitit's sbatch script for an array of ``n`` tasks (a plain job if n == 1), built by
+        its private ``_make_sbatch_string``; None if that moved in another submitit version."""
+        ex = self._submitit(folder)
+        try:
+            from submitit.slurm.slurm import _make_sbatch_string
+
+            params = dict(ex.parameters)
+            if n > 1:
+                params["map_count"] = n
+            return str(_make_sbatch_string(command=ex._submitit_command_str, folder=ex.folder, **params))
+        except (ImportError, AttributeError, TypeError) as exc:
+            log.debug("no sbatch script preview: %s", exc)
+            return None
+
+    def _submitit(self, folder: Path) -> Any:
+        """A submitit SlurmExecutor writing under ``folder`` (which holds ``%j``)."""
+        try:
+            from submitit.slurm.slurm import SlurmExecutor as SubmititSlurm
+        except ImportError as exc:  # pragma: no cover - submitit is a dependency
+            raise PypetError(f"the slurm executor needs submitit: {exc}") from None
+        try:
+            ex = SubmititSlurm(folder=folder, python="exec " + shlex.quote(self.python))
+        except RuntimeError as exc:  # no srun on PATH
+            raise PypetError(f"the slurm executor needs SLURM's tools on PATH: {exc}") from None
+        ex.update_parameters(**self._sbatch_parameters())
+        return ex
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _checked(name: str, value: Any, pattern: re.Pattern[str], allowed: str) -> Any:
+    """``value`` if it is a string made only of safe characters (nothing that could start a new
+    line in the batch script or reach a shell), else a one-line error naming the option."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not pattern.match(value):
+        raise PypetError(f"{_flag(name)}: {value!r} is not allowed; use {allowed}")
+    return value
+
+
+def _whole(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PypetError(f"{_flag(name)}: must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _check_extra(extra: dict[str, Any] | None) -> dict[str, Any]:
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise PypetError(f"--sbatch: expected key=value options, got {extra!r}")
+    out: dict[str, Any] = {}
+    for key, value in extra.items():
+        if not isinstance(key, str) or not _EXTRA_KEY.match(key):
+            raise PypetError(f"--sbatch: option name {key!r} is not allowed; use letters, digits, _ and -")
+        norm = key.replace("_", "-").lower()
+        if norm in _RESERVED:
+            own = _RESERVED[norm]
+            why = f"use {own} instead" if own else "pypet-hpc sets it itself"
+            raise PypetError(f"--sbatch {key}: {why}")
+        if value is True:
+            out[key] = True
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise PypetError(f"--sbatch {key}={value!r}: give a text value (or no value for a flag)")
+        if not _EXTRA_VALUE.match(str(value)):
+            raise PypetError(f"--sbatch {key}={value!r}: not allowed; use letters, digits, spaces and "
+                             "_.,:@%+=/[]*!&|()#~^- (no quotes, ;, $, `, \\, <, > or line breaks)")
+        out[key] = value
+    return out
+
+
+def _check_setup(setup: Sequence[str] | None) -> list[str]:
+    if setup is None:
+        return []
+    if isinstance(setup, str):
+        setup = [setup]
+    lines = list(setup)
+    for line in lines:
+        if not isinstance(line, str) or _has_control(line.replace("\t", " ")):
+            raise PypetError(f"--setup: {line!r} must be one line of shell (no line breaks or control characters)")
+    return lines
+
+
+# -- scheduler commands --------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str] | None:
+    """Run a SLURM client command with a timeout; None if it is missing or did not answer."""
+    try:
+        if stdin is not None:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, input=stdin)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("%s: %s", " ".join(cmd[:3]), exc)
+        return None
+
+
+def _first_error(text: str) -> str:
+    """The most telling line of a SLURM command's stderr, without its ``sbatch: error:`` prefix."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for marker in ("error:", "failure:"):
+        for line in lines:
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
+    return re.sub(r"^\w+: ", "", lines[0]) if lines else ""
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    cause = exc.__cause__
+    if isinstance(cause, subprocess.CalledProcessError) and cause.stderr:
+        text = str(cause.stderr)
+    reason = _first_error(text) or type(exc).__name__
+    return " ".join(reason.split())
+
+
+def _drop_orphans(folder: Path) -> None:
+    """Remove the pickles and script submitit wrote for an array sbatch refused."""
+    for path in list(folder.glob("*.pkl")) + list(folder.glob(".submission_file_*.sh")):
+        if not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _link_logs(wd: Workdir, tasks: Sequence[int], outputs: Sequence[Path]) -> None:
+    """Point ``logs/task_K.log`` at the SLURM output of the task's latest submission."""
+    wd.logs.mkdir(exist_ok=True)
+    for task, out in zip(tasks, outputs, strict=True):
+        link = wd.task_log(task)
+        tmp = link.with_name(link.name + ".new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            tmp.symlink_to(os.path.relpath(out, link.parent))
+            os.replace(tmp, link)
+        except OSError as exc:
+            log.warning("could not link %s to %s: %s", link, out, exc)
+
+
+def _jobs_stamp(wd: Workdir) -> tuple[int, int]:
+    try:
+        st = (wd.path / "jobs.jsonl").stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _latest_submissions(wd: Workdir) -> dict[int, tuple[str, int, bool]]:
+    """task -> (array job id, index in the array, whether it was a plain single job)."""
+    latest: dict[int, tuple[str, int, bool]] = {}
+    for job in wd.jobs():
+        if job.get("executor") != SlurmExecutor.name or not job.get("ids"):
+            continue
+        aid, tasks = str(job["ids"][0]), job.get("tasks", [])
+        for idx, task in enumerate(tasks):
+            latest[int(task)] = (aid, idx, len(tasks) == 1)
+    return latest
+
+
+def expand_job_ids(text: str) -> list[str]:
+    """``123_[4-6,9%2]`` -> ``123_4 123_5 123_6 123_9``; ``123_4`` and ``123`` stay as they are."""
+    m = _JOBID.match(text.strip())
+    if m is None:
+        return []
+    base, single, ranges = m.groups()
+    if ranges is None:
+        return [f"{base}_{single}" if single is not None else base]
+    out: list[str] = []
+    for part in ranges.split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            out.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def parse_state_table(text: str) -> dict[str, str]:
+    """``JobID|State`` lines (sacct --parsable2 or squeue) -> job id -> first word of the state."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        jobid, sep, state = line.partition("|")
+        if not sep or not state.strip():
+            continue
+        word = state.split()[0].rstrip("+")
+        for jid in expand_job_ids(jobid):
+            found[jid] = word
+    return found
+
+
+def _query_states(ids: list[str], wanted: set[str]) -> dict[str, str]:
+    """States of the array jobs ``ids``: sacct first; squeue for what sacct lacks or if it fails."""
+    joined = ",".join(ids)
+    found: dict[str, str] = {}
+    sacct = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", joined])
+    sacct_ok = sacct is not None and sacct.returncode == 0
+    if sacct_ok:
+        assert sacct is not None
+        found = parse_state_table(sacct.stdout)
+    else:
+        why = _first_error(sacct.stderr) if sacct is not None else "no answer"
+        log.warning("sacct failed (%s); reading states from squeue", why)
+    missing = [w for w in wanted if w not in found and w.split("_")[0] not in found]
+    if missing or not sacct_ok:
+        squeue = _run(["squeue", "-h", "-r", "-t", "all", "-j", joined, "-o", "%i|%T"])
+        if squeue is not None and squeue.returncode == 0:
+            for jid, state in parse_state_table(squeue.stdout).items():
+                found.setdefault(jid, state)
+        elif squeue is not None and "Invalid job id" in squeue.stderr:
+            pass  # none of the jobs is known to slurmctld any more
+        elif not sacct_ok:
+            why = _first_error(squeue.stderr) if squeue is not None else "no answer"
+            raise PypetError(f"sacct and squeue both failed ({why}); is the SLURM controller up?")
+    return found

@@ -1,0 +1,366 @@
+"""The slurm executor against the real local SLURM cluster (slurm/start.sh): array jobs, array
+cutting, cancel, time limit, requeue, failures, dry run and bad input. No mocks.
+
+Every test needs the cluster: without it they skip with one line (or fail when CI=true).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pypet_rebuild import Environment, HDF5StorageService, Trajectory, load_trajectory
+from pypet_rebuild.cli import main as cli_main
+from pypet_rebuild.errors import SubmissionError
+from pypet_rebuild.executors.slurm import SlurmExecutor, expand_job_ids, parse_state_table
+from pypet_rebuild.status import sweep_status
+from pypet_rebuild.workdir import Workdir
+
+from .conftest import ROOT, cli, write_sweep
+
+pytestmark = pytest.mark.slurm
+
+
+def _sh(*cmd: str, timeout: float = 10) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cluster_problem() -> str | None:
+    """None when the local cluster is usable (the checks of slurm/status.sh), else what is wrong."""
+    ping = _sh("scontrol", "ping")
+    if ping is None or "is UP" not in ping.stdout:
+        return "slurmctld is not answering"
+    node = _sh("sinfo", "-h", "-n", "localhost", "-o", "%T")
+    state = node.stdout.strip().splitlines()[0] if node and node.stdout.strip() else "?"
+    if state not in ("idle", "mixed", "allocated", "completing"):
+        return f"node localhost is {state!r}"
+    acct = _sh("sacctmgr", "-n", "-P", "list", "cluster", "format=cluster")
+    if acct is None or "localci" not in acct.stdout.split():
+        return "slurmdbd accounting does not answer"
+    sacct = _sh("sacct", "-n", "-X", "-j", "1")
+    if sacct is None or sacct.returncode != 0:
+        return "sacct does not answer"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster() -> None:
+    problem = cluster_problem()
+    if problem is None:
+        return
+    message = f"local SLURM cluster not usable ({problem}); start it with: sudo bash slurm/start.sh"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def sweeps() -> Iterator[list[Path]]:
+    """Workdirs made by a test; whatever of theirs is still queued is cancelled afterwards."""
+    made: list[Path] = []
+    yield made
+    for path in made:
+        if (path / "manifest.json").exists():
+            SlurmExecutor().cancel(Workdir(path))
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+def wait_finished(wd: Path, timeout: float = 60) -> Any:
+    def done() -> Any:
+        st = sweep_status(Workdir(wd))
+        return st if st.finished else None
+
+    return wait_for(done, timeout, f"the sweep in {wd} to finish")
+
+
+def submit(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Path:
+    wd = tmp / "W"
+    cli("submit", "sweep.py", "--executor", "slurm", "--workdir", str(wd), "--job-name", "pht-test", *args,
+        cwd=tmp, env=env)
+    return wd
+
+
+def check_merged(path: Path, n_per_x: int, fail_n: int = -1) -> None:
+    """Every run exactly once, z == x * n and vec[2] == 2 n; runs with n == fail_n failed."""
+    traj = load_trajectory(path)
+    assert len(traj) == 2 * n_per_x
+    x, n = np.array(traj.explored["x"]), np.array(traj.explored["n"])
+    status = traj.run_info()["status"]
+    fails = n == fail_n
+    assert (status[fails] == 2).all()
+    assert (status[~fails] == 1).all(), np.flatnonzero(status[~fails] != 1)
+    z = traj.get_from_runs("z")
+    assert (z.mask == fails).all()
+    np.testing.assert_allclose(z.compressed(), (x * n)[~fails])
+    np.testing.assert_array_equal(traj.get_from_runs("vec")[~fails][:, 2], 2 * n[~fails])
+
+
+def shard_runs(wd: Path) -> list[int]:
+    """Every run index written to any shard (a run done twice would appear twice)."""
+    out: list[int] = []
+    for path in sorted((wd / "shards").glob("task_*.h5*")):
+        with h5py.File(path, "r", locking=False) as f:
+            out.extend(f["run_info/idx"][()].tolist())
+    return out
+
+
+def jobs(wd: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (wd / "jobs.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_job_id_parsing() -> None:
+    assert expand_job_ids("123_[4-6,9%2]") == ["123_4", "123_5", "123_6", "123_9"]
+    assert expand_job_ids("123_7") == ["123_7"] and expand_job_ids("123") == ["123"]
+    assert expand_job_ids("123.batch") == []
+    table = parse_state_table("5_0|COMPLETED\n5_[1-2]|PENDING\n6|CANCELLED by 0\n")
+    assert table == {"5_0": "COMPLETED", "5_1": "PENDING", "5_2": "PENDING", "6": "CANCELLED"}
+
+
+def test_sweep_of_200_runs_in_10_tasks(tmp_path: Path, sweeps: list[Path]) -> None:
+    """Submit, poll `status --json` until done, merge, load: the values are right."""
+    write_sweep(tmp_path, n=100)
+    wd = submit(tmp_path, "--runs-per-task", "20", "--time", "5")
+    sweeps.append(wd)
+    [entry] = jobs(wd)
+    assert entry["executor"] == "slurm" and entry["tasks"] == list(range(10))
+
+    def done() -> Any:
+        data = json.loads(cli("status", str(wd), "--json", cwd=tmp_path).stdout)
+        return data if {t["state"] for t in data["tasks"]} == {"COMPLETED"} else None
+
+    data = wait_for(done, 90, "every task COMPLETED in status --json", poll=0.5)
+    assert data["counts"]["ok"] == 200 and all(t["shard"].endswith(".h5") for t in data["tasks"])
+    cli("merge", str(wd), "-o", str(tmp_path / "out.h5"), "--require-complete", cwd=tmp_path)
+    check_merged(tmp_path / "out.h5", 100)
+    assert sorted(shard_runs(wd)) == list(range(200))
+    log = cli("logs", str(wd), "--task", "3", cwd=tmp_path).stdout
+    assert "task 3: 20 runs to do of 20" in log and "task 3: done" in log
+    # the scheduler's view (sacct) agrees once the processes have exited
+    wait_for(lambda: set(SlurmExecutor().states(Workdir(wd)).values()) == {"COMPLETED"}, 30,
+             "sacct to say COMPLETED")
+
+
+def test_arrays_are_cut_at_max_array_size(tmp_path: Path, sweeps: list[Path]) -> None:
+    """With MaxArraySize=5, 12 tasks go out as 3 arrays (3 sbatch calls) and complete; an array
+    larger than the cluster allows is refused with one clear line and leaves nothing behind."""
+    start = ROOT / "slurm" / "start.sh"
+    try:
+        subprocess.run(["bash", str(start), "--restart"], env={**os.environ, "MAX_ARRAY_SIZE": "5"},
+                       check=True, capture_output=True, timeout=120)
+        assert SlurmExecutor().max_array_size() == 5
+        write_sweep(tmp_path, n=12)
+        wd = submit(tmp_path, "--runs-per-task", "2", "--time", "5")
+        sweeps.append(wd)
+        entries = jobs(wd)
+        assert [e["tasks"] for e in entries] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]
+        assert len({e["ids"][0] for e in entries}) == 3
+        assert len(list((wd / "slurm").glob(".submission_file_*.sh"))) == 3  # one sbatch per array
+        wait_finished(wd)
+        cli("merge", str(wd), "-o", str(tmp_path / "out.h5"), "--require-complete", cwd=tmp_path)
+        check_merged(tmp_path / "out.h5", 12)
+
+        # an executor that believes the cluster takes 50 per array: sbatch says no, in one line
+        traj = Trajectory("big")
+        traj.add_parameter("x", 0)
+        traj.explore({"x": list(range(8))})
+        ex = SlurmExecutor(time_limit=5)
+        ex._max_array = 50
+        env = Environment(traj, executor=ex, workdir=tmp_path / "big", runs_per_task=1)
+        with pytest.raises(SubmissionError) as err:
+            env.submit(_square)
+        assert "\n" not in str(err.value) and "array" in str(err.value).lower(), err.value
+        assert not list((tmp_path / "big" / "slurm").glob("*.pkl"))
+        assert Workdir(tmp_path / "big").jobs() == []
+    finally:
+        subprocess.run(["bash", str(start)], check=True, capture_output=True, timeout=120)
+    assert SlurmExecutor().max_array_size() == 100001
+
+
+def _square(traj: Trajectory) -> None:
+    traj.add_result("y", traj.x ** 2)
+
+
+def test_cancel_then_resubmit_runs_every_run_once(tmp_path: Path, sweeps: list[Path]) -> None:
+    write_sweep(tmp_path, n=40)
+    wd = submit(tmp_path, "--runs-per-task", "10", "--time", "5", env={"SWEEP_DELAY": "0.4"})
+    sweeps.append(wd)
+    wait_for(lambda: sweep_status(Workdir(wd)).counts["ok"] >= 8, 60, "some runs to finish")
+    out = cli("cancel", str(wd), cwd=tmp_path).stdout
+    assert "cancelled 8 job(s)" in out, out
+
+    def all_cancelled() -> Any:
+        data = json.loads(cli("status", str(wd), "--json", cwd=tmp_path).stdout)
+        return data if {t["state"] for t in data["tasks"]} == {"CANCELLED"} else None
+
+    data = wait_for(all_cancelled, 40, "status to show CANCELLED", poll=0.5)
+    assert 0 < data["counts"]["ok"] < 80
+    text = cli("status", str(wd), cwd=tmp_path).stdout
+    assert "CANCELLED" in text and "resubmit resumes it" in text
+    out = cli("resubmit", str(wd), cwd=tmp_path, env={"SWEEP_DELAY": "0"}).stdout
+    assert "resubmitted 8 tasks" in out
+    wait_finished(wd)
+    cli("merge", str(wd), "-o", str(tmp_path / "out.h5"), "--require-complete", cwd=tmp_path)
+    check_merged(tmp_path / "out.h5", 40)
+    runs = shard_runs(wd)
+    assert sorted(runs) == list(range(80)), "a run was done twice or lost"
+    assert len(jobs(wd)) == 2
+
+
+def test_requeued_task_resumes_without_doubling(tmp_path: Path, sweeps: list[Path]) -> None:
+    """`scontrol requeue` kills a running task (SIGTERM: it flushes) and SLURM starts it again:
+    it resumes from its .partial shard; no run is lost or done twice."""
+    write_sweep(tmp_path, n=20)
+    wd = submit(tmp_path, "--runs-per-task", "40", "--time", "5", env={"SWEEP_DELAY": "0.25"})
+    sweeps.append(wd)
+    [entry] = jobs(wd)
+    job = entry["ids"][0]  # one task: submitit sends a plain job, not an array
+    wait_for(lambda: sweep_status(Workdir(wd)).counts["ok"] >= 5, 60, "some runs of task 0")
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=20)
+    # SLURM holds a requeued batch job for ~2 minutes (BeginTime); release it at once
+    wait_for(lambda: "PENDING" in (_sh("squeue", "-h", "-j", job, "-o", "%T") or _none()).stdout,
+             30, "the requeued task to be pending")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=20)
+    wait_finished(wd)
+    cli("merge", str(wd), "-o", str(tmp_path / "out.h5"), "--require-complete", cwd=tmp_path)
+    check_merged(tmp_path / "out.h5", 20)
+    assert sorted(shard_runs(wd)) == list(range(40)), "a run was done twice or lost"
+    log = (wd / "logs" / "task_000000.log").read_text()
+    assert "DUE TO JOB REQUEUE" in log
+    starts = [line for line in log.splitlines() if "runs to do of 40" in line]
+    assert len(starts) == 2 and "task 0: 40 runs to do" in starts[0]
+    assert "task 0: 40 runs to do" not in starts[1], starts
+
+
+def _none() -> subprocess.CompletedProcess[str]:
+    return subprocess.CompletedProcess([], 1, "", "")
+
+
+def test_failing_runs_show_their_traceback(tmp_path: Path, sweeps: list[Path]) -> None:
+    write_sweep(tmp_path, n=10, fail_n=3)
+    wd = submit(tmp_path, "--runs-per-task", "5", "--time", "5")
+    sweeps.append(wd)
+    st = wait_finished(wd)
+    assert st.counts["failed"] == 2 and st.counts["ok"] == 18
+    out = cli("status", str(wd), "--failed", cwd=tmp_path).stdout
+    assert out.count("): ValueError: unlucky 3") == 2  # one header per failed run
+    assert "Traceback (most recent call last)" in out and "in simulate" in out
+    # the SLURM jobs themselves succeed: a failing run is data, not a crashed task
+    wait_for(lambda: set(SlurmExecutor().states(Workdir(wd)).values()) == {"COMPLETED"}, 30,
+             "sacct to say COMPLETED")
+
+
+def test_python_api_runs_on_slurm(tmp_path: Path, sweeps: list[Path]) -> None:
+    traj = Trajectory("api")
+    traj.add_parameter("x", 0)
+    env = Environment(traj, storage=HDF5StorageService(tmp_path / "api.h5"), executor="slurm",
+                      workdir=tmp_path / "wd", runs_per_task=5, time_limit="5", job_name="pht-api")
+    sweeps.append(tmp_path / "wd")
+    env.run_exploration(_square, space={"x": list(range(12))})
+    loaded = load_trajectory(tmp_path / "api.h5")
+    np.testing.assert_array_equal(loaded.get_from_runs("y"), np.arange(12) ** 2)
+
+
+def test_dry_run_prints_plan_and_script_and_submits_nothing(tmp_path: Path) -> None:
+    write_sweep(tmp_path, n=30)
+    name = f"pht-{uuid.uuid4().hex[:8]}"
+    out = cli("submit", "sweep.py", "--executor", "slurm", "--workdir", "W", "--runs-per-task", "4",
+              "--dry-run", "--job-name", name, "--max-parallel", "3", "--mem", "1G",
+              "--setup", "echo hello", "--sbatch", "comment=pypet hpc", cwd=tmp_path).stdout
+    assert "60 runs in 15 tasks" in out and "dry run: nothing submitted" in out
+    for line in ("#SBATCH --array=0-14%3", f"#SBATCH --job-name={name}", "#SBATCH --mem=1G",
+                 "#SBATCH --signal=B:USR2@90", "#SBATCH --time=60", "echo hello",
+                 "#SBATCH --comment='pypet hpc'", "exec "):
+        assert line in out, line
+    assert not (tmp_path / "W").exists()
+    assert _sh("squeue", "-h", "-n", name, "-o", "%i").stdout.strip() == ""
+
+
+NL = "\n"
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["--partition", "nope"], 2, "unknown partition 'nope'"),
+    (["--time", "1:xx"], 2, "bad time limit"),
+    (["--time", "0"], 2, "time limit"),
+    (["--job-name", "a;b"], 2, "--job-name"),
+    (["--job-name", f"a{NL}#SBATCH --x"], 2, "--job-name"),
+    (["--job-name", "$(touch pwned)"], 2, "--job-name"),
+    (["--partition", f"debug{NL}touch pwned"], 2, "--partition"),
+    (["--partition", "debug;touch pwned"], 2, "--partition"),
+    (["--sbatch", "comment=$(touch pwned)"], 2, "--sbatch comment"),
+    (["--sbatch", f"comment=a{NL}touch pwned"], 2, "--sbatch comment"),
+    (["--sbatch", "comment=a;touch pwned"], 2, "--sbatch comment"),
+    (["--sbatch", f"x{NL}touch pwned=1"], 2, "--sbatch"),
+    (["--sbatch", "a;b=1"], 2, "--sbatch"),
+    (["--sbatch", "output=/tmp/x"], 2, "sets it itself"),
+    (["--setup", f"module load x{NL}touch pwned"], 2, "--setup"),
+    (["--mem", "4Q"], 2, "--mem"),
+    (["--mem", "100000G"], 1, "sbatch refused the job: Requested node configuration is not available"),
+    (["--sbatch", "no-such-option=1"], 1, "sbatch refused the job: unrecognized option"),
+])
+def test_bad_input_is_one_line_and_submits_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   args: list[str], code: int, needle: str) -> None:
+    """In-process CLI (same code path, no interpreter start-up per case)."""
+    write_sweep(tmp_path, n=4)
+    name = f"pht-{uuid.uuid4().hex[:8]}"
+    if "--job-name" not in args:
+        args = [*args, "--job-name", name]
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli_main, ["submit", "sweep.py", "--executor", "slurm", "--workdir", "W",
+                                           "--runs-per-task", "2", *args])
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], result.stderr
+    assert not (tmp_path / "W").exists() and not (tmp_path / "pwned").exists()
+    assert _sh("squeue", "-h", "-n", name, "-o", "%i").stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_time_limit_gives_timeout_then_resubmit_completes(tmp_path: Path, sweeps: list[Path]) -> None:
+    """A 1-minute task gets SIGUSR2 ~15 s before its limit, flushes its shard and waits; SLURM
+    ends it at the limit, so status says TIMEOUT; resubmit finishes only what is left."""
+    write_sweep(tmp_path, n=30)
+    wd = submit(tmp_path, "--runs-per-task", "60", "--time", "1", env={"SWEEP_DELAY": "1"})
+    sweeps.append(wd)
+    st = wait_finished(wd, timeout=150)
+    [task] = st.tasks
+    assert task.state == "TIMEOUT", task
+    assert task.shard == "task_000000.h5.partial" and 10 <= task.ok < 60, task
+    text = cli("status", str(wd), cwd=tmp_path).stdout
+    assert "TIMEOUT" in text and "resubmit resumes it" in text
+    log = (wd / "logs" / "task_000000.log").read_text()
+    assert "time-limit warning: shard flushed" in log and "DUE TO TIME LIMIT" in log
+    done_before = task.ok
+    cli("resubmit", str(wd), "--time", "5", cwd=tmp_path, env={"SWEEP_DELAY": "0"})
+    wait_finished(wd)
+    cli("merge", str(wd), "-o", str(tmp_path / "out.h5"), "--require-complete", cwd=tmp_path)
+    check_merged(tmp_path / "out.h5", 30)
+    assert sorted(shard_runs(wd)) == list(range(60)), "a run was done twice or lost"
+    assert f"{60 - done_before} runs to do of 60" in (wd / "logs" / "task_000000.log").read_text()
