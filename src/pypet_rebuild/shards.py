@@ -135,11 +135,14 @@ class ShardWriter:
         A task killed in the middle of a flush can leave the HDF5 file torn (datasets of unequal
         lengths, string heaps that do not match): nothing past the commit record is trusted.
         """
-        commit = json.loads(commit_path(self.partial).read_text())
+        record = commit_path(self.partial)
         fresh_path = self.partial.with_name(self.partial.name + ".rebuilding")
         with h5py.File(self.partial, "r", locking="best-effort") as old:
             if get_attr(old, "plan_hash") != plan_hash:
                 raise StorageError("belongs to another sweep")
+            # no record: the task died before its first flush was durable, nothing to keep
+            commit = json.loads(record.read_text()) if record.exists() else {
+                "shard_id": get_attr(old, "shard_id"), "run_info": 0, "errors": 0, "columns": {}}
             if get_attr(old, "shard_id") != commit["shard_id"]:
                 raise StorageError("its commit record belongs to another file")
             fresh = create_shard(fresh_path, plan_hash, task)
