@@ -84,3 +84,47 @@ def test_trajectory_expand_appends_only_new_points() -> None:
     assert traj.explored == {"x": [1, 2, 3, 4], "y": [0.5, 0.5, 0.5, 1.5]}
     with pytest.raises(ExplorationError, match="expand must give the explored parameters"):
         traj.expand({"x": [9]})
+
+
+def _grid_traj() -> Trajectory:
+    traj = Trajectory("grow")
+    traj.add_parameter("x", 0)
+    traj.add_parameter("y", 0)
+    return traj
+
+
+def _product(t: Trajectory) -> None:
+    t.add_result("z", t.x * t.y)
+
+
+def test_expand_a_finished_sweep_runs_only_the_new_points(tmp_path: Path) -> None:
+    wd = tmp_path / "wd"
+    env = Environment(_grid_traj(), executor="local", workdir=wd, runs_per_task=4)
+    env.run_exploration(_product, space={"x": [1, 2, 3], "y": [10, 20, 30]})  # 9 runs, tasks of 4
+    first = load_trajectory(wd / "merged.h5")
+    starts = first.run_info()["start"].copy()
+    # grow both axes; the 9 old points keep their indices, 7 new ones follow
+    env = Environment(_grid_traj(), executor="local", workdir=wd)
+    handle = env.expand(_product, space={"x": [1, 2, 3, 4], "y": [10, 20, 30, 40]})
+    handle.wait(timeout=60)
+    report = handle.merge()
+    assert report.ok == 16 and report.missing == 0
+    grown = load_trajectory(wd / "merged.h5")
+    x, y = np.array(grown.explored["x"]), np.array(grown.explored["y"])
+    assert list(zip(x[:9], y[:9], strict=True)) == list(zip(first.explored["x"], first.explored["y"], strict=True))
+    assert sorted(zip(x[9:], y[9:], strict=True)) == [(1, 40), (2, 40), (3, 40), (4, 10), (4, 20), (4, 30), (4, 40)]
+    np.testing.assert_array_equal(grown.get_from_runs("z"), x * y)
+    np.testing.assert_array_equal(grown.run_info()["start"][:8], starts[:8])  # full old tasks did not run again
+    # expanding by points the sweep already has submits nothing
+    jobs = (wd / "jobs.jsonl").read_text()
+    Environment(_grid_traj(), executor="local", workdir=wd).expand(_product, space={"x": [1], "y": [10]})
+    assert (wd / "jobs.jsonl").read_text() == jobs
+
+
+def test_expand_refuses_a_different_sweep(tmp_path: Path) -> None:
+    wd = tmp_path / "wd"
+    Environment(_grid_traj(), executor="local", workdir=wd).run_exploration(_product, space={"x": [1, 2], "y": [1]})
+    other = _grid_traj()
+    other.add_parameter("gain", 1.0)
+    with pytest.raises(Exception, match="other parameters"):
+        Environment(other, executor="local", workdir=wd).expand(_product, space={"x": [3], "y": [1]})

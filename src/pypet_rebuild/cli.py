@@ -16,11 +16,11 @@ import click
 import numpy as np
 
 from .codec import value_kind
-from .environment import SweepHandle, executor_of, merge_workdir
+from .environment import SweepHandle, executor_of, merge_workdir, plan_for
 from .environment import resubmit as resubmit_workdir
 from .errors import PypetError, SubmissionError
 from .executors import make_executor
-from .exploration import Plan, cartesian_product
+from .exploration import cartesian_product
 from .model import Trajectory
 from .status import failed_runs, sweep_status
 from .storage import STATUS_NAMES, get_attr, open_h5, trajectory_group
@@ -211,8 +211,7 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
     preflight = getattr(ex, "preflight", None)
     if callable(preflight):
         preflight()  # what only the cluster knows (e.g. an unknown partition), before anything is written
-    reader = getattr(ex, "max_array_size", None)
-    plan = Plan.make(len(traj), runs_per_task, n_tasks, reader() if callable(reader) else 1001)
+    plan = plan_for(ex, len(traj), runs_per_task, n_tasks)
     wd = Workdir(workdir or Path("runs") / traj.name)
     if dry_run:
         click.echo(f"sweep {traj.name!r}: {plan.describe()}")
@@ -431,6 +430,23 @@ def show(file: str, name: str | None) -> None:
             click.echo("  versions: " + ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items()))
         log_ids = json.loads(get_attr(grp.get("merge_log", grp), "shard_ids", "[]"))
         click.echo(f"merged shards: {len(log_ids)}")
+
+
+@main.command(epilog="Example: pypet-hpc combine week1.h5 week2.h5 -o all.h5 --trial-parameter seed")
+@click.argument("first", type=click.Path())
+@click.argument("second", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), required=True, help="The new trajectory file.")
+@click.option("--remove-duplicates", is_flag=True, help="Drop runs of SECOND whose point is already in FIRST.")
+@click.option("--trial-parameter", help="Integer parameter counting repetitions: SECOND's trials follow FIRST's.")
+@_guard
+def combine(first: str, second: str, output: str, remove_duplicates: bool, trial_parameter: str | None) -> None:
+    """Join two trajectory files of the same parameter set (pypet's f_merge); runs are renumbered."""
+    from .combine import combine as combine_files
+
+    if Path(output).is_dir():
+        fail(f"-o {output}: is a directory; give a file name")
+    report = combine_files(first, second, output, remove_duplicates, trial_parameter)
+    click.echo(report.summary())
 
 
 def _tree(group: Any, explored: list[str], prefix: str = "") -> Any:

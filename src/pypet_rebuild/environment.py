@@ -87,20 +87,15 @@ def merge_workdir(wd: Workdir, output: Path, require_complete: bool = False,
     try:
         prov = wd.path / "provenance.json"
         return merge(wd.skeleton, shards, output, manifest.plan_hash, progress=bar.advance,
-                     provenance=prov.read_text() if prov.exists() else None)
+                     provenance=prov.read_text() if prov.exists() else None,
+                     earlier_hashes=manifest.earlier_hashes)
     finally:
         bar.close()
 
 
 def resubmit(wd: Workdir, **overrides: Any) -> list[int]:
     """Submit the tasks that are not complete and not queued or running; returns them."""
-    st = sweep_status(wd)
-    active = {"PENDING", "RUNNING"}
-    todo = [t.task for t in st.incomplete_tasks() if t.state not in active]
-    if todo:
-        executor = executor_of(wd, **overrides)
-        executor.submit(wd, todo, retry_failed=True)
-    return todo
+    return _submit_incomplete(wd, executor_of(wd, **overrides))
 
 
 class Environment:
@@ -156,6 +151,21 @@ class Environment:
                 shutil.rmtree(self._temporary, ignore_errors=True)
         return self.trajectory
 
+    def expand(self, simulate: Simulation, space: Mapping[str, Sequence[Any]] | None = None,
+               combined: Sequence[Sequence[str]] | None = None) -> SweepHandle:
+        """Grow the finished (or running) sweep in ``workdir`` by the points of ``space`` (or of the
+        trajectory's exploration) and run only the new ones (pypet's ``f_expand``)."""
+        if self.workdir is None or not Workdir(self.workdir).exists():
+            raise WorkdirError("expand needs the workdir= of an existing sweep")
+        check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"))
+        wd = Workdir(self.workdir)
+        points = cartesian_product(space, combined) if space is not None else self.trajectory.explored
+        if isinstance(self.executor, InlineExecutor):
+            self.executor.bind(self.trajectory, simulate)
+        expand_workdir(wd, self.trajectory, points, self.executor)
+        output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
+        return SweepHandle(wd, output)
+
     def submit(self, simulate: Simulation, space: Mapping[str, Sequence[Any]] | None = None,
                combined: Sequence[Sequence[str]] | None = None) -> SweepHandle:
         """Write the sweep's workdir and submit its tasks; returns at once (inline: when done)."""
@@ -185,6 +195,29 @@ class Environment:
         self.executor.submit(wd, range(plan.n_tasks))
         output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
         return SweepHandle(wd, output)
+
+
+def expand_workdir(wd: Workdir, traj: Trajectory, points: Mapping[str, Sequence[Any]],
+                   executor: Executor | None = None) -> tuple[int, list[int]]:
+    """Add ``points`` to the sweep in ``wd`` (those it has keep their run index) and submit the
+    tasks that are now incomplete. ``traj`` is rebuilt on the workdir's points first, so the
+    order in which the caller explored does not matter. Returns (runs added, tasks submitted)."""
+    before = load_trajectory(wd.skeleton)
+    traj.explore(before.explored)
+    added = traj.expand(points)
+    manifest = wd.manifest()
+    if added:
+        plan = Plan.make(len(traj), manifest.plan.runs_per_task, None, manifest.plan.max_array_size)
+        wd.expand(traj, plan)
+    return added, resubmit(wd) if executor is None else _submit_incomplete(wd, executor)
+
+
+def _submit_incomplete(wd: Workdir, executor: Executor) -> list[int]:
+    st = sweep_status(wd)
+    todo = [t.task for t in st.incomplete_tasks() if t.state not in ("PENDING", "RUNNING")]
+    if todo:
+        executor.submit(wd, todo, retry_failed=True)
+    return todo
 
 
 def plan_for(executor: Executor, n_runs: int, runs_per_task: int | None = None, n_tasks: int | None = None,

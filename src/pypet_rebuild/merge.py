@@ -71,6 +71,7 @@ def merge(
     lock_timeout: float = 600.0,
     progress: Callable[[int], None] | None = None,
     provenance: str | None = None,
+    earlier_hashes: Sequence[str] = (),
 ) -> MergeReport:
     """Merge ``shards`` into ``target``; ``skeleton`` is the file to start from when none exists."""
     target = Path(target)
@@ -85,13 +86,18 @@ def merge(
         raise StorageError(f"{target}: another merge holds {lock.lock_file} for over {lock_timeout:.0f} s") from None
     tmp = target.with_name(f".{target.name}.merging-{os.getpid()}")
     try:
-        source = target if target.exists() else skeleton
-        shutil.copyfile(source, tmp)
+        target_hash = _plan_hash_of(target) if target.exists() else None
+        if target.exists() and target_hash is None:
+            raise StorageError(f"{target} exists and is not a pypet-hpc trajectory file; choose another -o")
+        if target_hash is not None and target_hash != plan_hash and target_hash not in earlier_hashes:
+            raise StorageError(f"{target} holds another sweep (plan hash differs); choose another -o")
+        # a target of an earlier, smaller plan (expand) is rebuilt from the skeleton and all shards
+        shutil.copyfile(target if target_hash == plan_hash else skeleton, tmp)
         with h5py.File(tmp, "a", locking="best-effort") as f:
             grp = _only_trajectory(f)
             if get_attr(grp, "plan_hash") != plan_hash:
                 raise StorageError(f"{target} holds another sweep (plan hash differs); choose another -o")
-            report = _Merger(grp, plan_hash, target).run(shards, progress)
+            report = _Merger(grp, plan_hash, target, frozenset(earlier_hashes)).run(shards, progress)
             if provenance is not None:
                 set_attrs(grp, provenance=provenance)
             f.flush()
@@ -123,6 +129,14 @@ def _one_row_chunks(ds: h5py.Dataset) -> bool:
     return ds.chunks == (1, *ds.shape[1:]) and ds.compression is None
 
 
+def _plan_hash_of(path: Path) -> str | None:
+    try:
+        with open_h5(path) as f:
+            return str(get_attr(_only_trajectory(f), "plan_hash"))
+    except StorageError:
+        return None
+
+
 def _only_trajectory(f: h5py.File) -> h5py.Group:
     if ROOT not in f or len(f[ROOT]) != 1:
         raise StorageError(f"{f.filename}: expected exactly one trajectory")
@@ -133,9 +147,10 @@ class _Merger:
     """One merge: the run table, masks and small columns are held in memory and written once at
     the end; big columns are written shard by shard (bounded memory)."""
 
-    def __init__(self, grp: h5py.Group, plan_hash: str, target: Path) -> None:
+    def __init__(self, grp: h5py.Group, plan_hash: str, target: Path, earlier: frozenset[str]) -> None:
         self.grp = grp
         self.plan_hash = plan_hash
+        self.earlier = earlier
         self.n = int(get_attr(grp, "n_runs"))
         self.report = MergeReport(target=target, n_runs=self.n)
         self.log_grp = grp.require_group("merge_log")
@@ -186,7 +201,7 @@ class _Merger:
     def _check(self, path: Path, f: h5py.File) -> None:
         if get_attr(f, "kind") != SHARD_KIND:
             raise StorageError(f"{path}: not a pypet-hpc shard")
-        if get_attr(f, "plan_hash") != self.plan_hash:
+        if get_attr(f, "plan_hash") not in {self.plan_hash, *self.earlier}:
             raise StorageError(f"{path}: shard of another sweep (plan hash differs); refusing to merge it")
         if not f.attrs.get("complete", False):
             raise StorageError(f"{path}: shard is not complete")

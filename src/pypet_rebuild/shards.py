@@ -83,8 +83,10 @@ class _Column:
 class ShardWriter:
     """Buffers finished runs and appends them to the task's ``.partial`` shard."""
 
-    def __init__(self, final: Path, plan_hash: str, task: int, retry_failed: bool = False) -> None:
+    def __init__(self, final: Path, plan_hash: str, task: int, retry_failed: bool = False,
+                 earlier_hashes: frozenset[str] = frozenset()) -> None:
         self.final = final
+        self.earlier = earlier_hashes  # plans this sweep grew from (expand): their shards still count
         self.partial = partial_path(final)
         self.host = socket.gethostname()
         self.done: set[int] = set()
@@ -115,7 +117,8 @@ class ShardWriter:
             else:
                 shutil.copyfile(self.final, self.partial)
                 f = h5py.File(self.partial, "a", locking="best-effort")
-                set_attrs(f, complete=False, shard_id=uuid.uuid4().hex)  # new content: merge it again
+                # new content: merge it again; it now belongs to the current (maybe expanded) plan
+                set_attrs(f, complete=False, shard_id=uuid.uuid4().hex, plan_hash=plan_hash)
                 self.done = {i for i, s in _last_status(f).items() if s == OK}
                 self._commit(f)
                 log.info("retrying failed runs of %s: %d runs kept", self.final.name, len(self.done))
@@ -138,7 +141,7 @@ class ShardWriter:
         record = commit_path(self.partial)
         fresh_path = self.partial.with_name(self.partial.name + ".rebuilding")
         with h5py.File(self.partial, "r", locking="best-effort") as old:
-            if get_attr(old, "plan_hash") != plan_hash:
+            if get_attr(old, "plan_hash") not in {plan_hash, *self.earlier}:
                 raise StorageError("belongs to another sweep")
             # no record: the task died before its first flush was durable, nothing to keep
             commit = json.loads(record.read_text()) if record.exists() else {

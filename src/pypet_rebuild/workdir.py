@@ -58,6 +58,7 @@ class Manifest:
     function: dict[str, Any]
     executor: dict[str, Any] = field(default_factory=dict)
     sys_path: list[str] = field(default_factory=list)
+    earlier_hashes: list[str] = field(default_factory=list)  # plans this sweep grew from (expand)
     created: float = field(default_factory=time.time)
     version: str = __version__
 
@@ -226,6 +227,37 @@ class Workdir:
         self.write_manifest(manifest)
         (self.path / "provenance.json").write_text(json.dumps(provenance(fn), indent=1))
         os.chmod(self.path, 0o777 & ~_umask())
+        return manifest
+
+    def expand(self, traj: Trajectory, plan: Plan) -> Manifest:
+        """Grow the sweep to ``traj``'s points; the points it had must come first, unchanged."""
+        from .storage import load_trajectory
+
+        old = self.manifest()
+        before = load_trajectory(self.skeleton)
+        if plan.runs_per_task != old.plan.runs_per_task:
+            raise WorkdirError(f"expand keeps the task size: {old.plan.runs_per_task} runs per task, "
+                               f"not {plan.runs_per_task}")
+        for branch in ("config", "parameters"):
+            mine = {n: repr(leaf.value) for n, leaf in traj._leaves[branch].items()}
+            theirs = {n: repr(leaf.value) for n, leaf in before._leaves[branch].items()}
+            if mine != theirs:
+                diff = sorted(set(mine.items()) ^ set(theirs.items()))[:3]
+                raise WorkdirError(f"{self.path} holds a sweep with other {branch} ({diff}); expand adds points only")
+        n_old = len(before)
+        for name, values in before._explored.items():
+            if [repr(v) for v in traj._explored.get(name, [])[:n_old]] != [repr(v) for v in values]:
+                raise WorkdirError(f"the first {n_old} points of {name!r} differ from the sweep in {self.path}; "
+                                   "expand only appends points")
+        digest = plan_hash(traj, plan)
+        tmp = self.skeleton.with_name("trajectory.h5.tmp")
+        with h5py.File(tmp, "w") as f:
+            write_skeleton(f, traj, plan.n_runs, digest)
+        os.replace(tmp, self.skeleton)
+        manifest = Manifest(name=old.name, plan=plan, plan_hash=digest, function=old.function,
+                            executor=old.executor, sys_path=old.sys_path,
+                            earlier_hashes=[*old.earlier_hashes, old.plan_hash], created=old.created)
+        self.write_manifest(manifest)
         return manifest
 
     def write_manifest(self, manifest: Manifest) -> None:

@@ -86,7 +86,8 @@ def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
     if final.exists() and not retry_failed:
         log.info("task %d: %s already complete", task, final.name)
         return final
-    sink = ShardWriter(final, manifest.plan_hash, task, retry_failed=retry_failed)
+    sink = ShardWriter(final, manifest.plan_hash, task, retry_failed=retry_failed,
+                       earlier_hashes=frozenset(manifest.earlier_hashes))
     keep = traj is not None
     if traj is None:
         traj = load_trajectory(wd.skeleton)
