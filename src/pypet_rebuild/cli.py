@@ -308,8 +308,12 @@ def merge(workdir: str, output: str | None, require_complete: bool) -> None:
             fail(str(exc), 1)
         raise
     click.echo(report.summary())
+    for problem in report.damaged_shards:
+        click.echo(f"damaged shard {problem}; pypet-hpc resubmit {wd.path} computes its task again", err=True)
     if report.missing:
         click.echo(f"not complete yet: see pypet-hpc status {wd.path}")
+    if report.damaged_shards:
+        sys.exit(1)
 
 
 @main.command(epilog="Example: pypet-hpc resubmit runs/mysweep --time 2:00:00")

@@ -8,6 +8,7 @@ Columns are copied row block by row block (bounded memory); per-run objects with
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ class MergeReport:
     n_runs: int
     merged_shards: list[str] = field(default_factory=list)
     skipped_shards: list[str] = field(default_factory=list)
+    damaged_shards: list[str] = field(default_factory=list)  # "name: what is wrong", not merged
     ok: int = 0
     failed: int = 0
 
@@ -60,7 +62,8 @@ class MergeReport:
 
     def summary(self) -> str:
         return (f"{self.target}: {self.ok} ok, {self.failed} failed, {self.missing} missing of "
-                f"{self.n_runs} runs ({len(self.merged_shards)} new shards merged)")
+                f"{self.n_runs} runs ({len(self.merged_shards)} new shards merged"
+                f"{f', {len(self.damaged_shards)} damaged shards skipped' if self.damaged_shards else ''})")
 
 
 def merge(
@@ -85,6 +88,8 @@ def merge(
     except Timeout:
         raise StorageError(f"{target}: another merge holds {lock.lock_file} for over {lock_timeout:.0f} s") from None
     tmp = target.with_name(f".{target.name}.merging-{os.getpid()}")
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.merging-*"):
+        stale.unlink()  # left by a killed merge (we hold the lock: no other merge is running)
     try:
         target_hash = _plan_hash_of(target) if target.exists() else None
         if target.exists() and target_hash is None:
@@ -175,8 +180,16 @@ class _Merger:
         fresh: list[Path] = []
         counts: dict[str, int] = {}
         for path in sorted(shards):
-            with open_h5(path) as f:
-                self._check(path, f)
+            try:
+                f = open_h5(path)
+            except StorageError as exc:  # not HDF5, truncated...: merge the others, name this one
+                self._damaged(path, str(exc).removeprefix(f"{path}: "))
+                continue
+            with f:
+                problem = self._check(path, f)
+                if problem is not None:
+                    self._damaged(path, problem)
+                    continue
                 if get_attr(f, "shard_id") in self.merged_ids:
                     self.report.skipped_shards.append(path.name)
                     continue
@@ -188,7 +201,14 @@ class _Merger:
                 counts[f"{branch}.{name}"] = counts.get(f"{branch}.{name}", 0) + c
         for path in fresh:
             with open_h5(path) as f:
-                self._merge_one(f, counts)
+                try:
+                    self._merge_one(f, counts)
+                except (OSError, KeyError, ValueError) as exc:
+                    if isinstance(exc, StorageError):
+                        raise
+                    raise StorageError(f"{path}: cannot be merged ({type(exc).__name__}: {exc}); "
+                                       f"{self.report.target} is left as it was; move the shard aside "
+                                       "and resubmit") from None
                 self.merged_ids.add(get_attr(f, "shard_id"))
             self.report.merged_shards.append(path.name)
             if progress is not None:
@@ -198,13 +218,22 @@ class _Merger:
         self.report.failed = int(np.count_nonzero(self.info["status"] == FAILED))
         return self.report
 
-    def _check(self, path: Path, f: h5py.File) -> None:
+    def _damaged(self, path: Path, problem: str) -> None:
+        log.warning("%s: %s; not merged", path.name, problem)
+        self.report.damaged_shards.append(f"{path.name}: {problem}")
+
+    def _check(self, path: Path, f: h5py.File) -> str | None:
+        """What makes a shard unfit to merge, or None; a shard of another sweep is refused outright."""
         if get_attr(f, "kind") != SHARD_KIND:
-            raise StorageError(f"{path}: not a pypet-hpc shard")
+            return "not a pypet-hpc shard"
         if get_attr(f, "plan_hash") not in {self.plan_hash, *self.earlier}:
             raise StorageError(f"{path}: shard of another sweep (plan hash differs); refusing to merge it")
         if not f.attrs.get("complete", False):
-            raise StorageError(f"{path}: shard is not complete")
+            return "not marked complete"
+        lost = [k for k in ("run_info/idx", "run_info/status", "run_info/start", "run_info/end", "run_info/host",
+                            "errors/idx", "errors/type", "errors/message", "errors/traceback", "columns", "items")
+                if k not in f]
+        return f"damaged shard: no {', '.join(lost)}" if lost else None
 
     def _mask(self, branch: str, name: str) -> np.ndarray:
         key = (branch, name)

@@ -159,8 +159,12 @@ def read_column(ds: h5py.Dataset, sel: Any = ()) -> np.ndarray:
 
 
 def column_values(ds: h5py.Dataset) -> list[Any]:
+    """A column as a list of its original element type (Python scalars stay Python scalars)."""
     kind = get_attr(ds, "kind")
-    return [column_element(kind, x) for x in read_column(ds)]
+    data = read_column(ds)
+    if kind in ("int", "float", "bool", "complex", "str"):
+        return data.tolist()
+    return [column_element(kind, x) for x in data]
 
 
 # ---------------------------------------------------------------------------------------------
