@@ -13,22 +13,25 @@ import random
 import signal
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from pypet_rebuild import (
     Trajectory,
     load_trajectory,
     shards,
 )
+from pypet_rebuild.cli import main as cli_main
 from pypet_rebuild.environment import SweepHandle, merge_workdir, resubmit
 from pypet_rebuild.executors.local import LocalExecutor, _child
 from pypet_rebuild.exploration import Plan
-from pypet_rebuild.status import sweep_status
+from pypet_rebuild.status import DAMAGED, sweep_status
 from pypet_rebuild.workdir import Workdir
 
 FORK = multiprocessing.get_context("fork")
@@ -203,3 +206,85 @@ def test_sigkill_local_executor_end_to_end(tmp_path: Path, seed: int) -> None:
     report = handle.merge()
     assert report.ok == n and report.missing == 0, (how, report.summary())
     check_merged(wd.default_output, wd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: damaged shards
+
+
+def run_inline(wd: Workdir) -> None:
+    """Run (or resubmit) every incomplete task of an inline workdir in this process."""
+    resubmit(wd)
+    assert all(t.complete for t in sweep_status(wd).tasks)
+
+
+def kill_after_first_commit(wd: Workdir, task: int) -> None:
+    """Run ``task`` on a forked worker and SIGKILL it once its shard holds committed runs."""
+    proc = fork_worker(wd, task)
+    commit = shards.commit_path(shards.partial_path(wd.shard(task)))
+    deadline = time.monotonic() + 30
+    while not commit.exists() and proc.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    assert shards.partial_path(wd.shard(task)).exists()
+
+
+DAMAGES: dict[str, Callable[[bytes, random.Random], bytes]] = {
+    "truncated": lambda data, rng: data[: len(data) // 2],
+    "random bytes": lambda data, rng: rng.randbytes(len(data)),
+    "empty": lambda data, rng: b"",
+    "tail overwritten": lambda data, rng: data[:4096] + rng.randbytes(len(data) - 4096),
+}
+
+
+@pytest.mark.parametrize("where", ["final", "partial"])
+@pytest.mark.parametrize(("damage", "seed"), [(d, i) for i, d in enumerate(DAMAGES)],
+                         ids=[f"{d}-seed={i}" for i, d in enumerate(DAMAGES)])
+def test_damaged_shard_is_named_never_crashes_and_is_recomputed(
+        tmp_path: Path, damage: str, seed: int, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shards, "FLUSH_SECONDS", 0.0)
+    wd = make_workdir(tmp_path, 30, runs_per_task=10, executor="inline", delay=0.005 if where == "partial" else 0.0)
+    if where == "final":
+        run_inline(wd)
+        victim = wd.shard(1)
+    else:
+        for task in (0, 2):
+            fork_worker(wd, task).join(30)
+        kill_after_first_commit(wd, 1)
+        victim = shards.partial_path(wd.shard(1))
+    victim.write_bytes(DAMAGES[damage](victim.read_bytes(), random.Random(seed)))
+    runner = CliRunner()
+
+    # status names the file and what is wrong, from Python and from the CLI (exit 0)
+    task1 = sweep_status(wd).tasks[1]
+    assert task1.problem is not None and victim.name in task1.problem
+    if where == "final":
+        assert task1.state == DAMAGED
+    out = runner.invoke(cli_main, ["status", str(wd.path)], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    line = next(ln for ln in out.output.splitlines() if ln.split()[:1] == ["1"])
+    assert victim.name in line and "Traceback" not in out.output
+
+    # merge takes every sound final shard and names the damaged one: API, then CLI (exit 1)
+    report = merge_workdir(wd, tmp_path / "m.h5")
+    assert report.ok == 20 and report.missing == 10
+    if where == "final":
+        assert [d.split(":")[0] for d in report.damaged_shards] == [victim.name]
+        assert len(report.damaged_shards[0]) > len(victim.name) + 5  # says what is wrong
+    else:
+        assert report.damaged_shards == []  # a .partial is never merged
+    out = runner.invoke(cli_main, ["merge", str(wd.path), "-o", str(tmp_path / "m2.h5")], catch_exceptions=False)
+    assert "Traceback" not in out.output
+    if where == "final":
+        assert out.exit_code == 1 and f"damaged shard {victim.name}" in out.output, out.output
+    else:
+        assert out.exit_code == 0, out.output
+    assert load_trajectory(tmp_path / "m2.h5").run_info()["status"].tolist() == [1] * 10 + [0] * 10 + [1] * 10
+
+    # resubmit sets the damaged file aside and computes its runs again
+    run_inline(wd)
+    assert len(list(wd.shards.glob(f"{victim.name}.broken-*"))) == 1
+    report = merge_workdir(wd, tmp_path / "m.h5")
+    assert report.ok == 30 and report.damaged_shards == []
+    check_merged(tmp_path / "m.h5", wd)

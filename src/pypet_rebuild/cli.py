@@ -400,8 +400,10 @@ def show(file: str, name: str | None) -> None:
             dur = end[done] - start[done]
             click.echo(f"  run time: median {np.median(dur) * 1e3:.3g} ms, max {dur.max() * 1e3:.3g} ms, "
                        f"total {dur.sum():.3g} s")
-            hosts = sorted(set(grp["run_info/host"].asstr()[()][done].tolist()))
-            click.echo(f"  hosts: {', '.join(hosts[:10])}{' ...' if len(hosts) > 10 else ''}")
+            for col in ("host", "job"):
+                if col in grp["run_info"]:
+                    seen = sorted(set(grp["run_info"][col].asstr()[()][done].tolist()))
+                    click.echo(f"  {col}s ({len(seen)}): {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
         explored = [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
         for branch in ("config", "parameters", "derived_parameters", "results"):
             lines = list(_tree(grp[branch], explored if branch == "parameters" else []))

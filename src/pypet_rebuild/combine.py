@@ -101,7 +101,8 @@ def file_as_shard(path: Path, shard: Path, runs: list[int], offset: int, digest:
             _fill(f["run_info/idx"], new)
             for col in ("status", "start", "end"):
                 _fill(f["run_info"][col], info[col][()][rows])
-            _fill(f["run_info/host"], np.asarray(info["host"].asstr()[()], dtype=object)[rows])
+            for col in ("host", "job"):
+                _fill(f["run_info"][col], np.asarray(info[col].asstr()[()], dtype=object)[rows])
             err = src["errors"]
             eidx = err["idx"][()]
             ekeep = np.isin(eidx, rows)

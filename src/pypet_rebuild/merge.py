@@ -171,7 +171,8 @@ class _Merger:
         }
         info = grp["run_info"]
         self.info = {c: info[c][()] for c in ("status", "start", "end", "task")}
-        self.info["host"] = np.asarray(info["host"].asstr()[()], dtype=object)
+        for col in ("host", "job"):
+            self.info[col] = np.asarray(info[col].asstr()[()], dtype=object)
         self.masks: dict[tuple[str, str], np.ndarray] = {}
         self.small: dict[tuple[str, str], np.ndarray] = {}  # columns small enough to hold in memory
         self._col_cache: dict[tuple[str, str], tuple[Any, tuple[Any, ...]]] = {}
@@ -261,7 +262,9 @@ class _Merger:
             self._clear_runs(runs)
         for col in ("status", "start", "end"):
             info[col][runs] = src[col][()][keep]
-        info["host"][runs] = np.asarray(src["host"].asstr()[()], dtype=object)[keep]
+        for col in ("host", "job"):
+            values = np.asarray(src[col].asstr()[()], dtype=object) if col in src else np.array([], dtype=object)
+            info[col][runs] = values[keep] if len(values) == len(idx) else ""
         info["task"][runs] = int(get_attr(f, "task"))
         for r in runs.tolist():
             self.errors.pop(r, None)

@@ -36,6 +36,17 @@ log = logging.getLogger(__name__)
 SHARD_KIND = "pypet-hpc shard"
 FLUSH_SECONDS = 1.0
 FLUSH_RUNS = 5000
+STR_INFO = ("host", "job")  # text columns of the run table: where each run ran
+
+
+def job_label() -> str:
+    """The scheduler's id of this process: ``slurm:<array>_<index>``, ``slurm:<job>`` or ``pid:<pid>``."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm:{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if env.get("SLURM_JOB_ID"):
+        return f"slurm:{env['SLURM_JOB_ID']}"
+    return f"pid:{os.getpid()}"
 _PLAIN = frozenset({"bool", "int", "float", "complex"})  # str may hold NUL: checked per value
 
 
@@ -60,7 +71,8 @@ def create_shard(path: Path, plan_hash: str, task: int) -> h5py.File:
     info = f.create_group("run_info")
     for name, dt in (("idx", np.int64), ("status", np.int8), ("start", np.float64), ("end", np.float64)):
         info.create_dataset(name, shape=(0,), dtype=dt, maxshape=(None,), chunks=(4096,))
-    info.create_dataset("host", shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(4096,))
+    for name in STR_INFO:
+        info.create_dataset(name, shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(4096,))
     err = f.create_group("errors")
     err.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(256,))
     for name in ("type", "message", "traceback"):
@@ -89,6 +101,7 @@ class ShardWriter:
         self.earlier = earlier_hashes  # plans this sweep grew from (expand): their shards still count
         self.partial = partial_path(final)
         self.host = socket.gethostname()
+        self.job = job_label()
         self.done: set[int] = set()
         self._last_flush = time.monotonic()
         self._reset_buffer()
@@ -222,6 +235,7 @@ class ShardWriter:
             _append(f["run_info/start"], np.array([r[2] for r in rows]))
             _append(f["run_info/end"], np.array([r[3] for r in rows]))
             _append(f["run_info/host"], np.array([self.host] * len(rows), dtype=object))
+            _append(f["run_info/job"], np.array([self.job] * len(rows), dtype=object))
             if self._errors:
                 e = self._errors
                 _append(f["errors/idx"], np.array([x[0] for x in e], dtype=np.int64))

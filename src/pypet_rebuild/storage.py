@@ -124,7 +124,8 @@ def write_skeleton(
     for col in ("start", "end"):
         info.create_dataset(col, data=np.full(n_runs, np.nan), maxshape=(None,))
     info.create_dataset("task", data=np.full(n_runs, -1, dtype=np.int32), maxshape=(None,))
-    info.create_dataset("host", shape=(n_runs,), dtype=STR_DTYPE, maxshape=(None,))
+    for col in ("host", "job"):
+        info.create_dataset(col, shape=(n_runs,), dtype=STR_DTYPE, maxshape=(None,))
     errors = grp.create_group("errors")
     errors.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,))
     for col in ("type", "message", "traceback"):
