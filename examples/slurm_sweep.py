@@ -17,7 +17,13 @@ import argparse
 
 import numpy as np
 
-from pypet_rebuild import Environment, HDF5StorageService, Trajectory, cartesian_product, load_trajectory
+from pypet_rebuild import (
+    Environment,
+    HDF5StorageService,
+    Trajectory,
+    cartesian_product,
+    load_trajectory,
+)
 
 
 def simulate(traj: Trajectory) -> None:
