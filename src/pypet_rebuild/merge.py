@@ -32,6 +32,7 @@ from .storage import (
     MISSING,
     OK,
     ROOT,
+    fsync_path,
     get_attr,
     open_h5,
     read_column,
@@ -88,9 +89,9 @@ def merge(
     except Timeout:
         raise StorageError(f"{target}: another merge holds {lock.lock_file} for over {lock_timeout:.0f} s") from None
     tmp = target.with_name(f".{target.name}.merging-{os.getpid()}")
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.merging-*"):
-        stale.unlink()  # left by a killed merge (we hold the lock: no other merge is running)
     try:
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.merging-*"):
+            stale.unlink()  # left by a killed merge (we hold the lock: no other merge is running)
         target_hash = _plan_hash_of(target) if target.exists() else None
         if target.exists() and target_hash is None:
             raise StorageError(f"{target} exists and is not a pypet-hpc trajectory file; choose another -o")
@@ -108,20 +109,12 @@ def merge(
             f.flush()
             os.fsync(f.id.get_vfd_handle())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_path(target.parent)
         return report
     finally:
         if tmp.exists():
             tmp.unlink()
         lock.release()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _last_rows(idx: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 from .codec import STR_DTYPE, ColumnSpec, column_array, column_dtype, column_spec, write_value
 from .errors import StorageError
 from .naming import run_name, run_set_name
-from .storage import FAILED, OK, get_attr, open_h5, set_attrs
+from .storage import FAILED, OK, fsync_path, get_attr, open_h5, set_attrs
 
 log = logging.getLogger(__name__)
 SHARD_KIND = "pypet-hpc shard"
@@ -282,7 +282,7 @@ class ShardWriter:
         os.fsync(self.f.id.get_vfd_handle())
         self.f.close()
         os.replace(self.partial, self.final)
-        _fsync_dir(self.final.parent)
+        fsync_path(self.final.parent)
         commit_path(self.partial).unlink(missing_ok=True)
         return self.final
 
@@ -307,14 +307,6 @@ def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:
     step = max(1, (32 << 20) // row_bytes)
     for a in range(0, n, step):
         _append(dst, src[a:min(n, a + step)])
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _last_status(f: h5py.File) -> dict[int, int]:

@@ -63,6 +63,15 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
         raise StorageError(f"{p}: cannot open ({exc})") from None
 
 
+def fsync_path(path: Path) -> None:
+    """Make a file's (or a directory's, after a rename in it) content durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def set_attrs(obj: h5py.HLObject, **attrs: Any) -> None:
     for key, value in attrs.items():
         if isinstance(value, str):
