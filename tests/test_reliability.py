@@ -7,10 +7,13 @@ Every randomised test takes its seed from its test id (``[seed=17]``), so a fail
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import random
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -37,17 +40,21 @@ from pypet_rebuild.workdir import Workdir
 FORK = multiprocessing.get_context("fork")
 
 # A sweep file: every run writes a column (z), a fixed-shape array column (vec) and, for some runs,
-# a per-run dict (odd). It flushes its shard after every run, so that a kill at a random moment
-# often lands in the middle of an HDF5 flush (the hardest moment to survive).
+# a per-run dict (odd). In a worker process started with FLUSH_EVERY_RUN=1 it flushes its shard
+# after every run, so that a kill at a random moment often lands in the middle of an HDF5 flush
+# (the hardest moment to survive). Forked workers get the same from monkeypatching this process.
+FLUSH_EVERY_RUN = "RELIABILITY_FLUSH_EVERY_RUN"
 SWEEP = textwrap.dedent(
     """
+    import os
     import time
 
     import numpy as np
 
     from pypet_rebuild import Trajectory, shards
 
-    shards.FLUSH_SECONDS = 0.0
+    if os.environ.get("RELIABILITY_FLUSH_EVERY_RUN"):
+        shards.FLUSH_SECONDS = 0.0
     DELAY = %(delay)r
     BIG = %(big)d
 
@@ -182,10 +189,11 @@ def test_sigkill_worker_then_resubmit(tmp_path: Path, seed: int, monkeypatch: py
 
 
 @pytest.mark.parametrize("seed", range(3), ids=lambda s: f"seed={s}")
-def test_sigkill_local_executor_end_to_end(tmp_path: Path, seed: int) -> None:
+def test_sigkill_local_executor_end_to_end(tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real local executor (controller and workers); kill a worker, both, or the whole group."""
     rng = random.Random(1000 + seed)
     n = rng.randint(60, 100)
+    monkeypatch.setenv(FLUSH_EVERY_RUN, "1")  # the local executor's processes inherit it
     wd = make_workdir(tmp_path, n, runs_per_task=(n + 1) // 2, delay=0.002)
     LocalExecutor(max_parallel=2).submit(wd, [0, 1])
     controller = wd.jobs()[-1]["pid"]
@@ -288,3 +296,120 @@ def test_damaged_shard_is_named_never_crashes_and_is_recomputed(
     report = merge_workdir(wd, tmp_path / "m.h5")
     assert report.ok == 30 and report.damaged_shards == []
     check_merged(tmp_path / "m.h5", wd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: merges killed, merges at once, a merge while tasks still write
+
+MERGE_RUNS, MERGE_TASKS = 400, 8
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """A finished inline sweep of 400 runs in 8 shards with 16 KB per run (a merge has work to
+    do), and how long merging it takes here."""
+    base = tmp_path_factory.mktemp("finished")
+    wd = make_workdir(base, MERGE_RUNS, runs_per_task=MERGE_RUNS // MERGE_TASKS, executor="inline", big=2000)
+    run_inline(wd)
+    t0 = time.monotonic()
+    merge_workdir(wd, base / "timing.h5")
+    return wd.path, time.monotonic() - t0
+
+
+def copy_sweep(finished: Path, dest: Path) -> Workdir:
+    import shutil
+
+    shutil.copytree(finished, dest / "wd")
+    return Workdir(dest / "wd")
+
+
+def cli_merge_process(wd: Workdir, target: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "pypet_rebuild.cli", "merge", str(wd.path), "-o", str(target)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def merged_runs(path: Path) -> list[int]:
+    """The runs a trajectory file holds as ok, after checking their values."""
+    traj = load_trajectory(path)
+    ok = np.flatnonzero(traj.run_info()["status"] == 1)
+    z = traj.get_from_runs("z")
+    np.testing.assert_array_equal(z.data[ok], 3 * ok + 1)
+    assert not z.mask[ok].any() and z.mask.sum() == MERGE_RUNS - len(ok)
+    big = traj.get_from_runs("big")
+    np.testing.assert_array_equal(big.data[ok][:, -1], ok.astype(float))
+    return ok.tolist()
+
+
+@pytest.mark.parametrize("seed", range(10), ids=lambda s: f"seed={s}")
+def test_merge_killed_at_random_moment_leaves_old_or_new_target(
+        tmp_path: Path, seed: int, finished_sweep: tuple[Path, float]) -> None:
+    rng = random.Random(seed)
+    wd = copy_sweep(finished_sweep[0], tmp_path)
+    target = tmp_path / "out.h5"
+    hidden = [wd.shard(t) for t in range(MERGE_TASKS // 2, MERGE_TASKS)]
+    for s in hidden:
+        s.rename(tmp_path / s.name)
+    merge_workdir(wd, target)  # the previous, valid content: half of the runs
+    before = merged_runs(target)
+    assert before == list(range(MERGE_RUNS // 2))
+    for s in hidden:
+        (tmp_path / s.name).rename(s)
+
+    proc = cli_merge_process(wd, target)
+    deadline = time.monotonic() + 30  # wait until the merge really works (its temp file exists)
+    while not list(tmp_path.glob(".out.h5.merging-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    delay = rng.uniform(0.0, 1.2 * finished_sweep[1])
+    time.sleep(delay)
+    proc.kill()
+    proc.wait(10)
+
+    after = merged_runs(target)  # opens and loads: never a broken file
+    assert after in (before, list(range(MERGE_RUNS))), f"killed after {delay:.3f} s"
+    report = merge_workdir(wd, target)
+    assert report.ok == MERGE_RUNS
+    assert merged_runs(target) == list(range(MERGE_RUNS))
+    assert not list(tmp_path.glob(".out.h5.merging-*")), "a killed merge's temp file was left behind"
+
+
+@pytest.mark.parametrize("n_merges", [2, 4])
+def test_merges_at_once_serialise(tmp_path: Path, n_merges: int, finished_sweep: tuple[Path, float]) -> None:
+    """N merge processes of one workdir into one file: all succeed, every shard merged once."""
+    wd = copy_sweep(finished_sweep[0], tmp_path)
+    target = tmp_path / "out.h5"
+    procs = [cli_merge_process(wd, target) for _ in range(n_merges)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    merged = [int(out.split("(")[1].split()[0]) for out, _ in outs]  # "(N new shards merged)"
+    assert sum(merged) == MERGE_TASKS and sorted(merged)[-1] == MERGE_TASKS
+    assert merged_runs(target) == list(range(MERGE_RUNS))
+    with h5py.File(target, "r") as f:
+        assert len(json.loads(f["trajectories/rel/merge_log"].attrs["shard_ids"])) == MERGE_TASKS
+
+
+def test_merge_while_tasks_write_takes_only_final_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shards, "FLUSH_SECONDS", 0.0)
+    wd = make_workdir(tmp_path, 100, runs_per_task=25, executor="inline", delay=0.04)
+    for task in (0, 1):
+        fork_worker(wd, task).join(30)
+    writers = [fork_worker(wd, task) for task in (2, 3)]
+    commits = [shards.commit_path(shards.partial_path(wd.shard(t))) for t in (2, 3)]
+    deadline = time.monotonic() + 30
+    while not all(c.exists() for c in commits) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    first = merge_workdir(wd, tmp_path / "m.h5")
+    assert all(w.is_alive() for w in writers), "the tasks ended before the merge: nothing was tested"
+    assert first.merged_shards == ["task_000000.h5", "task_000001.h5"] and first.ok == 50
+    assert merged_runs_of(tmp_path / "m.h5") == list(range(50))
+    for w in writers:
+        w.join(60)
+        assert w.exitcode == 0
+    second = merge_workdir(wd, tmp_path / "m.h5")
+    assert second.merged_shards == ["task_000002.h5", "task_000003.h5"] and second.ok == 100
+    check_merged(tmp_path / "m.h5", wd)
+
+
+def merged_runs_of(path: Path) -> list[int]:
+    return np.flatnonzero(load_trajectory(path).run_info()["status"] == 1).tolist()
