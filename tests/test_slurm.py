@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from filelock import FileLock, Timeout
 
 from pypet_rebuild import Environment, HDF5StorageService, Trajectory, load_trajectory
 from pypet_rebuild.cli import main as cli_main
@@ -58,14 +60,24 @@ def cluster_problem() -> str | None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def slurm_cluster() -> None:
+def slurm_cluster() -> Iterator[None]:
+    """The cluster is up (else skip, or fail when CI=true), and this session has it to itself:
+    one test restarts it (cancelling every job), so concurrent sessions take turns."""
     problem = cluster_problem()
-    if problem is None:
-        return
-    message = f"local SLURM cluster not usable ({problem}); start it with: sudo bash slurm/start.sh"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    if problem is not None:
+        message = f"local SLURM cluster not usable ({problem}); start it with: sudo bash slurm/start.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    lock = FileLock(Path(tempfile.gettempdir()) / "pypet-hpc-slurm-tests.lock")
+    try:
+        lock.acquire(timeout=900)
+    except Timeout:
+        pytest.fail(f"another test session has held {lock.lock_file} for 15 minutes")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @pytest.fixture
