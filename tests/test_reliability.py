@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -413,3 +414,43 @@ def test_merge_while_tasks_write_takes_only_final_shards(tmp_path: Path, monkeyp
 
 def merged_runs_of(path: Path) -> list[int]:
     return np.flatnonzero(load_trajectory(path).run_info()["status"] == 1).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: the disk fills up while a shard is written
+
+
+def test_disk_full_while_writing_a_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker whose files may not grow past 2.5 MB (RLIMIT_FSIZE, as a full disk or quota would
+    stop it) writes 100 KB per run: it fails with a clear line in its log, the complete task and
+    the runs it committed are kept, and a resubmit without the limit completes the sweep."""
+    monkeypatch.setenv(FLUSH_EVERY_RUN, "1")
+    wd = make_workdir(tmp_path, 60, runs_per_task=30, big=12_500)
+    fork_worker(wd, 0).join(60)
+    complete = wd.shard(0).read_bytes()
+    limit = 2_500_000
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    with open(wd.task_log(1), "ab") as log:
+        proc = subprocess.run([sys.executable, "-m", "pypet_rebuild.worker", str(wd.path), "1"],
+                              stdout=log, stderr=log, preexec_fn=small_disk, timeout=120)
+    text = wd.task_log(1).read_text()
+    assert proc.returncode == 1, text
+    assert "ERROR" in text and "task_000001.h5.partial cannot be written: File too large" in text
+    committed = json.loads(shards.commit_path(shards.partial_path(wd.shard(1))).read_text())["run_info"]
+    assert 0 < committed < 30
+    assert wd.shard(0).read_bytes() == complete and not wd.shard(1).exists()
+    st = sweep_status(wd)  # the cut-short .partial is named, not read: resubmit salvages it
+    assert st.tasks[0].complete and st.counts["ok"] == 30
+    assert st.tasks[1].problem is not None and "task_000001.h5.partial" in st.tasks[1].problem
+
+    resubmit(wd)  # the local executor, without the limit
+    SweepHandle(wd).wait(timeout=60)
+    assert f"resuming task_000001.h5.partial: {committed} runs already done" in wd.task_log(1).read_text()
+    report = merge_workdir(wd, tmp_path / "m.h5")
+    assert report.ok == 60
+    check_merged(tmp_path / "m.h5", wd)
+    big = load_trajectory(tmp_path / "m.h5").get_from_runs("big")
+    np.testing.assert_array_equal(big.data[:, ::1000], np.repeat(np.arange(60.0)[:, None], 13, axis=1))

@@ -13,9 +13,11 @@ for the rest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -103,6 +105,7 @@ class ShardWriter:
         self.host = socket.gethostname()
         self.job = job_label()
         self.done: set[int] = set()
+        self.broken = False  # a write failed (disk full...): only the committed rows count
         self._last_flush = time.monotonic()
         self._reset_buffer()
         self.f = self._open(plan_hash, task, retry_failed)
@@ -153,7 +156,7 @@ class ShardWriter:
         """
         record = commit_path(self.partial)
         fresh_path = self.partial.with_name(self.partial.name + ".rebuilding")
-        with h5py.File(self.partial, "r", locking="best-effort") as old:
+        with _open_cut_short(self.partial) as old:
             if get_attr(old, "plan_hash") not in {plan_hash, *self.earlier}:
                 raise StorageError("belongs to another sweep")
             # no record: the task died before its first flush was durable, nothing to keep
@@ -227,6 +230,18 @@ class ShardWriter:
 
     def flush(self) -> None:
         """Append the buffered runs to the ``.partial`` file and make them durable."""
+        try:
+            self._flush()
+        except (OSError, RuntimeError) as exc:  # h5py raises both when a write fails
+            raise self._cannot_write(exc) from exc
+
+    def _cannot_write(self, exc: BaseException) -> StorageError:
+        self.broken = True
+        m = re.search(r"error message = '([^']*)'", str(exc))
+        return StorageError(f"{self.partial.name} cannot be written: {m.group(1) if m else exc} (is the disk, "
+                            "a quota or a file size limit full?); the runs of its last commit are kept")
+
+    def _flush(self) -> None:
         if self._info:
             f = self.f
             rows = self._info
@@ -276,11 +291,14 @@ class ShardWriter:
     def finish(self) -> Path:
         """Flush, mark complete and atomically rename the shard to its final name."""
         self.flush()
-        self.f.attrs["complete"] = True
-        self.f.attrs["finished"] = time.time()
-        self.f.flush()
-        os.fsync(self.f.id.get_vfd_handle())
-        self.f.close()
+        try:
+            self.f.attrs["complete"] = True
+            self.f.attrs["finished"] = time.time()
+            self.f.flush()
+            os.fsync(self.f.id.get_vfd_handle())
+            self.f.close()
+        except (OSError, RuntimeError) as exc:
+            raise self._cannot_write(exc) from exc
         os.replace(self.partial, self.final)
         fsync_path(self.final.parent)
         commit_path(self.partial).unlink(missing_ok=True)
@@ -289,14 +307,31 @@ class ShardWriter:
     def close(self) -> None:
         """Flush what is buffered and leave the shard as ``.partial`` (for a later resume)."""
         if self.f.id.valid:
-            self.flush()
-            self.f.close()
+            try:
+                if not self.broken:
+                    self.flush()
+            finally:
+                with contextlib.suppress(OSError, RuntimeError):  # a shard that cannot be written
+                    self.f.close()
 
 
 def _append(ds: h5py.Dataset, data: np.ndarray) -> None:
     n = ds.shape[0]
     ds.resize(n + len(data), axis=0)
     ds[n:] = data
+
+
+def _open_cut_short(path: Path) -> h5py.File:
+    """Open a ``.partial`` to read; one cut short by a full disk is first padded (sparsely, with
+    zeros) to the size its superblock records, so that its committed rows can be read."""
+    try:
+        return h5py.File(path, "r", locking="best-effort")
+    except OSError as exc:
+        m = re.search(r"truncated file: eof = (\d+),.* stored_eof = (\d+)", str(exc))
+        if m is None or int(m.group(1)) != path.stat().st_size:
+            raise
+        os.truncate(path, int(m.group(2)))
+        return h5py.File(path, "r", locking="best-effort")
 
 
 def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:

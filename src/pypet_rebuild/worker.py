@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .errors import StorageError
 from .model import Trajectory
 from .runstore import MemoryRunStore
 from .shards import ShardWriter
@@ -100,8 +101,10 @@ def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
     previous = _install_stop_handlers(stop)
     try:
         execute(traj, fn, todo, sink, keep, stop_on_error, stop)
-    except BaseException:
+    except BaseException as exc:
         sink.close()
+        if isinstance(exc, StorageError):
+            log.error("task %d: %s", task, exc)
         log.warning("task %d: stopped; %d runs are safe in %s", task, len(sink.done), sink.partial.name)
         raise
     finally:
@@ -167,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         run_task(args[0], int(args[1]), retry)
     except Interrupted:
         return INTERRUPTED_EXIT
+    except StorageError:
+        return 1  # its shard could not be written: run_task logged why
     return 0
 
 
