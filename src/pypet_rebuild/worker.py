@@ -170,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         run_task(args[0], int(args[1]), retry)
     except Interrupted:
         return INTERRUPTED_EXIT
-    except StorageError:
-        return 1  # its shard could not be written: run_task logged why
+    except StorageError:  # its shard could not be written (run_task logged why): HDF5 cannot close
+        logging.shutdown()  # that file, and its clean-up at exit would crash; leave without it
+        os._exit(1)
     return 0
 
 
