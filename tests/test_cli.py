@@ -46,7 +46,7 @@ def test_dry_run_submits_nothing(tmp_path: Path) -> None:
 
 def test_help_texts_end_with_an_example() -> None:
     runner = CliRunner()
-    for cmd in ([], ["submit"], ["status"], ["merge"], ["resubmit"], ["cancel"], ["show"], ["logs"]):
+    for cmd in ([], ["submit"], ["status"], ["merge"], ["resubmit"], ["cancel"], ["show"], ["logs"], ["combine"]):
         out = runner.invoke(main, [*cmd, "--help"])
         assert out.exit_code == 0
         assert "Example: pypet-hpc" in out.output, cmd
