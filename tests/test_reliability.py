@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,11 @@ import pytest
 from click.testing import CliRunner
 
 from pypet_rebuild import (
+    Environment,
+    HDF5StorageService,
+    Pickled,
+    PypetError,
+    Result,
     Trajectory,
     load_trajectory,
     shards,
@@ -454,3 +461,238 @@ def test_disk_full_while_writing_a_shard(tmp_path: Path, monkeypatch: pytest.Mon
     check_merged(tmp_path / "m.h5", wd)
     big = load_trajectory(tmp_path / "m.h5").get_from_runs("big")
     np.testing.assert_array_equal(big.data[:, ::1000], np.repeat(np.arange(60.0)[:, None], 13, axis=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one table for the CLI and the Python API. Each case fails with one line naming the bad
+# thing (CLI: exit code 2, no traceback; API: a PypetError whose message is one line), and nothing
+# is submitted or written: every file under the test folder is as it was before.
+
+
+def sweep_variant(tmp: Path, name: str, old: str, new: str) -> str:
+    """A copy of the valid sweep file with ``old`` replaced by ``new``."""
+    text = (tmp / "sweep.py").read_text()
+    assert old in text
+    (tmp / name).write_text(text.replace(old, new))
+    return str(tmp / name)
+
+
+def bad_input_world(tmp: Path) -> dict[str, str]:
+    """The files the bad-input cases point at; returns names for ``str.format`` of CLI args."""
+    from .conftest import write_sweep as write_cli_sweep
+
+    write_cli_sweep(tmp, n=3)
+    (tmp / "broken.py").write_text("def simulate(traj):\n    return (\n")
+    (tmp / "notes.txt").write_text("not HDF5\n")
+    (tmp / "a_file").write_text("a regular file\n")
+    (tmp / "outdir").mkdir()
+    with h5py.File(tmp / "plain.h5", "w") as f:
+        f["x"] = 1
+    traj = Trajectory("other")
+    traj.add_parameter("secret", Pickled({"a": 1}))
+    traj.add_parameter("k", 0)
+    Environment(traj, storage=HDF5StorageService(tmp / "pickled.h5"), executor="inline",
+                workdir=tmp / "other_wd").run_exploration(lambda t: None, space={"k": [1, 2]})
+    with h5py.File(tmp / "pickled.h5", "r") as src, h5py.File(tmp / "newer.h5", "w") as dst:
+        src.copy("trajectories", dst)
+        dst["trajectories/other"].attrs["format_version"] = 99
+    return {
+        "tmp": str(tmp),
+        "sweep": str(tmp / "sweep.py"),
+        "empty_space": sweep_variant(tmp, "empty_space.py", 'space = {"x": [0.5, 1.5], "n": list(range(3))}',
+                                     'space = {"x": []}'),
+        "zipped": sweep_variant(tmp, "zipped.py", 'space = {"x": [0.5, 1.5], "n": list(range(3))}',
+                                'space = {"x": [0.5, 1.5], "n": [1, 2, 3]}\ncombined = [("x", "n")]'),
+        "unknown_in_space": sweep_variant(tmp, "unknown_in_space.py", 'space = {"x"', 'space = {"nope": [1], "x"'),
+        "wrong_kind": sweep_variant(tmp, "wrong_kind.py", '"x": [0.5, 1.5]', '"x": ["fast", "slow"]'),
+        "keyword_name": sweep_variant(tmp, "keyword_name.py", 'traj.add_parameter("n", 0)',
+                                      'traj.add_parameter("lambda", 0)'),
+        "dup_param": sweep_variant(tmp, "dup_param.py", 'traj.add_parameter("n", 0)',
+                                   'traj.add_parameter("n", 0)\n    traj.add_parameter("n", 1)'),
+        "maker_fails": sweep_variant(tmp, "maker_fails.py", 'traj = Trajectory("sq", comment="test sweep")',
+                                     'traj = Trajectory("sq", comment=undefined_name)'),
+        "no_maker": sweep_variant(tmp, "no_maker.py", "def make_trajectory():", "def make_other():"),
+        "no_sim": sweep_variant(tmp, "no_sim.py", "def simulate(traj):", "def simulation(traj):"),
+        "two_args": sweep_variant(tmp, "two_args.py", "def simulate(traj):", "def simulate(traj, other):"),
+        "import_fails": sweep_variant(tmp, "import_fails.py", "import numpy as np", "import numpy_not_installed"),
+    }
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One bad input: how to give it (CLI arguments, or a Python call) and what the message names."""
+
+    name: str
+    match: str
+    cli: tuple[str, ...] = ()
+    api: Callable[[Path], Any] | None = None
+
+
+def _env(tmp: Path, **kw: Any) -> Environment:
+    traj = Trajectory("sq")
+    traj.add_parameter("x", 0.0)
+    traj.add_parameter("n", 0)
+    kw.setdefault("executor", "local")
+    kw.setdefault("workdir", tmp / "wd_api")
+    return Environment(traj, **kw)
+
+
+def _sim(traj: Trajectory) -> None:
+    traj.add_result("z", traj.x)
+
+
+def _explore(space: dict[str, Any], combined: Any = None) -> Callable[[Path], Any]:
+    return lambda tmp: _env(tmp).run_exploration(_sim, space=space, combined=combined)
+
+
+def _name(name: str) -> Callable[[Path], Any]:
+    return lambda tmp: Trajectory("t").add_parameter(name, 1)
+
+
+BAD_INPUTS = [
+    # the exploration space
+    Bad("cli: empty value list in the space", "the list of explored values is empty", cli=("submit", "{empty_space}")),
+    Bad("api: empty space", "the exploration space is empty", api=_explore({})),
+    Bad("api: empty value list", "'x': the list of explored values is empty", api=_explore({"x": []})),
+    Bad("cli: zipped group of unequal lengths", r"equal lengths \(x: 2, n: 3\)", cli=("submit", "{zipped}")),
+    Bad("api: zipped group of unequal lengths", r"equal lengths \(x: 2, n: 1\)",
+        api=_explore({"x": [1.0, 2.0], "n": [1]}, combined=[("x", "n")])),
+    Bad("cli: unknown parameter in the space", "unknown parameter 'nope'", cli=("submit", "{unknown_in_space}")),
+    Bad("cli: unknown parameter in -p", "unknown parameter 'nope'", cli=("submit", "{sweep}", "-p", "nope=1")),
+    Bad("api: unknown parameter in the space", "unknown parameter 'nope'", api=_explore({"nope": [1]})),
+    Bad("cli: explored values of the wrong kind (file)", "'fast' is a str, but the default 0.0 is a float",
+        cli=("submit", "{wrong_kind}")),
+    Bad("cli: explored values of the wrong kind (-p)", "'x' is not a int", cli=("submit", "{sweep}", "-p", "n=1,x")),
+    Bad("api: explored values of the wrong kind", "explored value 'fast' is a str", api=_explore({"x": ["fast"]})),
+    Bad("api: explored values not a list", "explored values must be a list", api=_explore({"x": 1.5})),
+    Bad("cli: a parameter given twice in -p", "-p n is given twice", cli=("submit", "{sweep}", "-p", "n=1", "-p", "n=2")),
+    Bad("cli: a duplicate parameter", "parameters.n already exists", cli=("submit", "{dup_param}")),
+    Bad("api: a duplicate parameter", "parameters.x already exists",
+        api=lambda tmp: _env(tmp).trajectory.add_parameter("x", 1.0)),
+    Bad("api: a parameter twice in the space", "'x' appears twice", api=_explore({"x": [1.0], "parameters.x": [2.0]})),
+    # names
+    Bad("cli: a keyword as a name", "segment 'lambda' is a Python keyword", cli=("submit", "{keyword_name}")),
+    Bad("api: a keyword as a name", "'class' is a Python keyword", api=_name("class")),
+    Bad("api: a leading underscore", "segment '_x' starts with an underscore", api=_name("a._x")),
+    Bad("api: an empty segment", "name 'a..b' has an empty segment", api=_name("a..b")),
+    Bad("api: a name clashing with the API", "segment 'keys' clashes with a method", api=_name("traffic.keys")),
+    Bad("api: a non-ASCII name", "segment 'größe' may only hold ASCII", api=_name("größe")),
+    # values
+    Bad("api: a result of an unsupported type", "result 'r': values of type object are not supported",
+        api=lambda tmp: Result(name="r", value=object())),
+    Bad("api: a parameter of an unsupported type", r"parameter 's': values of type set",
+        api=lambda tmp: Trajectory("t").add_parameter("s", {1, 2})),
+    Bad("api: dict keys that are not strings", "dict keys must be strings",
+        api=lambda tmp: Trajectory("t").add_parameter("d", {1: 2})),
+    Bad("api: an int beyond 64 bits", "does not fit in 64 bits", api=lambda tmp: Trajectory("t").add_parameter("i", 2**64)),
+    # the sweep file and its function
+    Bad("cli: a sweep file that does not import (syntax)", "broken.py does not import: SyntaxError", cli=("submit", "{tmp}/broken.py")),
+    Bad("cli: a sweep file that does not import (missing module)",
+        "does not import: ModuleNotFoundError: No module named 'numpy_not_installed'", cli=("submit", "{import_fails}")),
+    Bad("cli: a missing sweep file", "missing.py: no such sweep file", cli=("submit", "{tmp}/missing.py")),
+    Bad("cli: a sweep file without the function", "has no function 'simulate'", cli=("submit", "{no_sim}")),
+    Bad("cli: --function names no function", "has no function 'nothing'", cli=("submit", "{sweep}", "--function", "nothing")),
+    Bad("cli: a function with the wrong signature", "must take exactly one argument", cli=("submit", "{two_args}")),
+    Bad("api: a function with the wrong signature", "must take exactly one argument",
+        api=lambda tmp: _env(tmp).run_exploration(lambda a, b: None, space={"x": [1.0]})),
+    Bad("cli: a sweep file without make_trajectory", "must define make_trajectory()", cli=("submit", "{no_maker}")),
+    Bad("cli: make_trajectory() raises", "NameError: name 'undefined_name' is not defined", cli=("submit", "{maker_fails}")),
+    # the workdir and the output
+    Bad("cli: a workdir holding another sweep", r"holds another sweep \('other', 2 runs\)",
+        cli=("submit", "{sweep}", "--workdir", "{tmp}/other_wd")),
+    Bad("api: a workdir holding another sweep", r"holds another sweep \('other', 2 runs\)",
+        api=lambda tmp: _env(tmp, workdir=tmp / "other_wd").run_exploration(_sim, space={"x": [1.0]})),
+    # tests run as root, so chmod cannot make a folder unwritable: a path under a regular file
+    # (and one in /proc) cannot be created by anyone
+    Bad("cli: a workdir that cannot be written (under a file)", "cannot create the sweep directory .*a_file/wd",
+        cli=("submit", "{sweep}", "--workdir", "{tmp}/a_file/wd")),
+    Bad("cli: a workdir that cannot be written (/proc)", "cannot create the sweep directory /proc/pypet-hpc-wd",
+        cli=("submit", "{sweep}", "--workdir", "/proc/pypet-hpc-wd")),
+    Bad("api: a workdir that cannot be written", "cannot create the sweep directory .*a_file/wd",
+        api=lambda tmp: _env(tmp, workdir=tmp / "a_file" / "wd").run_exploration(_sim, space={"x": [1.0]})),
+    Bad("api: the local executor without a workdir", "needs a workdir=",
+        api=lambda tmp: _env(tmp, workdir=None).run_exploration(_sim, space={"x": [1.0]})),
+    Bad("cli: merge of a folder that is not a workdir", "is not a sweep directory", cli=("merge", "{tmp}/outdir")),
+    Bad("api: merge of a folder that is not a workdir", "is not a sweep directory",
+        api=lambda tmp: SweepHandle(Workdir(tmp / "outdir")).merge()),
+    Bad("cli: status of a folder that is not a workdir", "is not a sweep directory", cli=("status", "{tmp}/nowhere")),
+    Bad("cli: resubmit of a folder that is not a workdir", "is not a sweep directory", cli=("resubmit", "{tmp}/outdir")),
+    Bad("cli: a merge output that is a directory", "outdir: is a directory",
+        cli=("merge", "{tmp}/other_wd", "-o", "{tmp}/outdir")),
+    Bad("api: a merge output that is a directory", "the merge target is a directory",
+        api=lambda tmp: merge_workdir(Workdir(tmp / "other_wd"), tmp / "outdir")),
+    Bad("cli: a merge output in a missing folder", "no such directory for the merge target",
+        cli=("merge", "{tmp}/other_wd", "-o", "{tmp}/nowhere/m.h5")),
+    Bad("cli: a merge output that is another file", "not a pypet-hpc trajectory file",
+        cli=("merge", "{tmp}/other_wd", "-o", "{tmp}/notes.txt")),
+    # sizes and limits
+    Bad("cli: --runs-per-task 0", "--runs-per-task must be at least 1, got 0", cli=("submit", "{sweep}", "--runs-per-task", "0")),
+    Bad("cli: --runs-per-task -3", "--runs-per-task must be at least 1, got -3", cli=("submit", "{sweep}", "--runs-per-task", "-3")),
+    Bad("cli: --tasks 0", "--tasks must be at least 1, got 0", cli=("submit", "{sweep}", "--tasks", "0")),
+    Bad("cli: --runs-per-task and --tasks", "not both", cli=("submit", "{sweep}", "--runs-per-task", "2", "--tasks", "2")),
+    Bad("api: runs_per_task=0", "runs_per_task must be a whole number of at least 1, got 0",
+        api=lambda tmp: _env(tmp, runs_per_task=0).run_exploration(_sim, space={"x": [1.0]})),
+    Bad("api: n_tasks=-1", "n_tasks must be a whole number of at least 1, got -1",
+        api=lambda tmp: _env(tmp, n_tasks=-1).run_exploration(_sim, space={"x": [1.0]})),
+    Bad("cli: --max-parallel 0", "--max-parallel must be at least 1, got 0", cli=("submit", "{sweep}", "--max-parallel", "0")),
+    Bad("cli: --max-parallel -2", "--max-parallel must be at least 1, got -2", cli=("submit", "{sweep}", "--max-parallel", "-2")),
+    Bad("api: max_parallel=0", "max_parallel must be a whole number of at least 1, got 0",
+        api=lambda tmp: _env(tmp, max_parallel=0)),
+    Bad("cli: a time limit in a bad format", "bad time limit '1h'", cli=("submit", "{sweep}", "--time", "1h")),
+    Bad("cli: a time limit of zero", "bad time limit '0:00'", cli=("submit", "{sweep}", "--time", "0:00")),
+    Bad("api: a time limit in a bad format", "bad time limit 'soon'", api=lambda tmp: _env(tmp, time_limit="soon")),
+    Bad("api: an unknown executor", "unknown executor 'cloud'", api=lambda tmp: _env(tmp, executor="cloud")),
+    Bad("api: an unknown executor option", "executor 'local' has no option partition",
+        api=lambda tmp: _env(tmp, partition="gpu")),
+    # files to load
+    Bad("cli: show a file that is not HDF5", "notes.txt: not an HDF5 file", cli=("show", "{tmp}/notes.txt")),
+    Bad("api: load a file that is not HDF5", "notes.txt: not an HDF5 file", api=lambda tmp: load_trajectory(tmp / "notes.txt")),
+    Bad("cli: show an HDF5 file without a trajectory", "HDF5 file without a trajectory", cli=("show", "{tmp}/plain.h5")),
+    Bad("api: load an HDF5 file without a trajectory", "HDF5 file without a trajectory",
+        api=lambda tmp: load_trajectory(tmp / "plain.h5")),
+    Bad("cli: show a missing file", "missing.h5: no such file", cli=("show", "{tmp}/missing.h5")),
+    Bad("api: load a missing file", "missing.h5: no such file", api=lambda tmp: load_trajectory(tmp / "missing.h5")),
+    Bad("api: load a file of a newer format", "format version 99 is newer", api=lambda tmp: load_trajectory(tmp / "newer.h5")),
+    Bad("api: a pickled value without allow_pickle", "parameters.secret holds a pickled value; load the file with allow_pickle=True",
+        api=lambda tmp: load_trajectory(tmp / "pickled.h5")),
+]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``folder`` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if "__pycache__" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def bad_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    tmp = tmp_path_factory.mktemp("bad")
+    return tmp, bad_input_world(tmp)
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c.name for c in BAD_INPUTS])
+def test_bad_input_fails_cleanly_and_writes_nothing(case: Bad, bad_world: tuple[Path, dict[str, str]],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp, names = bad_world
+    monkeypatch.chdir(tmp)  # the CLI's default workdir (runs/<name>) would land here
+    before = snapshot(tmp)
+    if case.cli:
+        result = CliRunner().invoke(cli_main, [a.format(**names) for a in case.cli], catch_exceptions=False)
+        assert result.exit_code == 2, result.output
+        message = one_line(result.output)
+    else:
+        assert case.api is not None
+        with pytest.raises(PypetError) as info:
+            case.api(tmp)
+        message = str(info.value)
+        assert "\n" not in message, message
+    assert re.search(case.match, message), message
+    assert snapshot(tmp) == before, "something was written"
+    assert not Path("/proc/pypet-hpc-wd").exists()
+
+
+def test_bad_input_table_is_complete() -> None:
+    """At least 30 cases, both ways in, every case named once."""
+    assert len(BAD_INPUTS) >= 30
+    assert len({c.name for c in BAD_INPUTS}) == len(BAD_INPUTS)
+    assert {c.name.split(":")[0] for c in BAD_INPUTS} == {"cli", "api"}

@@ -118,7 +118,12 @@ def load_sweep(sweep: str, function: str, params: tuple[str, ...]) -> tuple[Traj
     check_signature(fn, f"{sweep}:{function}")
     maker = getattr(module, "make_trajectory", None)
     if callable(maker):
-        traj = maker()
+        try:
+            traj = maker()
+        except PypetError:
+            raise
+        except Exception as exc:  # the user's code: one line naming it, as for a failed import
+            fail(f"{sweep}: make_trajectory() failed: {type(exc).__name__}: {exc}")
     else:
         traj = getattr(module, "traj", None) or getattr(module, "trajectory", None)
     if not isinstance(traj, Trajectory):

@@ -83,6 +83,7 @@ def merge(
         raise StorageError(f"{target}: the merge target is a directory; give a file name")
     if not target.parent.is_dir():
         raise StorageError(f"{target.parent}: no such directory for the merge target")
+    _target_hash(target, plan_hash, earlier_hashes)  # a wrong -o fails before the lock file is made
     lock = FileLock(str(target) + ".lock")
     try:
         lock.acquire(timeout=lock_timeout)
@@ -92,11 +93,7 @@ def merge(
     try:
         for stale in target.parent.glob(f".{glob.escape(target.name)}.merging-*"):
             stale.unlink()  # left by a killed merge (we hold the lock: no other merge is running)
-        target_hash = _plan_hash_of(target) if target.exists() else None
-        if target.exists() and target_hash is None:
-            raise StorageError(f"{target} exists and is not a pypet-hpc trajectory file; choose another -o")
-        if target_hash is not None and target_hash != plan_hash and target_hash not in earlier_hashes:
-            raise StorageError(f"{target} holds another sweep (plan hash differs); choose another -o")
+        target_hash = _target_hash(target, plan_hash, earlier_hashes)
         # a target of an earlier, smaller plan (expand) is rebuilt from the skeleton and all shards
         shutil.copyfile(target if target_hash == plan_hash else skeleton, tmp)
         with h5py.File(tmp, "a", locking="best-effort") as f:
@@ -125,6 +122,18 @@ def _last_rows(idx: np.ndarray) -> np.ndarray:
 
 def _one_row_chunks(ds: h5py.Dataset) -> bool:
     return ds.chunks == (1, *ds.shape[1:]) and ds.compression is None
+
+
+def _target_hash(target: Path, plan_hash: str, earlier_hashes: Sequence[str]) -> str | None:
+    """The plan hash of an existing merge target, or None; refuses a file of another sweep or kind."""
+    if not target.exists():
+        return None
+    target_hash = _plan_hash_of(target)
+    if target_hash is None:
+        raise StorageError(f"{target} exists and is not a pypet-hpc trajectory file; choose another -o")
+    if target_hash != plan_hash and target_hash not in earlier_hashes:
+        raise StorageError(f"{target} holds another sweep (plan hash differs); choose another -o")
+    return target_hash
 
 
 def _plan_hash_of(path: Path) -> str | None:
