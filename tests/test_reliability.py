@@ -34,6 +34,7 @@ from pypet_rebuild import (
     Pickled,
     PypetError,
     Result,
+    StorageError,
     Trajectory,
     load_trajectory,
     shards,
@@ -696,3 +697,90 @@ def test_bad_input_table_is_complete() -> None:
     assert len(BAD_INPUTS) >= 30
     assert len({c.name for c in BAD_INPUTS}) == len(BAD_INPUTS)
     assert {c.name.split(":")[0] for c in BAD_INPUTS} == {"cli", "api"}
+
+
+def test_unsupported_result_in_a_run_is_recorded_not_fatal(tmp_path: Path) -> None:
+    """A run that adds a result of an unsupported type fails alone, with the name and type."""
+    traj = Trajectory("t")
+    traj.add_parameter("k", 0)
+
+    def simulate(t: Trajectory) -> None:
+        t.add_result("r", object() if t.k == 1 else t.k)
+
+    Environment(traj, storage=HDF5StorageService(tmp_path / "t.h5")).run_exploration(simulate, space={"k": [0, 1, 2]})
+    info = load_trajectory(tmp_path / "t.h5").run_info()
+    assert info["status"].tolist() == [1, 2, 1]
+    assert info["error"][1] == ("UnsupportedValueError: result 'r': values of type object are not supported (bool, "
+                                "int, float, complex, str, bytes, None, numpy scalars and arrays, lists, tuples, "
+                                "dicts with string keys); wrap it in Pickled(...) to store it pickled")
+
+
+# ---------------------------------------------------------------------------------------------
+# Security: loading never runs code from the file unless allow_pickle=True
+
+
+class Payload:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_loading_never_unpickles_without_allow_pickle(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    traj = Trajectory("evil")
+    traj.add_parameter("k", 0)
+    # run 0 stores the payload per run; the other runs store a float under the same name, so the
+    # merge folds the name into a column and meets the pickled item on its way
+    def simulate(t: Trajectory) -> None:
+        t.add_result("r", Pickled(Payload(marker)) if t.k == 0 else float(t.k))
+        t.add_result("p", Pickled(Payload(marker)))
+
+    env = Environment(traj, storage=HDF5StorageService(tmp_path / "runs.h5"), executor="inline",
+                      workdir=tmp_path / "wd", runs_per_task=1)
+    env.run_exploration(simulate, space={"k": [0, 1, 2, 3]})
+    assert not marker.exists()
+    loaded = load_trajectory(tmp_path / "runs.h5")  # run data is lazy: this reads no pickle
+    assert loaded.get_from_runs("r")[1:].tolist() == [1.0, 2.0, 3.0]
+    for touch in (lambda: loaded.results.runs.run_00000000.r.value, lambda: loaded.get_from_runs("p"),
+                  lambda: loaded.results.runs.run_00000002.p.value):
+        with pytest.raises(StorageError, match="holds a pickled value; load the file with allow_pickle=True"):
+            touch()
+    out = CliRunner().invoke(cli_main, ["show", str(tmp_path / "runs.h5")], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert not marker.exists()
+
+    # a pickled trajectory-level parameter: load_trajectory itself refuses, naming it
+    traj2 = Trajectory("evil2")
+    traj2.add_parameter("payload", Pickled(Payload(marker)))
+    Environment(traj2, storage=HDF5StorageService(tmp_path / "param.h5")).run(lambda t: None)
+    with pytest.raises(StorageError, match="parameters.payload holds a pickled value"):
+        load_trajectory(tmp_path / "param.h5")
+    assert not marker.exists()
+
+    # the payload is real: opting in runs it (this is what the refusal protects from)
+    load_trajectory(tmp_path / "param.h5", allow_pickle=True)
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Security: files get the user's umask
+
+
+def test_workdir_and_merged_file_follow_a_restrictive_umask(tmp_path: Path) -> None:
+    from .conftest import write_sweep as write_cli_sweep
+
+    sweep = write_cli_sweep(tmp_path, n=6)
+    proc = subprocess.run([sys.executable, "-m", "pypet_rebuild.cli", "submit", str(sweep), "--executor", "local",
+                           "--runs-per-task", "4", "--workdir", "wd", "--wait", "-o", "out.h5"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: os.umask(0o077))
+    assert proc.returncode == 0, proc.stderr
+    paths = [tmp_path / "wd", *(tmp_path / "wd").rglob("*"), *tmp_path.glob("out.h5*")]
+    assert len(paths) > 15 and tmp_path / "out.h5" in paths
+    loose = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in paths
+             if p.stat().st_mode & 0o077}
+    assert not loose, f"group/other may access (umask was 077): {loose}"

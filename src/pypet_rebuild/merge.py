@@ -378,7 +378,7 @@ class _Merger:
                     r = int(rname[4:])
                     try:
                         col[r] = read_value(rgrp[name], allow_pickle=False)
-                    except (TypeError, ValueError):
+                    except (TypeError, ValueError, StorageError):  # not a column value (pickled...)
                         continue
                     mask[r] = True
                     del rgrp[name]

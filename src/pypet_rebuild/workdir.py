@@ -211,7 +211,7 @@ class Workdir:
             if sweep_file is not None:
                 snap = self.path / "sweep"
                 snap.mkdir(exist_ok=True)
-                shutil.copy2(sweep_file, snap / sweep_file.name)
+                shutil.copyfile(sweep_file, snap / sweep_file.name)  # its mode comes from the umask
         else:
             import cloudpickle
 
