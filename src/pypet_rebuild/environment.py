@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PypetError, WorkdirError
-from .executors import Executor, make_executor
+from .executors import TERMINAL, UNKNOWN, Executor, make_executor
 from .executors.inline import InlineExecutor
 from .exploration import Plan, cartesian_product
 from .merge import MergeReport, merge
 from .model import Trajectory
 from .progress import Progress
-from .status import SweepStatus, sweep_status
+from .status import DAMAGED, NOT_SUBMITTED, SweepStatus, sweep_status
 from .storage import HDF5StorageService, StorageService, load_trajectory
 from .workdir import Manifest, Simulation, Workdir, check_signature
 
@@ -39,15 +39,28 @@ class SweepHandle:
     def status(self) -> SweepStatus:
         return sweep_status(self.workdir)
 
-    def wait(self, progress: bool = False, poll: float = 0.2, timeout: float | None = None) -> SweepStatus:
-        """Poll the shards and the scheduler until no task is pending or running."""
+    def wait(self, progress: bool = False, poll: float = 0.2, timeout: float | None = None,
+             unknown_grace: float = 120.0) -> SweepStatus:
+        """Poll the shards and the scheduler until no task is pending or running.
+
+        A task the scheduler has lost track of (UNKNOWN: in neither sacct nor squeue) for
+        ``unknown_grace`` seconds counts as finished, so a vanished job never hangs the caller.
+        """
         start = time.monotonic()
         bar = Progress(self.manifest.plan.n_runs, "runs", enabled=progress)
+        unknown_since: dict[int, float] = {}
         try:
             while True:
                 st = self.status()
                 bar.update_to(st.counts["ok"] + st.counts["failed"])
-                if st.finished:
+                now = time.monotonic()
+                unknown_since = {t.task: unknown_since.get(t.task, now) for t in st.tasks if t.state == UNKNOWN}
+                lost = {k for k, since in unknown_since.items() if now - since > unknown_grace}
+                if st.finished or all(t.state in TERMINAL or t.task in lost or t.state in (NOT_SUBMITTED, DAMAGED)
+                                      for t in st.tasks):
+                    if lost:
+                        log.warning("tasks %s: the scheduler lost track of them; resubmit runs what they left",
+                                    sorted(lost))
                     return st
                 if timeout is not None and time.monotonic() - start > timeout:
                     raise TimeoutError(f"sweep in {self.workdir.path} not finished after {timeout:.0f} s")
