@@ -190,22 +190,27 @@ def import_rss() -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def slurm_rows(runs: int) -> list[Row]:
-    """SLURM submission of a large sweep, when the local cluster is up (scripts/bench_slurm.py)."""
+def slurm_rows(submit_runs: int, e2e_runs: int | None) -> list[Row]:
+    """SLURM submission (and, in the full run, a sweep end to end) on the local cluster when it is up."""
+    import bench_slurm
+
+    what = f"SLURM submission of {submit_runs:,} runs"
+    problem = bench_slurm.cluster_problem()
+    if problem is not None:
+        return [Row(what, f"not measured: cluster not up ({problem})", "-", "-", "<= 5 s", None)]
+    folder = Path(tempfile.mkdtemp(prefix="bench-slurm-", dir=Path.cwd()))  # shared with the node
     try:
-        import bench_slurm  # type: ignore[import-not-found]
-    except ImportError:
-        return [Row("SLURM submission", "bench_slurm.py missing", "-", "-", "<= 5 s", None)]
-    measure = getattr(bench_slurm, "submission_row", None)
-    if measure is None:
-        return [Row("SLURM submission", "not measured", "-", "-", "<= 5 s", None)]
-    result = measure(runs)
-    if result is None:
-        return [Row(f"SLURM submission of {runs:,} runs", "cluster not up", "-", "-", "<= 5 s", None)]
-    secs, calls, needed = result
-    return [Row(f"SLURM submission of {runs:,} runs", f"{secs:.2f} s, {calls} sbatch calls", f"{needed} calls needed",
-                f"{calls / max(needed, 1):.1f}x", "<= 5 s, ceil(tasks/MaxArraySize) calls",
-                secs <= 5 and calls <= needed)]
+        secs, calls, allowed = bench_slurm.submission(folder, submit_runs)
+        rows = [Row(what, f"{secs:.2f} s, {calls} sbatch call(s)", f"ceil(tasks/MaxArraySize) = {allowed}",
+                    f"{calls / allowed:.0f}x calls", "<= 5 s and <= ceil(...) calls", secs <= 5 and calls <= allowed)]
+        if e2e_runs:
+            e2e = bench_slurm.end_to_end(folder, e2e_runs, 1000)
+            rows.append(Row(f"{e2e_runs:,}-run sweep on SLURM ({e2e['tasks']:.0f} tasks): submit..load",
+                            f"{e2e['total']:.2f} s", f"done {e2e['done']:.1f} s, merge {e2e['merge']:.2f} s",
+                            "-", "(no target)", None))
+        return rows
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{base:.0f} MB after imports", f"{rss / base:.1f}x", "<= 256 MB", rss <= 256))
         shutil.rmtree(wd.path)
 
-    rows += slurm_rows(sizes["slurm"])
+    rows += slurm_rows(sizes["slurm"], None if q else 10_000)
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1))

@@ -76,41 +76,25 @@ def cli_submit(folder: Path, n_runs: int, runs_per_task: int, *extra: str) -> tu
     return time.perf_counter() - t0, Workdir(wd)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--submit-runs", type=int, default=100_000)
-    parser.add_argument("--e2e-runs", type=int, default=10_000)
-    parser.add_argument("--e2e-runs-per-task", type=int, default=1000)
-    args = parser.parse_args()
+def submission(folder: Path, n_runs: int) -> tuple[float, int, int]:
+    """Submit ``n_runs`` (100 runs per task, held so nothing runs), then cancel.
 
-    problem = cluster_problem()
-    if problem is not None:
-        print(f"bench_slurm: the local SLURM cluster is not up ({problem}); nothing measured. "
-              "Start it with: sudo bash slurm/start.sh")
-        return 0
-
-    rows: list[tuple[str, str, str]] = []
-    folder = Path(tempfile.mkdtemp(prefix="bench-slurm-", dir=Path.cwd()))  # shared with the node
-    submitted: list[Workdir] = []
+    Returns (CLI wall seconds, sbatch calls made, ceil(tasks / MaxArraySize))."""
+    max_array = SlurmExecutor().max_array_size()
+    secs, wd = cli_submit(folder, n_runs, 100, "--sbatch", "hold")
     try:
-        max_array = SlurmExecutor().max_array_size()
-        # 1. submission of a big sweep, held so that nothing runs
-        secs, wd = cli_submit(folder, args.submit_runs, 100, "--sbatch", "hold")
-        submitted.append(wd)
         n_tasks = wd.manifest().plan.n_tasks
         calls = len(wd.jobs())  # one jobs.jsonl record per sbatch answer
-        allowed = math.ceil(n_tasks / max_array)
-        rows.append((f"submit {args.submit_runs:,} runs ({n_tasks} tasks), CLI wall", f"{secs:.2f} s",
-                     f"<= 5 s  {'ok' if secs <= 5 else 'MISSED'}"))
-        rows.append((f"sbatch calls (MaxArraySize {max_array})", str(calls),
-                     f"<= {allowed}  {'ok' if calls <= allowed else 'MISSED'}"))
+        return secs, calls, math.ceil(n_tasks / max_array)
+    finally:
         SlurmExecutor().cancel(wd)
-        submitted.remove(wd)
 
-        # 2. end to end
-        t0 = time.perf_counter()
-        secs, wd = cli_submit(folder, args.e2e_runs, args.e2e_runs_per_task)
-        submitted.append(wd)
+
+def end_to_end(folder: Path, n_runs: int, runs_per_task: int) -> dict[str, float]:
+    """Submit -> every task done -> merge -> load one column; seconds of each step."""
+    t0 = time.perf_counter()
+    _, wd = cli_submit(folder, n_runs, runs_per_task)
+    try:
         t_sub = time.perf_counter()
         deadline = t_sub + 600
         while True:
@@ -125,19 +109,41 @@ def main() -> int:
         t_merged = time.perf_counter()
         y = load_trajectory(folder / "merged.h5").get_from_runs("y")
         t_loaded = time.perf_counter()
-        assert report.missing == 0 and st.counts["ok"] == args.e2e_runs, (report.summary(), st.counts)
-        np.testing.assert_array_equal(y, np.arange(args.e2e_runs) * 2)
-        n = wd.manifest().plan.n_tasks
-        rows.append((f"e2e {args.e2e_runs:,} runs ({n} tasks): submit (CLI)", f"{t_sub - t0:.2f} s", ""))
-        rows.append(("  ... until every task is done", f"{t_done - t_sub:.2f} s", ""))
-        rows.append(("  ... merge", f"{t_merged - t_done:.2f} s", ""))
-        rows.append(("  ... load one column", f"{t_loaded - t_merged:.2f} s", ""))
-        rows.append(("  total", f"{t_loaded - t0:.2f} s", ""))
     finally:
-        for wd in submitted:
-            SlurmExecutor().cancel(wd)
-        shutil.rmtree(folder, ignore_errors=True)
+        SlurmExecutor().cancel(wd)
+    assert report.missing == 0 and st.counts["ok"] == n_runs, (report.summary(), st.counts)
+    np.testing.assert_array_equal(y, np.arange(n_runs) * 2)
+    return {"submit": t_sub - t0, "done": t_done - t_sub, "merge": t_merged - t_done,
+            "load": t_loaded - t_merged, "total": t_loaded - t0, "tasks": wd.manifest().plan.n_tasks}
 
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--submit-runs", type=int, default=100_000)
+    parser.add_argument("--e2e-runs", type=int, default=10_000)
+    parser.add_argument("--e2e-runs-per-task", type=int, default=1000)
+    args = parser.parse_args()
+
+    problem = cluster_problem()
+    if problem is not None:
+        print(f"bench_slurm: the local SLURM cluster is not up ({problem}); nothing measured. "
+              "Start it with: sudo bash slurm/start.sh")
+        return 0
+    folder = Path(tempfile.mkdtemp(prefix="bench-slurm-", dir=Path.cwd()))  # shared with the node
+    try:
+        secs, calls, allowed = submission(folder, args.submit_runs)
+        e2e = end_to_end(folder, args.e2e_runs, args.e2e_runs_per_task)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    rows = [
+        (f"submit {args.submit_runs:,} runs, CLI wall", f"{secs:.2f} s", f"<= 5 s  {'ok' if secs <= 5 else 'MISSED'}"),
+        ("sbatch calls", str(calls), f"<= {allowed}  {'ok' if calls <= allowed else 'MISSED'}"),
+        (f"e2e {args.e2e_runs:,} runs ({e2e['tasks']:.0f} tasks): submit (CLI)", f"{e2e['submit']:.2f} s", ""),
+        ("  ... until every task is done", f"{e2e['done']:.2f} s", ""),
+        ("  ... merge", f"{e2e['merge']:.2f} s", ""),
+        ("  ... load one column", f"{e2e['load']:.2f} s", ""),
+        ("  total", f"{e2e['total']:.2f} s", ""),
+    ]
     width = max(len(r[0]) for r in rows)
     print(f"{'what':<{width}}  {'measured':>9}  target")
     for what, value, target in rows:
