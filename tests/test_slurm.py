@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -376,3 +377,19 @@ def test_time_limit_gives_timeout_then_resubmit_completes(tmp_path: Path, sweeps
     check_merged(tmp_path / "out.h5", 30)
     assert sorted(shard_runs(wd)) == list(range(60)), "a run was done twice or lost"
     assert f"{60 - done_before} runs to do of 60" in (wd / "logs" / "task_000000.log").read_text()
+
+
+def test_slurm_example_runs_with_resources_and_setup_line(tmp_path: Path) -> None:
+    """examples/slurm_sweep.py as its docstring says: resources, a setup line seen by the jobs."""
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "slurm_sweep.py"),
+                          "--workdir", str(tmp_path / "walk"), "--time", "0:10:00"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    try:
+        assert out.returncode == 0, out.stderr
+        assert "60 ok, 0 failed, 0 missing of 60 runs" in out.stdout
+        assert "OMP_NUM_THREADS in the jobs: 1" in out.stdout
+        spread = load_trajectory(tmp_path / "walk.h5").get_from_runs("spread")
+        assert spread.count() == 60
+    finally:
+        if (tmp_path / "walk" / "manifest.json").exists():
+            SlurmExecutor().cancel(Workdir(tmp_path / "walk"))
