@@ -27,6 +27,7 @@ VALUES: list[Any] = [
     np.int8(-3), np.uint64(2**64 - 1), np.float32(0.25), np.complex64(1j), np.bool_(True), np.str_("np"),
     np.arange(6).reshape(2, 3), np.zeros((0, 4)), np.array(3.5), np.array([b"ab", b"c"]),
     np.array(["ü", "xyz"]), np.array([True, False]), np.array([1 + 1j], dtype=np.complex64),
+    np.array([1 + 2j], dtype=np.dtype(np.clongdouble).newbyteorder(">")),
     [1, 2, 3], [1.0, 2.5], ["a", "b"], [True, False], (1, 2), [], (), [1, "a", None], [[1, 2], [3]],
     {"a": 1, "b": {"c": [1.0, 2.0], "d": "x"}}, {}, {"with/slash": 1, "": 2, ".": (3,)},
 ]
@@ -104,14 +105,19 @@ scalars = st.one_of(
     st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=True), st.complex_numbers(),
     st.text(), st.binary(), st.none(),
 )
-arrays = hnp.arrays(
-    dtype=st.one_of(hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), hnp.floating_dtypes(),
-                    hnp.complex_number_dtypes(), hnp.boolean_dtypes(), hnp.byte_string_dtypes(max_len=5),
-                    hnp.unicode_string_dtypes(max_len=5)),
-    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+_LONG = np.dtype(np.longdouble).itemsize * 8  # float128 on x86-64
+_FLOATS = (hnp.floating_dtypes(sizes=sorted({16, 32, 64, _LONG})),
+           hnp.complex_number_dtypes(sizes=sorted({64, 128, 2 * _LONG})))
+dtypes = st.one_of(hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), *_FLOATS, hnp.boolean_dtypes(),
+                   hnp.byte_string_dtypes(max_len=5), hnp.unicode_string_dtypes(max_len=5))
+arrays = hnp.arrays(dtype=dtypes, shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))
+numpy_scalars = hnp.arrays(dtype=dtypes, shape=()).map(lambda a: a[()])  # np.int8(3), np.str_("x")...
+special_floats = hnp.arrays(  # NaN and infinities are rare in the plain arrays: ask for them
+    dtype=st.one_of(*_FLOATS), shape=hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=3),
+    elements=st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.0, 1.5]),
 )
 values = st.recursive(
-    st.one_of(scalars, arrays),
+    st.one_of(scalars, arrays, numpy_scalars, special_floats),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.lists(inner, max_size=4).map(tuple),
                             st.dictionaries(st.text(max_size=5), inner, max_size=4)),
     max_leaves=8,
@@ -121,6 +127,9 @@ values = st.recursive(
 def _same_nan_aware(a: Any, b: Any) -> None:
     if isinstance(a, np.ndarray):
         assert type(b) is np.ndarray and a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)  # treats NaN == NaN
+    elif isinstance(a, np.generic):
+        assert type(b) is type(a) and a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)  # treats NaN == NaN
     elif isinstance(a, float) and a != a:
         assert type(b) is float and b != b

@@ -112,6 +112,8 @@ def _homogeneous_scalar_kind(items: list[Any] | tuple[Any, ...]) -> str | None:
 def _array_for_disk(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind == "U":
         return np.char.encode(arr, "utf-8")
+    if arr.dtype.kind == "c" and not arr.dtype.isnative:  # h5py stores a big-endian complex256
+        return arr.astype(arr.dtype.newbyteorder("="))   # unswapped: write it native ("dtype" keeps ">")
     return arr
 
 
@@ -238,8 +240,8 @@ def column_spec(value: Any) -> ColumnSpec | None:
     if t is str:
         return ("str", "str", ()) if "\x00" not in value else None
     if isinstance(value, np.ndarray):
-        if value.dtype.kind in _COLUMN_KINDS and value.size:
-            return ("ndarray", value.dtype.str, value.shape)
+        if value.dtype.kind in _COLUMN_KINDS and value.size and (value.dtype.isnative or value.dtype.kind != "c"):
+            return ("ndarray", value.dtype.str, value.shape)  # (h5py makes a big-endian complex256 native)
         return None
     if isinstance(value, np.generic) and value.dtype.kind in _COLUMN_KINDS:
         return ("npscalar", value.dtype.str, ())
