@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import signal
 import threading
 import time
@@ -253,3 +255,23 @@ def test_merged_file_is_a_valid_hdf5_after_merge(tmp_path: Path) -> None:
     handle.merge()
     with h5py.File(tmp_path / "wd" / "merged.h5", "r") as f:
         assert "trajectories/sq/results/runs/columns/z" in f
+
+
+def test_a_second_worker_on_a_running_task_leaves_its_shard_alone(tmp_path: Path) -> None:
+    """Resubmitting a task that still runs must not set its live shard aside or run it twice."""
+    sweep = write_sweep(tmp_path, n=40)
+    wd = tmp_path / "wd"
+    cli("submit", str(sweep), "--workdir", str(wd), "--tasks", "1", cwd=tmp_path, env={"SWEEP_DELAY": "0.05"})
+    partial = wd / "shards" / "task_000000.h5.partial"
+    deadline = time.time() + 30
+    while not partial.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    second = subprocess.run([sys.executable, "-m", "pypet_rebuild.worker", str(wd), "0"], capture_output=True,
+                            text=True, timeout=60)
+    assert second.returncode != 0
+    assert "is open in another worker" in second.stderr
+    handle = SweepHandle(Workdir(wd))
+    handle.wait(timeout=60)
+    assert not list((wd / "shards").glob("*broken*"))
+    assert handle.merge().ok == 80

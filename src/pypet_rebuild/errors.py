@@ -33,3 +33,7 @@ class WorkdirError(PypetError, ValueError):
 
 class SubmissionError(PypetError, RuntimeError):
     """The scheduler refused a submission."""
+
+
+class TaskBusyError(PypetError, RuntimeError):
+    """A task's shard is being written by another worker: the task runs elsewhere already."""

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from .codec import STR_DTYPE, ColumnSpec, column_array, column_dtype, column_spec, write_value
-from .errors import StorageError
+from .errors import StorageError, TaskBusyError
 from .naming import run_name, run_set_name
 from .storage import FAILED, OK, fsync_path, get_attr, open_h5, set_attrs
 
@@ -124,6 +124,9 @@ class ShardWriter:
                 log.info("resuming %s: %d runs already done", self.partial.name, len(self.done))
                 return f
             except (OSError, StorageError, KeyError, ValueError) as exc:
+                if _locked_by_another(exc):
+                    raise TaskBusyError(f"task {task}: {self.partial.name} is open in another worker, which "
+                                        "is still running this task; not running it twice") from None
                 self._set_aside(self.partial, exc)
         elif retry_failed and self.final.exists():
             try:
@@ -313,6 +316,11 @@ class ShardWriter:
             finally:
                 with contextlib.suppress(OSError, RuntimeError):  # a shard that cannot be written
                     self.f.close()
+
+
+def _locked_by_another(exc: BaseException) -> bool:
+    """HDF5 refused the file lock: another process has the shard open for writing."""
+    return isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc)
 
 
 def _append(ds: h5py.Dataset, data: np.ndarray) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageError
+from .errors import StorageError, TaskBusyError
 from .model import Trajectory
 from .runstore import MemoryRunStore
 from .shards import ShardWriter
@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError:  # its shard could not be written (run_task logged why): HDF5 cannot close
         logging.shutdown()  # that file, and its clean-up at exit would crash; leave without it
         os._exit(1)
+    except TaskBusyError as exc:
+        log.error("%s", exc)
+        return 1
     return 0
 
 
