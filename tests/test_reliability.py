@@ -349,7 +349,8 @@ def merged_runs(path: Path) -> list[int]:
     return ok.tolist()
 
 
-@pytest.mark.parametrize("seed", range(10), ids=lambda s: f"seed={s}")
+@pytest.mark.parametrize("seed", range(int(os.environ.get("RELIABILITY_MERGE_SEEDS", "10"))),
+                         ids=lambda s: f"seed={s}")
 def test_merge_killed_at_random_moment_leaves_old_or_new_target(
         tmp_path: Path, seed: int, finished_sweep: tuple[Path, float]) -> None:
     rng = random.Random(seed)
