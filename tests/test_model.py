@@ -198,3 +198,32 @@ def test_iter_runs_restores_view() -> None:
     seen = [(i, traj.ncars, traj.results.z.value) for i in traj.iter_runs()]
     assert seen == [(0, 5, 5), (1, 6, 6), (2, 7, 7)]
     assert traj.current_run is None and traj.ncars == 10
+
+
+def test_assigning_a_parameter_by_short_name() -> None:
+    traj = make()
+    traj.ncars = 12
+    assert traj.parameters.traffic.ncars.value == 12
+    with pytest.raises(AttributeError, match="no parameter 'nope' to set"):
+        traj.nope = 1
+    traj.add_result("r", 1)
+    with pytest.raises(AttributeError, match="not a parameter"):
+        traj.r = 2
+
+    def simulate(t: Trajectory) -> None:
+        if t.ncars == 1:
+            t.ncars = 99  # refused: the run fails, the next runs see their own values
+        t.add_result("seen", t.ncars)
+
+    Environment(trajectory=traj).run_exploration(simulate, space={"traffic.ncars": [1, 2, 3]})
+    assert traj.get_from_runs("seen").tolist() == [None, 2, 3]
+    assert "LockedParameterError" in traj.run_info()["error"][0]
+
+
+def test_pypet_abbreviations_and_cartesian_order_tuple() -> None:
+    traj = make()
+    assert traj.par.traffic.ncars.value == 10 and traj.conf.seed.value == 42
+    assert len(traj.res) == 0 and len(traj.dpar) == 0
+    out = cartesian_product({"a": [1, 2], "b": [3, 4], "c": [0, 1]}, ("c", ("a", "b")))
+    assert out == {"a": [1, 2, 1, 2], "b": [3, 4, 3, 4], "c": [0, 0, 1, 1]}
+    assert cartesian_product({"a": [1, 2], "b": [3, 4]}, ("a", "b")) == {"a": [1, 1, 2, 2], "b": [3, 4, 3, 4]}

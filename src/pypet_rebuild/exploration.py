@@ -12,13 +12,15 @@ from .errors import ExplorationError
 
 
 def cartesian_product(
-    space: Mapping[str, Sequence[Any]], combined: Sequence[Sequence[str]] | None = None
+    space: Mapping[str, Sequence[Any]], combined: Sequence[str | Sequence[str]] | None = None
 ) -> dict[str, list[Any]]:
     """All combinations of the value lists, the last parameter varying fastest.
 
     ``combined`` names groups of parameters that vary together (zipped, equal lengths), e.g.
     ``cartesian_product({"a": [1, 2], "b": [3, 4], "c": [0, 1]}, combined=[("a", "b")])`` gives
-    4 points. Returns one list per parameter, ready for ``traj.explore``.
+    4 points; a plain name in it stands for itself, as in pypet's ``("a", ("b", "c"))``. The
+    groups named in ``combined`` come first, in that order, then the other parameters.
+    Returns one list per parameter, ready for ``traj.explore``.
     """
     if not space:
         raise ExplorationError("the exploration space is empty: give at least one parameter with values")
@@ -27,7 +29,9 @@ def cartesian_product(
             raise ExplorationError(f"parameter {name!r}: explored values must be a list, got {type(values).__name__}")
         if len(values) == 0:
             raise ExplorationError(f"parameter {name!r}: the list of explored values is empty")
-    groups = [tuple(g) for g in combined or ()]
+    if isinstance(combined, str):
+        combined = [combined]
+    groups = [(g,) if isinstance(g, str) else tuple(g) for g in combined or ()]
     grouped: set[str] = set()
     for group in groups:
         for name in group:
@@ -39,11 +43,8 @@ def cartesian_product(
             detail = ", ".join(f"{n}: {len(space[n])}" for n in group)
             raise ExplorationError(f"combined parameters must have equal lengths ({detail})")
         grouped.update(group)
-    order: list[tuple[str, ...]] = []
-    for name in space:
-        group = next((g for g in groups if name in g), (name,))
-        if group not in order:
-            order.append(group)
+    # the groups named in `combined` come first, in its order, then the other parameters
+    order = groups + [(name,) for name in space if name not in grouped]
     axes = [list(zip(*(space[n] for n in group), strict=True)) for group in order]
     out: dict[str, list[Any]] = {n: [] for n in space}
     for point in itertools.product(*axes):

@@ -250,6 +250,12 @@ class Trajectory:
     def results(self) -> GroupView:
         return self._views["results"]
 
+    # pypet's abbreviations of the four branches
+    par = parameters
+    dpar = derived_parameters
+    res = results
+    conf = config
+
     # -- adding ---------------------------------------------------------------------------
     def add_config(self, item: Parameter[Any] | str, value: Any = None, comment: str = "") -> Parameter[Any]:
         return self._add_param("config", item, value, comment)
@@ -473,6 +479,21 @@ class Trajectory:
         except KeyError as exc:
             raise AttributeError(exc.args[0]) from None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``traj.x = v`` sets parameter ``x`` (pypet style; refused while a run executes)."""
+        if name.startswith("_") or name in _OWN_ATTRS:
+            object.__setattr__(self, name, value)
+            return
+        try:
+            node = self._shortcut(name, value=False)
+        except KeyError:
+            raise AttributeError(f"trajectory {self.name!r} has no parameter {name!r} to set; "
+                                 f"add it with add_parameter({name!r}, value)") from None
+        if not isinstance(node, Parameter):
+            raise AttributeError(f"{name!r} is a {type(node).__name__}, not a parameter: results are added "
+                                 "with add_result, not assigned")
+        node.value = value
+
     def __contains__(self, name: object) -> bool:
         try:
             self[name]  # type: ignore[index]
@@ -549,6 +570,9 @@ class Trajectory:
     def __repr__(self) -> str:
         counts = ", ".join(f"{b}: {len(self._leaves[b])}" for b in BRANCHES)
         return f"<Trajectory {self.name!r}: {len(self)} runs, {counts}>"
+
+
+_OWN_ATTRS = frozenset({"name", "comment", "file_path"})
 
 
 def _explored_value(name: str, default: Any, value: Any) -> Any:
