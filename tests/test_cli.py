@@ -56,7 +56,7 @@ def test_help_texts_end_with_an_example() -> None:
     ("args", "message"),
     [
         (["submit", "{sweep}", "-p", "nope=1"], "unknown parameter 'nope'"),
-        (["submit", "{sweep}", "-p", "n=1,x"], "'x' is not a int"),
+        (["submit", "{sweep}", "-p", "n=1,x"], "'x' is not an int"),
         (["submit", "{sweep}", "-p", "n"], "write -p name=value1"),
         (["submit", "{sweep}", "-p", "n=1", "-p", "n=2"], "given twice"),
         (["submit", "{sweep}", "--runs-per-task", "0"], "--runs-per-task must be at least 1"),

@@ -23,7 +23,7 @@ from .executors import make_executor
 from .exploration import cartesian_product
 from .model import Trajectory
 from .status import failed_runs, sweep_status
-from .storage import STATUS_NAMES, get_attr, open_h5, trajectory_group
+from .storage import STATUS_NAMES, get_attr, load_trajectory, open_h5, trajectory_group
 from .workdir import Workdir, check_signature, import_sweep
 
 
@@ -89,7 +89,8 @@ def _parse_token(name: str, default: Any, token: str) -> Any:
         if kind == "str":
             return token
     except ValueError:
-        fail(f"-p {name}: {token!r} is not a {kind} (the default of {name} is {default!r})")
+        article = "an" if kind[0] in "aeiou" else "a"
+        fail(f"-p {name}: {token!r} is not {article} {kind} (the default of {name} is {default!r})")
     fail(f"-p {name}: parameters of kind {kind} cannot be explored from the command line")
 
 
@@ -241,13 +242,37 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
 
 
 def _wait_and_merge(handle: SweepHandle, output: str | None) -> None:
-    st = handle.wait(progress=True)
+    path = handle.workdir.path
+    try:
+        st = handle.wait(progress=True)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped waiting; the tasks go on running. Later: pypet-hpc status {path}, "
+                   f"pypet-hpc merge {path}; to stop them: pypet-hpc cancel {path}", err=True)
+        sys.exit(130)
     report = handle.merge(output, progress=True)
     click.echo(report.summary())
     if st.counts["failed"]:
-        click.echo(f"{st.counts['failed']} runs failed; see: pypet-hpc status {handle.workdir.path} --failed")
+        click.echo(f"{st.counts['failed']} runs failed; see: pypet-hpc status {path} --failed")
+    if report.missing:
+        _explain_missing(handle, report.missing)
     if report.missing or report.failed:
         sys.exit(1)
+
+
+def _explain_missing(handle: SweepHandle, missing: int) -> None:
+    """Why runs are missing after a merge, and what to do about it."""
+    st = handle.status()
+    stopped = [t for t in st.tasks if t.state not in ("COMPLETED", "PENDING", "RUNNING") and not t.complete]
+    timed_out = [t for t in stopped if t.state == "TIMEOUT"]
+    in_partial = sum(t.ok + t.failed for t in stopped if t.shard and t.shard.endswith(".partial"))
+    if in_partial:
+        click.echo(f"{in_partial} finished runs wait in unfinished tasks' shards; resubmit completes those tasks")
+    if timed_out:
+        limit = handle.manifest.executor.get("options", {}).get("time_limit")
+        click.echo(f"{len(timed_out)} tasks hit the time limit ({limit}); resubmit with a longer --time, "
+                   f"e.g. pypet-hpc resubmit {handle.workdir.path} --time 2:00:00")
+    elif missing:
+        click.echo(f"next: pypet-hpc resubmit {handle.workdir.path}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,8 +315,13 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
         span = f"{t.first_run}-{t.first_run + t.n_runs - 1}"
         click.echo(f"{t.task:>6} {span:>15} {t.state:<14} {t.ok:>6} {t.failed:>6}  {t.problem or t.shard or ''}")
     if failed:
-        for run in failed_runs(wd):
-            click.echo(f"\n--- run {run['run']} (task {run['task']}): {run['type']}: {run['message']}")
+        runs = failed_runs(wd)
+        if not runs:
+            click.echo("\nno failed runs")
+        explored = load_trajectory(wd.skeleton).explored if runs else {}
+        for run in runs:
+            point = ", ".join(f"{k}={v[run['run']]!r}" for k, v in explored.items())
+            click.echo(f"\n--- run {run['run']} ({point}), task {run['task']}: {run['type']}: {run['message']}")
             click.echo(run["traceback"].rstrip())
 
 

@@ -106,5 +106,10 @@ class Plan:
 
     def describe(self) -> str:
         arrays = len(self.arrays())
-        return (f"{self.n_runs} runs in {self.n_tasks} tasks of up to {self.runs_per_task} runs, "
-                f"{arrays} array{'s' if arrays != 1 else ''} of up to {self.max_array_size} tasks")
+        text = f"{plural(self.n_runs, 'run')} in {plural(self.n_tasks, 'task')} of up to {plural(self.runs_per_task, 'run')}"
+        return text + (f", {arrays} arrays of up to {self.max_array_size} tasks" if arrays > 1 else "")
+
+
+def plural(n: int, word: str) -> str:
+    """``3 runs``, ``1 run``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -62,9 +62,10 @@ class MergeReport:
         return self.n_runs - self.ok - self.failed
 
     def summary(self) -> str:
+        new, bad = len(self.merged_shards), len(self.damaged_shards)
         return (f"{self.target}: {self.ok} ok, {self.failed} failed, {self.missing} missing of "
-                f"{self.n_runs} runs ({len(self.merged_shards)} new shards merged"
-                f"{f', {len(self.damaged_shards)} damaged shards skipped' if self.damaged_shards else ''})")
+                f"{self.n_runs} runs ({new} new shard{'' if new == 1 else 's'} merged"
+                f"{f', {bad} damaged shard(s) skipped' if bad else ''})")
 
 
 def merge(
