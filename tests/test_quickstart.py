@@ -19,7 +19,7 @@ def test_quickstart_runs_as_a_script_and_loads_back(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["example.h5", "example.h5.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".example.h5.lock", "example.h5"]
     traj = load_trajectory(tmp_path / "example.h5")
     assert traj.name == "multiplication" and len(traj) == 6
     assert traj.parameters["x"].value == 0 and traj.parameters["y"].value == 0

@@ -85,7 +85,7 @@ def merge(
     if not target.parent.is_dir():
         raise StorageError(f"{target.parent}: no such directory for the merge target")
     _target_hash(target, plan_hash, earlier_hashes)  # a wrong -o fails before the lock file is made
-    lock = FileLock(str(target) + ".lock")
+    lock = FileLock(target.with_name(f".{target.name}.lock"))  # hidden: it stays after the merge
     try:
         lock.acquire(timeout=lock_timeout)
     except Timeout:
