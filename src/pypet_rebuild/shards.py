@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 SHARD_KIND = "pypet-hpc shard"
 FLUSH_SECONDS = 1.0
 FLUSH_RUNS = 5000
+ROWS_PER_CHUNK = 1024  # small shards stay small on disk; big ones append in few chunks
 STR_INFO = ("host", "job")  # text columns of the run table: where each run ran
 
 
@@ -72,13 +73,13 @@ def create_shard(path: Path, plan_hash: str, task: int) -> h5py.File:
               created=time.time(), complete=False)
     info = f.create_group("run_info")
     for name, dt in (("idx", np.int64), ("status", np.int8), ("start", np.float64), ("end", np.float64)):
-        info.create_dataset(name, shape=(0,), dtype=dt, maxshape=(None,), chunks=(4096,))
+        info.create_dataset(name, shape=(0,), dtype=dt, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
     for name in STR_INFO:
-        info.create_dataset(name, shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(4096,))
+        info.create_dataset(name, shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
     err = f.create_group("errors")
-    err.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(256,))
+    err.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(64,))
     for name in ("type", "message", "traceback"):
-        err.create_dataset(name, shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(256,))
+        err.create_dataset(name, shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(64,))
     f.create_group("columns")
     f.create_group("items")
     f.flush()
@@ -158,12 +159,13 @@ class ShardWriter:
         lengths, string heaps that do not match): nothing past the commit record is trusted.
         """
         record = commit_path(self.partial)
+        committed = json.loads(record.read_text()) if record.exists() else None
         fresh_path = self.partial.with_name(self.partial.name + ".rebuilding")
-        with _open_cut_short(self.partial) as old:
+        with _open_cut_short(self.partial, committed["size"] if committed else None) as old:
             if get_attr(old, "plan_hash") not in {plan_hash, *self.earlier}:
                 raise StorageError("belongs to another sweep")
             # no record: the task died before its first flush was durable, nothing to keep
-            commit = json.loads(record.read_text()) if record.exists() else {
+            commit = committed or {
                 "shard_id": get_attr(old, "shard_id"), "run_info": 0, "errors": 0, "columns": {}}
             if get_attr(old, "shard_id") != commit["shard_id"]:
                 raise StorageError("its commit record belongs to another file")
@@ -196,7 +198,8 @@ class ShardWriter:
         """Record how many rows of each dataset are durable (written and fsynced) in the shard."""
         record = {"shard_id": get_attr(f, "shard_id"), "run_info": f["run_info/idx"].shape[0],
                   "errors": f["errors/idx"].shape[0],
-                  "columns": {key: grp["idx"].shape[0] for key, grp in f["columns"].items()}}
+                  "columns": {key: grp["idx"].shape[0] for key, grp in f["columns"].items()},
+                  "size": self.partial.stat().st_size}
         path = commit_path(self.partial)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w") as fh:
@@ -280,8 +283,8 @@ class ShardWriter:
             set_attrs(grp, kind=col.spec[0], dtype=col.spec[1])
             grp.attrs["shape"] = np.array(col.spec[2], dtype=np.int64)
             shape = col.spec[2]
-            chunk_rows = max(1, min(4096, (1 << 20) // max(1, values[0].nbytes if values.ndim > 1 else 8)))
-            grp.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(4096,))
+            chunk_rows = max(1, min(ROWS_PER_CHUNK, (64 << 10) // max(1, values[0].nbytes if values.ndim > 1 else 8)))
+            grp.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
             grp.create_dataset("values", shape=(0, *shape), dtype=column_dtype(col.spec),
                                maxshape=(None, *shape), chunks=(chunk_rows, *shape))
         elif (get_attr(grp, "kind"), get_attr(grp, "dtype"), tuple(grp.attrs["shape"])) != col.spec:
@@ -329,14 +332,15 @@ def _append(ds: h5py.Dataset, data: np.ndarray) -> None:
     ds[n:] = data
 
 
-def _open_cut_short(path: Path) -> h5py.File:
-    """Open a ``.partial`` to read; one cut short by a full disk is first padded (sparsely, with
-    zeros) to the size its superblock records, so that its committed rows can be read."""
+def _open_cut_short(path: Path, committed_size: int | None) -> h5py.File:
+    """Open a ``.partial`` to read; one cut short by a full disk (still holding all it had at its
+    last commit) is first padded, sparsely with zeros, to the size its superblock records."""
     try:
         return h5py.File(path, "r", locking="best-effort")
     except OSError as exc:
         m = re.search(r"truncated file: eof = (\d+),.* stored_eof = (\d+)", str(exc))
-        if m is None or int(m.group(1)) != path.stat().st_size:
+        size = path.stat().st_size
+        if m is None or int(m.group(1)) != size or committed_size is None or size < committed_size:
             raise
         os.truncate(path, int(m.group(2)))
         return h5py.File(path, "r", locking="best-effort")
