@@ -13,6 +13,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,7 +88,8 @@ SWEEP = textwrap.dedent(
 )
 
 
-def write_sweep(folder: Path, n: int, delay: float = 0.0, big: int = 0) -> Path:
+def write_rel_sweep(folder: Path, n: int, delay: float = 0.0, big: int = 0) -> Path:
+    """The sweep file above, as ``relsweep.py`` in ``folder``."""
     path = folder / "relsweep.py"
     path.write_text(SWEEP % {"n": n, "delay": delay, "big": big})
     return path
@@ -96,7 +98,7 @@ def write_sweep(folder: Path, n: int, delay: float = 0.0, big: int = 0) -> Path:
 def make_workdir(folder: Path, n: int, runs_per_task: int, executor: str = "local", delay: float = 0.0,
                  big: int = 0) -> Workdir:
     """A sweep directory of ``n`` runs whose function is ``relsweep.py:simulate`` (nothing submitted)."""
-    sweep = write_sweep(folder, n, delay, big)
+    sweep = write_rel_sweep(folder, n, delay, big)
     traj = Trajectory("rel")
     traj.add_parameter("x", 0)
     traj.explore({"x": list(range(n))})
@@ -326,8 +328,7 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, floa
 
 
 def copy_sweep(finished: Path, dest: Path) -> Workdir:
-    import shutil
-
+    """A copy of the finished sweep's workdir under ``dest``."""
     shutil.copytree(finished, dest / "wd")
     return Workdir(dest / "wd")
 
@@ -347,6 +348,11 @@ def merged_runs(path: Path) -> list[int]:
     big = traj.get_from_runs("big")
     np.testing.assert_array_equal(big.data[ok][:, -1], ok.astype(float))
     return ok.tolist()
+
+
+def merged_runs_of(path: Path) -> list[int]:
+    """The runs a trajectory file holds as ok."""
+    return np.flatnonzero(load_trajectory(path).run_info()["status"] == 1).tolist()
 
 
 @pytest.mark.parametrize("seed", range(int(os.environ.get("RELIABILITY_MERGE_SEEDS", "10"))),
@@ -392,7 +398,7 @@ def test_merges_at_once_serialise(tmp_path: Path, n_merges: int, finished_sweep:
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
         assert "Traceback" not in err
-    merged = [int(out.split("(")[1].split()[0]) for out, _ in outs]  # "(N new shards merged)"
+    merged = [int(out.split("(")[1].split()[0]) for out, _ in outs]  # "(N new shard(s) merged)"
     assert sum(merged) == MERGE_TASKS and sorted(merged)[-1] == MERGE_TASKS
     assert merged_runs(target) == list(range(MERGE_RUNS))
     with h5py.File(target, "r") as f:
@@ -420,9 +426,6 @@ def test_merge_while_tasks_write_takes_only_final_shards(tmp_path: Path, monkeyp
     assert second.merged_shards == ["task_000002.h5", "task_000003.h5"] and second.ok == 100
     check_merged(tmp_path / "m.h5", wd)
 
-
-def merged_runs_of(path: Path) -> list[int]:
-    return np.flatnonzero(load_trajectory(path).run_info()["status"] == 1).tolist()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,7 +567,7 @@ BAD_INPUTS = [
     Bad("api: unknown parameter in the space", "unknown parameter 'nope'", api=_explore({"nope": [1]})),
     Bad("cli: explored values of the wrong kind (file)", "'fast' is a str, but the default 0.0 is a float",
         cli=("submit", "{wrong_kind}")),
-    Bad("cli: explored values of the wrong kind (-p)", "'x' is not a int", cli=("submit", "{sweep}", "-p", "n=1,x")),
+    Bad("cli: explored values of the wrong kind (-p)", "'x' is not an int", cli=("submit", "{sweep}", "-p", "n=1,x")),
     Bad("api: explored values of the wrong kind", "explored value 'fast' is a str", api=_explore({"x": ["fast"]})),
     Bad("api: explored values not a list", "explored values must be a list", api=_explore({"x": 1.5})),
     Bad("cli: a parameter given twice in -p", "-p n is given twice", cli=("submit", "{sweep}", "-p", "n=1", "-p", "n=2")),
