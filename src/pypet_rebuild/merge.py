@@ -360,7 +360,7 @@ class _Merger:
     def _new_column(self, cols: h5py.Group, name: str, kind: str, dtype: str, shape: tuple[int, ...],
                     like: h5py.Dataset) -> None:
         row_bytes = max(1, like.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
-        chunk_rows = int(max(1, min(self.n, 8192, (1 << 20) // row_bytes)))
+        chunk_rows = int(max(1, min(self.n, 8192, (64 << 10) // row_bytes)))  # as in shards: big rows alone
         dt = STR_DTYPE if kind == "str" else np.dtype(dtype)
         ds = cols.create_dataset(name, shape=(self.n, *shape), dtype=dt, chunks=(chunk_rows, *shape))
         set_attrs(ds, kind=kind, dtype=dtype)
