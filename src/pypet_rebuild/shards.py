@@ -141,7 +141,7 @@ class ShardWriter:
                 set_attrs(f, complete=False, shard_id=uuid.uuid4().hex, plan_hash=plan_hash)
                 self.done = {i for i, s in _last_status(f).items() if s == OK}
                 self._commit(f)
-                log.info("retrying failed runs of %s: %d runs kept", self.final.name, len(self.done))
+                log.info("running %s again: %d finished runs kept, the others run", self.final.name, len(self.done))
                 return f
         return create_shard(self.partial, plan_hash, task)
 
