@@ -14,16 +14,19 @@ WORKDIR` works from any shell in the meantime. Here the script waits, merges and
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
 from pypet_rebuild import (
     Environment,
     HDF5StorageService,
+    SweepHandle,
     Trajectory,
     cartesian_product,
     load_trajectory,
 )
+from pypet_rebuild.workdir import Workdir
 
 
 def simulate(traj: Trajectory) -> None:
@@ -54,8 +57,12 @@ def main() -> None:
         runs_per_task=6, partition=args.partition, time_limit=args.time, mem="1G", cpus_per_task=1,
         job_name="random-walk", setup=["export OMP_NUM_THREADS=1"],
     )
-    handle = env.submit(simulate)
-    print(f"submitted {len(traj)} runs; status: pypet-hpc status {args.workdir}")
+    if Workdir(args.workdir).exists():  # run again: finish what is missing instead of starting over
+        handle = SweepHandle(Workdir(args.workdir), Path(f"{args.workdir}.h5"))
+        print(f"{args.workdir} exists; resubmitted tasks {handle.resubmit() or 'none (all complete)'}")
+    else:
+        handle = env.submit(simulate)
+        print(f"submitted {len(traj)} runs; status: pypet-hpc status {args.workdir}")
     handle.wait(progress=True)
     print(handle.merge().summary())
 
