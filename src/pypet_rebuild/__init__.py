@@ -4,8 +4,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING, Any
+
 from .codec import Pickled
-from .environment import Environment, SweepHandle
 from .errors import (
     ExplorationError,
     LockedParameterError,
@@ -19,6 +20,19 @@ from .errors import (
 from .exploration import Plan, cartesian_product
 from .model import Parameter, Result, Trajectory
 from .storage import HDF5StorageService, StorageService, load_trajectory
+
+if TYPE_CHECKING:
+    from .environment import Environment, SweepHandle
+
+
+def __getattr__(name: str) -> Any:
+    # Environment pulls in the executors and the worker: import it on first use, so that
+    # `python -m pypet_rebuild.worker` does not find its own module imported already
+    if name in ("Environment", "SweepHandle"):
+        from . import environment
+
+        return getattr(environment, name)
+    raise AttributeError(f"module 'pypet_rebuild' has no attribute {name!r}")
 
 __all__ = [
     "Environment",
