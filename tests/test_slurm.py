@@ -25,8 +25,15 @@ from filelock import FileLock, Timeout
 
 from pypet_rebuild import Environment, HDF5StorageService, Trajectory, load_trajectory
 from pypet_rebuild.cli import main as cli_main
+from pypet_rebuild.environment import resubmit
 from pypet_rebuild.errors import SubmissionError
-from pypet_rebuild.executors.slurm import SlurmExecutor, expand_job_ids, parse_state_table
+from pypet_rebuild.executors import slurm as slurm_module
+from pypet_rebuild.executors.slurm import (
+    SlurmExecutor,
+    expand_job_ids,
+    parse_state_table,
+    resolve_states,
+)
 from pypet_rebuild.status import sweep_status
 from pypet_rebuild.workdir import Workdir
 
@@ -156,6 +163,37 @@ def test_job_id_parsing() -> None:
     assert table == {"5_0": "COMPLETED", "5_1": "PENDING", "5_2": "PENDING", "6": "CANCELLED"}
 
 
+def test_bare_array_rows_and_single_jobs_resolve_to_task_states() -> None:
+    """Which task states a sacct/squeue table tells. Right after sbatch sacct has no row, or one
+    bare row for the array (``661|PENDING``), or rows for some tasks only: the tasks without a
+    row of their own are asked of squeue. A bare row is the array's meta record (one task of
+    unknown index; it was seen COMPLETED while its siblings ran), so it counts for the other
+    tasks only when squeue cannot be asked (``bare_arrays``), and only if PENDING or RUNNING."""
+    wanted = {"661_0", "661_1", "661_2"}
+    every = dict.fromkeys(wanted, "PENDING")
+    bare = parse_state_table("661|PENDING\n")
+    assert bare == {"661": "PENDING"}
+    assert resolve_states(wanted, bare) == {}  # nothing of their own: the caller asks squeue
+    assert resolve_states(wanted, bare, bare_arrays=True) == every
+    both = parse_state_table("661_2|RUNNING\n661|PENDING\n")
+    assert resolve_states(wanted, both) == {"661_2": "RUNNING"}
+    assert resolve_states(wanted, both, bare_arrays=True) == {**every, "661_2": "RUNNING"}
+    for text in ("661_[0-2]|PENDING", "661_[0-2%3]|PENDING", "661_[0,1-2]|REQUEUED", "661_[0-1]|PENDING\n661_2|PENDING"):
+        assert resolve_states(wanted, parse_state_table(text)) == every, text
+    rows = parse_state_table("661_0|COMPLETED\n661_[1-2%1]|PENDING\n661|RUNNING\n")
+    assert resolve_states(wanted, rows) == {**every, "661_0": "COMPLETED"}
+    # a finished bare row is one task's end, not the array's
+    for word in ("COMPLETED", "FAILED", "CANCELLED by 0", "TIMEOUT"):
+        assert resolve_states(wanted, parse_state_table(f"661|{word}"), bare_arrays=True) == {}, word
+    # a plain single job (index 0) is its bare row, whatever it says, in sacct and in squeue
+    assert resolve_states({"700_0"}, parse_state_table("700|CANCELLED by 0"), single={"700"}) == {"700_0": "CANCELLED"}
+    assert resolve_states({"700_0"}, parse_state_table("700|OUT_OF_MEMORY"), single={"700"}) == {"700_0": "OUT_OF_MEMORY"}
+    assert resolve_states({"700_0"}, parse_state_table("700|COMPLETED")) == {}  # not known as single
+    # other jobs' rows, job steps and words we do not know tell nothing
+    other = parse_state_table("66|PENDING\n6610|RUNNING\n6610_1|RUNNING\n661.batch|RUNNING\n661_1|NEWSTATE\n")
+    assert resolve_states(wanted, other, bare_arrays=True) == {}
+
+
 def test_sweep_of_200_runs_in_10_tasks(tmp_path: Path, sweeps: list[Path]) -> None:
     """Submit, poll `status --json` until done, merge, load: the values are right."""
     write_sweep(tmp_path, n=100)
@@ -246,6 +284,87 @@ def test_cancel_then_resubmit_runs_every_run_once(tmp_path: Path, sweeps: list[P
     assert len(jobs(wd)) == 2
 
 
+def test_status_right_after_submit_is_never_unknown(tmp_path: Path, sweeps: list[Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's bug: `status` at once after `submit` said UNKNOWN (and resubmit then ran the
+    tasks twice) when sacct had only a bare row for the new array. Several submissions, each
+    asked at once and again while its tasks start and end (sacct's rows lag behind: none, a bare
+    ``ID|PENDING``, rows for some tasks): every task is PENDING, RUNNING or COMPLETED."""
+    monkeypatch.setattr(slurm_module, "STATES_TTL", 0.0)  # every status asks the scheduler
+    bare_rows = 0
+    for k in range(6):
+        traj = Trajectory(f"fresh{k}")
+        traj.add_parameter("x", 0)
+        env = Environment(traj, executor="slurm", workdir=tmp_path / f"w{k}", runs_per_task=2, time_limit="5",
+                          job_name="pht-fresh")
+        sweeps.append(tmp_path / f"w{k}")
+        wd = env.submit(_square, space={"x": list(range(6))}).workdir
+        [entry] = wd.jobs()
+        deadline = time.monotonic() + 2.5
+        while True:
+            st = sweep_status(wd)
+            sacct = (_sh("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", entry["ids"][0]) or _none()).stdout
+            bare_rows += any(line.split("|")[0].isdigit() for line in sacct.split())
+            states = [t.state for t in st.tasks]
+            assert set(states) <= {"PENDING", "RUNNING", "COMPLETED"}, (k, states, sacct)
+            assert st.counts["missing"] == 0, (k, st.counts, sacct)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        SlurmExecutor().cancel(wd)
+    print(f"sacct showed a bare array row in {bare_rows} of the checks")
+
+
+def test_resubmit_right_after_submit_submits_nothing(tmp_path: Path, sweeps: list[Path]) -> None:
+    """Resubmit at once after submit: every task is queued or running, so nothing is submitted
+    again (the CLI says why), and the sweep completes with every run exactly once."""
+    write_sweep(tmp_path, n=10)
+    wd = submit(tmp_path, "--runs-per-task", "4", "--time", "5", "--max-parallel", "2",
+                env={"SWEEP_DELAY": "0.4"})
+    sweeps.append(wd)
+    todo = resubmit(Workdir(wd))  # in-process: nothing between the two
+    assert todo == [] and todo.unknown == [] and todo.alive == [0, 1, 2, 3, 4], (todo, todo.alive, todo.unknown)
+    out = cli("resubmit", str(wd), cwd=tmp_path).stdout
+    assert out.splitlines() == ["5 tasks are still queued or running: not resubmitted"], out
+    assert len(jobs(wd)) == 1
+    wait_finished(wd)
+    cli("merge", str(wd), "-o", str(tmp_path / "out.h5"), "--require-complete", cwd=tmp_path)
+    check_merged(tmp_path / "out.h5", 10)
+    assert sorted(shard_runs(wd)) == list(range(20)), "a run was done twice or lost"
+    assert "nothing to resubmit: every task is complete" in cli("resubmit", str(wd), cwd=tmp_path).stdout
+
+
+def test_resubmit_skips_unknown_tasks_unless_forced(tmp_path: Path, sweeps: list[Path]) -> None:
+    """Tasks whose latest job the scheduler does not know (UNKNOWN) may still run somewhere:
+    resubmit leaves them alone and says so; --force submits them. A task with failed runs whose
+    retry is UNKNOWN stays UNKNOWN (not COMPLETED from its older shard), so it is skipped too."""
+    write_sweep(tmp_path, n=4, fail_n=3)
+    wd = submit(tmp_path, "--runs-per-task", "2", "--time", "5")
+    sweeps.append(wd)
+    st = wait_finished(wd)
+    failing = [t.task for t in st.tasks if t.failed]
+    clean = [t.task for t in st.tasks if not t.failed]
+    assert failing and len(clean) >= 2, st.tasks
+    lost = clean[0]
+    (wd / "shards" / f"task_{lost:06d}.h5").unlink()
+    # the latest submission of these tasks is a job neither sacct nor squeue knows
+    Workdir(wd).record_jobs({"executor": "slurm", "ids": ["999999999"], "tasks": [lost, *failing]})
+    states = {t.task: t.state for t in sweep_status(Workdir(wd)).tasks}
+    assert {states[t] for t in [lost, *failing]} == {"UNKNOWN"}, states
+    assert {states[t] for t in clean[1:]} == {"COMPLETED"}, states
+    out = cli("resubmit", str(wd), cwd=tmp_path).stdout
+    n = 1 + len(failing)
+    assert out.splitlines() == [f"{n} tasks are in an unknown state (the scheduler does not know them): "
+                                "not resubmitted; pass --force if they are gone"], out
+    assert len(jobs(wd)) == 2
+    out = cli("resubmit", str(wd), "--force", cwd=tmp_path).stdout
+    assert f"resubmitted {n} tasks: {', '.join(map(str, sorted([lost, *failing])))}" in out, out
+    st = wait_finished(wd)
+    assert st.counts["ok"] == 6 and st.counts["failed"] == 2, st.counts
+    cli("merge", str(wd), "-o", str(tmp_path / "out.h5"), cwd=tmp_path, check=False)
+    check_merged(tmp_path / "out.h5", 4, fail_n=3)
+
+
 def test_requeued_task_resumes_without_doubling(tmp_path: Path, sweeps: list[Path]) -> None:
     """`scontrol requeue` kills a running task (SIGTERM: it flushes) and SLURM starts it again:
     it resumes from its .partial shard; no run is lost or done twice."""
@@ -282,7 +401,8 @@ def test_failing_runs_show_their_traceback(tmp_path: Path, sweeps: list[Path]) -
     st = wait_finished(wd)
     assert st.counts["failed"] == 2 and st.counts["ok"] == 18
     out = cli("status", str(wd), "--failed", cwd=tmp_path).stdout
-    assert out.count("): ValueError: unlucky 3") == 2  # one header per failed run
+    headers = [line for line in out.splitlines() if line.startswith("--- run ")]
+    assert len(headers) == 2 and all(h.endswith(": ValueError: unlucky 3") for h in headers), out
     assert "Traceback (most recent call last)" in out and "in simulate" in out
     # the SLURM jobs themselves succeed: a failing run is data, not a crashed task
     wait_for(lambda: set(SlurmExecutor().states(Workdir(wd)).values()) == {"COMPLETED"}, 30,

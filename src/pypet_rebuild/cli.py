@@ -272,7 +272,8 @@ def _explain_missing(handle: SweepHandle, missing: int) -> None:
         click.echo(f"{len(timed_out)} tasks hit the time limit ({limit}); resubmit with a longer --time, "
                    f"e.g. pypet-hpc resubmit {handle.workdir.path} --time 2:00:00")
     elif missing:
-        click.echo(f"next: pypet-hpc resubmit {handle.workdir.path}")
+        lost = any(t.state == "UNKNOWN" for t in stopped)  # wait() gave up on them: the scheduler lost them
+        click.echo(f"next: pypet-hpc resubmit {handle.workdir.path}{' --force' if lost else ''}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,16 +357,23 @@ def merge(workdir: str, output: str | None, require_complete: bool) -> None:
 @click.option("--max-parallel", type=int, help="Tasks running at once.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
 @click.option("-o", "--output", type=click.Path(), help="Merge target for --wait.")
+@click.option("--force", is_flag=True, help="Also resubmit tasks in an UNKNOWN state (their jobs are gone).")
 @resource_options
 @_guard
-def resubmit(workdir: str, max_parallel: int | None, wait: bool, output: str | None, **resources: Any) -> None:
-    """Submit again only the tasks with runs that are missing or failed."""
+def resubmit(workdir: str, max_parallel: int | None, wait: bool, output: str | None, force: bool,
+             **resources: Any) -> None:
+    """Submit again only the tasks with runs that are missing or failed (never one that may still run)."""
     wd = _workdir(workdir)
-    todo = resubmit_workdir(wd, **executor_options(max_parallel, **resources))
-    if not todo:
-        click.echo("nothing to resubmit: every task is complete or still queued/running")
-    else:
+    todo = resubmit_workdir(wd, force, **executor_options(max_parallel, **resources))
+    if todo:
         click.echo(f"resubmitted {len(todo)} tasks: {', '.join(map(str, todo[:20]))}{' ...' if len(todo) > 20 else ''}")
+    elif not (todo.alive or todo.unknown):
+        click.echo("nothing to resubmit: every task is complete")
+    for skipped, why in ((todo.alive, "still queued or running: not resubmitted"),
+                         (todo.unknown, "in an unknown state (the scheduler does not know them): not resubmitted; "
+                                        "pass --force if they are gone")):
+        if skipped:
+            click.echo(f"{len(skipped)} task{'s are' if len(skipped) != 1 else ' is'} {why}")
     if wait:
         _wait_and_merge(SweepHandle(wd), output)
 

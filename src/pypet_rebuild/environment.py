@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PypetError, WorkdirError
-from .executors import TERMINAL, UNKNOWN, Executor, make_executor
+from .executors import PENDING, RUNNING, TERMINAL, UNKNOWN, Executor, make_executor
 from .executors.inline import InlineExecutor
 from .exploration import Plan, cartesian_product
 from .merge import MergeReport, merge
@@ -52,14 +52,16 @@ class SweepHandle:
         try:
             while True:
                 st = self.status()
-                bar.update_to(st.counts["ok"] + st.counts["failed"])
+                bar.update_to(st.counts["ok"] + st.counts["failed"],
+                              f"{st.counts['running']} running, {st.counts['pending']} pending")
                 now = time.monotonic()
                 unknown_since = {t.task: unknown_since.get(t.task, now) for t in st.tasks if t.state == UNKNOWN}
                 lost = {k for k, since in unknown_since.items() if now - since > unknown_grace}
                 if st.finished or all(t.state in TERMINAL or t.task in lost or t.state in (NOT_SUBMITTED, DAMAGED)
                                       for t in st.tasks):
                     if lost:
-                        log.warning("tasks %s: the scheduler lost track of them; resubmit runs what they left",
+                        log.warning("tasks %s: the scheduler lost track of them; if they are gone, "
+                                    "resubmit(force=True) (pypet-hpc resubmit --force) runs what they left",
                                     sorted(lost))
                     return st
                 if timeout is not None and time.monotonic() - start > timeout:
@@ -75,8 +77,8 @@ class SweepHandle:
     def cancel(self) -> int:
         return executor_of(self.workdir).cancel(self.workdir)
 
-    def resubmit(self, **overrides: Any) -> list[int]:
-        return resubmit(self.workdir, **overrides)
+    def resubmit(self, force: bool = False, **overrides: Any) -> Resubmitted:
+        return resubmit(self.workdir, force, **overrides)
 
 
 def executor_of(wd: Workdir, **overrides: Any) -> Executor:
@@ -106,9 +108,21 @@ def merge_workdir(wd: Workdir, output: Path, require_complete: bool = False,
         bar.close()
 
 
-def resubmit(wd: Workdir, **overrides: Any) -> list[int]:
-    """Submit the tasks that are not complete and not queued or running; returns them."""
-    return _submit_incomplete(wd, executor_of(wd, **overrides))
+class Resubmitted(list[int]):
+    """The tasks a resubmit submitted; ``alive`` and ``unknown`` are the incomplete tasks it left
+    alone because they may still run: queued or running, or unknown to the scheduler."""
+
+    def __init__(self, tasks: Sequence[int] = (), alive: Sequence[int] = (), unknown: Sequence[int] = ()) -> None:
+        super().__init__(tasks)
+        self.alive, self.unknown = list(alive), list(unknown)
+
+
+def resubmit(wd: Workdir, force: bool = False, **overrides: Any) -> Resubmitted:
+    """Submit the tasks that are not complete and may not still run; returns them.
+
+    Queued and running tasks are never submitted again, nor (unless ``force``) tasks in an
+    UNKNOWN state: the scheduler knows no job of theirs, but one may still be alive."""
+    return _submit_incomplete(wd, executor_of(wd, **overrides), force)
 
 
 class Environment:
@@ -225,9 +239,14 @@ def expand_workdir(wd: Workdir, traj: Trajectory, points: Mapping[str, Sequence[
     return added, resubmit(wd) if executor is None else _submit_incomplete(wd, executor)
 
 
-def _submit_incomplete(wd: Workdir, executor: Executor) -> list[int]:
-    st = sweep_status(wd)
-    todo = [t.task for t in st.incomplete_tasks() if t.state not in ("PENDING", "RUNNING")]
+def _submit_incomplete(wd: Workdir, executor: Executor, force: bool = False) -> Resubmitted:
+    incomplete = sweep_status(wd).incomplete_tasks()
+    alive = [t.task for t in incomplete if t.state in (PENDING, RUNNING)]
+    unknown = [t.task for t in incomplete if t.state == UNKNOWN and not force]
+    skip = {*alive, *unknown}
+    todo = Resubmitted([t.task for t in incomplete if t.task not in skip], alive, unknown)
+    if alive or unknown:
+        log.info("not resubmitted: tasks %s queued or running, tasks %s in an unknown state", alive, unknown)
     if todo:
         executor.submit(wd, todo, retry_failed=True)
     return todo

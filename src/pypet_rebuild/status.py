@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
 from .errors import PypetError, StorageError
-from .executors import COMPLETED, PENDING, RUNNING, TERMINAL, make_executor
+from .executors import COMPLETED, PENDING, RUNNING, TERMINAL, UNKNOWN, make_executor
 from .shards import SHARD_KIND, partial_path
 from .storage import FAILED, OK, get_attr
 from .workdir import Workdir
@@ -77,11 +78,12 @@ def sweep_status(wd: Workdir) -> SweepStatus:
     manifest = wd.manifest()
     plan = manifest.plan
     note = None
+    submitted = _submission_times(wd)
     try:
         executor = make_executor(manifest.executor["name"], **manifest.executor.get("options", {}))
         sched = executor.states(wd)
-    except (PypetError, OSError) as exc:
-        sched, note = {}, f"scheduler state unavailable: {exc}"
+    except (PypetError, OSError) as exc:  # a submitted task may still run: UNKNOWN, not NOT_SUBMITTED
+        sched, note = dict.fromkeys(submitted, UNKNOWN), f"scheduler state unavailable: {exc}"
     tasks: list[TaskStatus] = []
     for task in range(plan.n_tasks):
         runs = plan.task_runs(task)
@@ -92,8 +94,12 @@ def sweep_status(wd: Workdir) -> SweepStatus:
             st.shard = path.name
             try:
                 st.ok, st.failed = read_counts(path, live=path is partial)
-                if path is final and st.state not in (PENDING, RUNNING):  # else: a retry is under way
-                    st.state = COMPLETED
+                # a retry (of failed runs) submitted after the shard was written, of which the
+                # scheduler knows nothing, may still be alive: it stays UNKNOWN, not COMPLETED
+                unseen_retry = (st.state == UNKNOWN and st.ok < st.n_runs
+                                and submitted.get(task, 0.0) > _mtime(path))
+                if path is final and st.state not in (PENDING, RUNNING) and not unseen_retry:
+                    st.state = COMPLETED  # else: a retry is under way
                 elif st.state in TERMINAL or st.state == NOT_SUBMITTED:
                     st.problem = "stopped before finishing; resubmit resumes it"
             except StorageError as exc:
@@ -107,6 +113,22 @@ def sweep_status(wd: Workdir) -> SweepStatus:
     counts["pending"] = sum(t.n_runs - t.ok - t.failed for t in tasks if t.state == PENDING)
     counts["missing"] = plan.n_runs - sum(counts.values())
     return SweepStatus(str(wd.path), plan.n_runs, tasks, note, counts)
+
+
+def _submission_times(wd: Workdir) -> dict[int, float]:
+    """task -> when its latest submission was recorded in jobs.jsonl."""
+    out: dict[int, float] = {}
+    for job in wd.jobs():
+        for task in job.get("tasks", []):
+            out[int(task)] = float(job.get("time", 0.0))
+    return out
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return float(path.stat().st_mtime)
+    except OSError:
+        return float("inf")
 
 
 def failed_runs(wd: Workdir) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,11 +246,9 @@ class SlurmExecutor:
         if not latest:
             return {}
         ids = sorted({aid for aid, _, _ in latest.values()}, key=int)
-        found = _query_states(ids, {f"{a}_{i}" for a, i, _ in latest.values()})
-        out: dict[int, str] = {}
-        for task, (aid, idx, single) in latest.items():
-            raw = found.get(f"{aid}_{idx}") or (found.get(aid) if single else None)
-            out[task] = _STATE_MAP.get(raw, UNKNOWN) if raw else UNKNOWN
+        found = _query_states(ids, {f"{a}_{i}" for a, i, _ in latest.values()},
+                              {a for a, _, single in latest.values() if single})
+        out = {task: found.get(f"{aid}_{idx}", UNKNOWN) for task, (aid, idx, _) in latest.items()}
         _states_cache[key] = (time.monotonic(), stamp, out)
         return dict(out)
 
@@ -505,27 +503,55 @@ def parse_state_table(text: str) -> dict[str, str]:
     return found
 
 
-def _query_states(ids: list[str], wanted: set[str]) -> dict[str, str]:
-    """States of the array jobs ``ids``: sacct first; squeue for what sacct lacks or if it fails."""
+def resolve_states(wanted: set[str], table: dict[str, str], single: Collection[str] = (),
+                   bare_arrays: bool = False) -> dict[str, str]:
+    """Our state (PENDING, RUNNING, COMPLETED, ...) of each wanted ``JOB_INDEX`` id that ``table``
+    (from parse_state_table) tells: the id's own row, or for a plain single job (its job id in
+    ``single``) its bare ``JOB`` row. Ids it does not tell are left out.
+
+    An array's bare row (``661|PENDING``: sacct shows one right after sbatch and while a task
+    starts or ends) is the array's meta record, i.e. one task whose index the database does not
+    know yet, not the whole array: it said COMPLETED while the other tasks were still running.
+    So it counts for the tasks without a row of their own only with ``bare_arrays`` (when
+    slurmctld cannot be asked), and only if it says the array is not finished (PENDING or RUNNING).
+    """
+    out: dict[str, str] = {}
+    for w in wanted:
+        base = w.split("_")[0]
+        state, bare = _STATE_MAP.get(table.get(w, "")), _STATE_MAP.get(table.get(base, ""))
+        if state is None and (base in single or (bare_arrays and bare in (PENDING, RUNNING))):
+            state = bare
+        if state is not None:
+            out[w] = state
+    return out
+
+
+def _query_states(ids: list[str], wanted: set[str], single: Collection[str] = ()) -> dict[str, str]:
+    """Our states of the wanted ``JOB_INDEX`` ids of the jobs ``ids`` (``single``: plain single
+    jobs, not arrays): sacct first; squeue for the ids sacct has no row of their own for (sacct
+    lags behind slurmctld) or for all if sacct fails; an array's bare sacct row only if squeue
+    fails too. Ids neither knows are left out."""
     joined = ",".join(ids)
-    found: dict[str, str] = {}
+    table: dict[str, str] = {}
     sacct = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", joined])
     sacct_ok = sacct is not None and sacct.returncode == 0
     if sacct_ok:
         assert sacct is not None
-        found = parse_state_table(sacct.stdout)
+        table = parse_state_table(sacct.stdout)
     else:
         why = _first_error(sacct.stderr) if sacct is not None else "no answer"
         log.warning("sacct failed (%s); reading states from squeue", why)
-    missing = [w for w in wanted if w not in found and w.split("_")[0] not in found]
-    if missing or not sacct_ok:
+    found = resolve_states(wanted, table, single)
+    missing = wanted - found.keys()
+    if missing:
         squeue = _run(["squeue", "-h", "-r", "-t", "all", "-j", joined, "-o", "%i|%T"])
         if squeue is not None and squeue.returncode == 0:
-            for jid, state in parse_state_table(squeue.stdout).items():
-                found.setdefault(jid, state)
+            found.update(resolve_states(missing, parse_state_table(squeue.stdout), single))
         elif squeue is not None and "Invalid job id" in squeue.stderr:
             pass  # none of the jobs is known to slurmctld any more
         elif not sacct_ok:
             why = _first_error(squeue.stderr) if squeue is not None else "no answer"
             raise PypetError(f"sacct and squeue both failed ({why}); is the SLURM controller up?")
+        else:
+            found.update(resolve_states(missing, table, single, bare_arrays=True))
     return found
