@@ -248,6 +248,9 @@ def _submit_incomplete(wd: Workdir, executor: Executor, force: bool = False) -> 
     if alive or unknown:
         log.info("not resubmitted: tasks %s queued or running, tasks %s in an unknown state", alive, unknown)
     if todo:
+        manifest = wd.manifest()
+        if "inline" not in manifest.function:
+            wd.load_function(manifest)  # it must still import: say so now, not in every task's log
         executor.submit(wd, todo, retry_failed=True)
     return todo
 
