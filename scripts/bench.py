@@ -297,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(wd.path)
 
     rows += slurm_rows(sizes["slurm"], None if q else 10_000)
+    if q:  # the targets are stated at the full sizes: judge them only there
+        print("# quick mode: smaller sizes than the targets, same code paths; 'met' is judged by the full run")
+        rows = [Row(r.what, r.measured, r.floor, r.ratio, r.target, None) for r in rows]
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1))
