@@ -86,3 +86,17 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path, args: list[st
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_submit_expand_runs_only_new_points(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, n=6)
+    cli("submit", str(sweep), "--workdir", "wd", "--runs-per-task", "4", "--wait", cwd=tmp_path)
+    before = load_trajectory(tmp_path / "wd" / "merged.h5")
+    out = cli("submit", str(sweep), "--workdir", "wd", "--expand", "-p", "n=0,1,2,3,4,5,6,7", "--wait",
+              cwd=tmp_path).stdout
+    assert "added 4 runs" in out and "submitted tasks 3\n" in out  # 12 old runs in tasks 0-2, 4 new in task 3
+    after = load_trajectory(tmp_path / "wd" / "merged.h5")
+    assert after.explored["n"][:12] == before.explored["n"] and sorted(after.explored["n"][12:]) == [6, 6, 7, 7]
+    assert after.get_from_runs("z").count() == 16
+    again = cli("submit", str(sweep), "--workdir", "wd", "--expand", cwd=tmp_path).stdout
+    assert "added 0 runs" in again and "submitted tasks none" in again

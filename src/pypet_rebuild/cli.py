@@ -16,11 +16,11 @@ import click
 import numpy as np
 
 from .codec import value_kind
-from .environment import SweepHandle, executor_of, merge_workdir, plan_for
+from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir, plan_for
 from .environment import resubmit as resubmit_workdir
 from .errors import PypetError, SubmissionError
 from .executors import make_executor
-from .exploration import cartesian_product
+from .exploration import cartesian_product, plural
 from .model import Trajectory
 from .status import failed_runs, sweep_status
 from .storage import STATUS_NAMES, get_attr, load_trajectory, open_h5, trajectory_group
@@ -196,11 +196,13 @@ def executor_options(max_parallel: int | None, **given: Any) -> dict[str, Any]:
 @click.option("--dry-run", is_flag=True, help="Print the plan (and SLURM batch script) and submit nothing.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
 @click.option("-o", "--output", type=click.Path(), help="Merge target for --wait [default: WORKDIR/merged.h5].")
+@click.option("--expand", is_flag=True,
+              help="WORKDIR holds an earlier version of this sweep: add the points it lacks and run only those.")
 @resource_options
 @_guard
 def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_per_task: int | None,
            n_tasks: int | None, max_parallel: int | None, params: tuple[str, ...], dry_run: bool, wait: bool,
-           output: str | None, **resources: Any) -> None:
+           output: str | None, expand: bool, **resources: Any) -> None:
     """Submit the sweep in SWEEP (a .py file or module).
 
     SWEEP defines `simulate(traj)` and `make_trajectory()`, which returns the Trajectory with its
@@ -213,6 +215,9 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
     if runs_per_task is not None and n_tasks is not None:
         fail("give --runs-per-task or --tasks, not both")
     traj, ref, sweep_path = load_sweep(sweep, function, params)
+    if expand:
+        _expand(Workdir(workdir or Path("runs") / traj.name), traj, wait, output)
+        return
     ex = make_executor(executor, **executor_options(max_parallel, **resources))
     preflight = getattr(ex, "preflight", None)
     if callable(preflight):
@@ -239,6 +244,16 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
         click.echo(f"next: pypet-hpc status {wd.path}")
         return
     _wait_and_merge(SweepHandle(wd), output)
+
+
+def _expand(wd: Workdir, traj: Trajectory, wait: bool, output: str | None) -> None:
+    """Grow the sweep in ``wd`` by the sweep file's points; run only the new ones."""
+    if not wd.exists():
+        fail(f"--expand: {wd.path} holds no sweep yet; submit without --expand first")
+    added, tasks = expand_workdir(wd, traj, traj.explored)
+    click.echo(f"added {plural(added, 'run')} to {wd.path}; submitted tasks {', '.join(map(str, tasks)) or 'none'}")
+    if wait:
+        _wait_and_merge(SweepHandle(wd), output)
 
 
 def _wait_and_merge(handle: SweepHandle, output: str | None) -> None:
