@@ -340,8 +340,12 @@ class _Merger:
         if _one_row_chunks(values) and _one_row_chunks(col) and values.dtype == col.dtype:
             # big rows (>= 1 MiB): copy the stored chunks as they are, no decoding
             zeros = (0,) * len(shape)
+            buffer = np.empty(values.id.get_chunk_info(0).size, dtype=np.uint8)  # reused: no allocation per row
             for pos, run in zip(keep.tolist(), rows.tolist(), strict=True):
-                filter_mask, raw = values.id.read_direct_chunk((pos, *zeros))
+                size = values.id.get_chunk_info_by_coord((pos, *zeros)).size
+                if size > buffer.size:
+                    buffer = np.empty(size, dtype=np.uint8)
+                filter_mask, raw = values.id.read_direct_chunk((pos, *zeros), out=buffer)
                 col.id.write_direct_chunk((run, *zeros), raw, filter_mask)
             return
         row_bytes = max(1, values.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
