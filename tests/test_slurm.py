@@ -513,3 +513,43 @@ def test_slurm_example_runs_with_resources_and_setup_line(tmp_path: Path) -> Non
     finally:
         if (tmp_path / "walk" / "manifest.json").exists():
             SlurmExecutor().cancel(Workdir(tmp_path / "walk"))
+
+
+def _slurm_workers(wd: Path) -> list[int]:
+    """PIDs of the Python processes running this sweep's SLURM tasks (their command line names
+    the task's submitit folder inside the workdir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "submitit.core._submit" in cmd and str(wd) in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3], ids=lambda s: f"seed={s}")
+def test_sigkill_of_slurm_tasks_at_random_moments(tmp_path: Path, sweeps: list[Path], seed: int) -> None:
+    """A task killed with SIGKILL (no chance to flush) mid-array: status shows it failed, resubmit
+    resumes from the last committed flush, and every run is in the merged file exactly once."""
+    import random
+
+    rng = random.Random(seed)
+    write_sweep(tmp_path, n=30)
+    wd = submit(tmp_path, "--runs-per-task", "20", "--time", "5", env={"SWEEP_DELAY": "0.05"})
+    sweeps.append(wd)
+    pids = wait_for(lambda: _slurm_workers(wd) if len(_slurm_workers(wd)) == 3 else None, 60, "3 running tasks")
+    time.sleep(rng.uniform(0.2, 0.9))
+    victims = rng.sample(pids, rng.randint(1, 3))
+    for pid in victims:
+        os.kill(pid, 9)
+    st = wait_finished(wd)
+    states = {t.task: t.state for t in st.tasks}
+    assert sum(s != "COMPLETED" for s in states.values()) >= 1, states
+    cli("resubmit", str(wd), cwd=tmp_path, env={"SWEEP_DELAY": "0"})
+    wait_finished(wd)
+    cli("merge", str(wd), "-o", str(tmp_path / "out.h5"), "--require-complete", cwd=tmp_path)
+    check_merged(tmp_path / "out.h5", 30)
