@@ -47,6 +47,8 @@ from pypet_rebuild.exploration import Plan
 from pypet_rebuild.status import DAMAGED, sweep_status
 from pypet_rebuild.workdir import Workdir
 
+from .conftest import children_of
+
 FORK = multiprocessing.get_context("fork")
 
 # A sweep file: every run writes a column (z), a fixed-shape array column (vec) and, for some runs,
@@ -145,18 +147,6 @@ def check_merged(path: Path, wd: Workdir) -> None:
     assert sorted(owners) == list(range(n))
 
 
-def children_of(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (read from /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
 
 
 def one_line(text: str) -> str:

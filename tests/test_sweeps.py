@@ -26,7 +26,7 @@ from pypet_rebuild import (
 from pypet_rebuild.environment import SweepHandle, merge_workdir, resubmit
 from pypet_rebuild.workdir import Workdir
 
-from .conftest import cli, write_sweep
+from .conftest import children_of, cli, write_sweep
 
 
 def check_values(path: Path, n_per_x: int, xs: tuple[float, ...] = (0.5, 1.5), fail_n: int = -1) -> None:
@@ -134,18 +134,7 @@ def test_sigkill_mid_task_then_resubmit_runs_everything_once(tmp_path: Path) -> 
 def _worker_pids(wd: Path) -> list[int]:
     """The forked workers of the local controller (children of the controller pid)."""
     jobs = [json.loads(line) for line in (wd / "jobs.jsonl").read_text().splitlines()]
-    controller = jobs[-1]["pid"]
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == controller:
-                out.append(int(entry.name))
-    return out
+    return children_of(jobs[-1]["pid"])
 
 
 def test_merge_twice_is_idempotent_and_incremental(tmp_path: Path) -> None:
