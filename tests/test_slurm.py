@@ -264,7 +264,7 @@ def test_cancel_then_resubmit_runs_every_run_once(tmp_path: Path, sweeps: list[P
     sweeps.append(wd)
     wait_for(lambda: sweep_status(Workdir(wd)).counts["ok"] >= 8, 60, "some runs to finish")
     out = cli("cancel", str(wd), cwd=tmp_path).stdout
-    assert "cancelled 8 job(s)" in out, out
+    assert "cancelled 8 task(s)" in out, out
 
     def all_cancelled() -> Any:
         data = json.loads(cli("status", str(wd), "--json", cwd=tmp_path).stdout)

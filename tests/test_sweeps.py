@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -264,3 +265,34 @@ def test_a_second_worker_on_a_running_task_leaves_its_shard_alone(tmp_path: Path
     handle.wait(timeout=60)
     assert not list((wd / "shards").glob("*broken*"))
     assert handle.merge().ok == 80
+
+
+def test_resubmit_retries_failed_runs_of_an_unfinished_task(tmp_path: Path) -> None:
+    """A task stopped after a failed run leaves both in its .partial; resubmit runs the failed
+    one again (a plain restart of the same submission would keep it failed)."""
+    (tmp_path / "stop.py").write_text(textwrap.dedent('''
+        import os, signal
+        from pypet_rebuild import Trajectory
+
+        def make_trajectory():
+            traj = Trajectory("stop")
+            traj.add_parameter("n", 0)
+            return traj
+
+        space = {"n": list(range(6))}
+
+        def simulate(traj):
+            if traj.n == 1 and os.environ.get("BUGGY"):
+                raise ValueError("bug")
+            if traj.n == 3 and os.environ.get("BUGGY"):
+                os.kill(os.getpid(), signal.SIGTERM)  # stop the task here, as SLURM would
+            traj.add_result("z", traj.n * 2)
+    '''))
+    wd = tmp_path / "wd"
+    cli("submit", "stop.py", "--workdir", str(wd), "--tasks", "1", "--wait", cwd=tmp_path, env={"BUGGY": "1"},
+        check=False)
+    st = SweepHandle(Workdir(wd)).status()
+    assert st.tasks[0].shard == "task_000000.h5.partial" and st.counts["failed"] == 1
+    cli("resubmit", str(wd), "--wait", cwd=tmp_path)
+    traj = load_trajectory(wd / "merged.h5")
+    assert traj.get_from_runs("z").tolist() == [0, 2, 4, 6, 8, 10]

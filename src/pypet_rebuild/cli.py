@@ -400,7 +400,7 @@ def cancel(workdir: str) -> None:
     """Cancel the sweep's queued and running tasks (finished shards are kept)."""
     wd = _workdir(workdir)
     n = executor_of(wd).cancel(wd)
-    click.echo(f"cancelled {n} job(s); pypet-hpc resubmit {wd.path} runs what is left")
+    click.echo(f"cancelled {n} task(s); pypet-hpc resubmit {wd.path} runs what is left")
 
 
 @main.command(epilog="Example: pypet-hpc logs runs/mysweep --run 17")

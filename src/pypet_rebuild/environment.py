@@ -189,6 +189,8 @@ class Environment:
         points = cartesian_product(space, combined) if space is not None else self.trajectory.explored
         if isinstance(self.executor, InlineExecutor):
             self.executor.bind(self.trajectory, simulate)
+        elif "pickle" in wd.manifest().function:
+            wd.save_function(simulate)  # the runs that go now use the function given here
         expand_workdir(wd, self.trajectory, points, self.executor)
         output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
         return SweepHandle(wd, output)

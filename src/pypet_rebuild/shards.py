@@ -121,7 +121,9 @@ class ShardWriter:
         if self.partial.exists():
             try:
                 f = self._resume(plan_hash, task)
-                self.done = set(_last_status(f))
+                last = _last_status(f)
+                # a resubmit (retry_failed) runs the failed runs again; a plain restart does not
+                self.done = {i for i, s in last.items() if s == OK or not retry_failed}
                 log.info("resuming %s: %d runs already done", self.partial.name, len(self.done))
                 return f
             except (OSError, StorageError, KeyError, ValueError) as exc:

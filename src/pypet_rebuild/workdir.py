@@ -213,13 +213,7 @@ class Workdir:
                 snap.mkdir(exist_ok=True)
                 shutil.copyfile(sweep_file, snap / sweep_file.name)  # its mode comes from the umask
         else:
-            import cloudpickle
-
-            # functions from __main__ (scripts, notebooks) and closures go by value, the rest by
-            # reference: the worker imports them with the submitter's sys.path
-            (self.path / "function.pkl").write_bytes(cloudpickle.dumps(fn))
-            function = {"pickle": "function.pkl", "name": getattr(fn, "__qualname__", repr(fn)),
-                        "module": getattr(fn, "__module__", "")}
+            function = self.save_function(fn)
         with h5py.File(self.skeleton, "w") as f:
             write_skeleton(f, traj, plan.n_runs, digest)
         manifest = Manifest(name=traj.name, plan=plan, plan_hash=digest, function=function,
@@ -259,6 +253,20 @@ class Workdir:
                             earlier_hashes=[*old.earlier_hashes, old.plan_hash], created=old.created)
         self.write_manifest(manifest)
         return manifest
+
+    def save_function(self, fn: Simulation) -> dict[str, Any]:
+        """Cloudpickle the simulation once into the workdir; returns its manifest entry.
+
+        Functions from __main__ (scripts, notebooks) and closures go by value, the rest by
+        reference: the worker imports them with the submitter's sys.path.
+        """
+        import cloudpickle
+
+        tmp = self.path / "function.pkl.tmp"
+        tmp.write_bytes(cloudpickle.dumps(fn))
+        os.replace(tmp, self.path / "function.pkl")
+        return {"pickle": "function.pkl", "name": getattr(fn, "__qualname__", repr(fn)),
+                "module": getattr(fn, "__module__", "")}
 
     def write_manifest(self, manifest: Manifest) -> None:
         tmp = self.manifest_path.with_suffix(".tmp")

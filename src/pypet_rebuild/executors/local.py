@@ -87,11 +87,14 @@ class LocalExecutor:
         return out
 
     def cancel(self, wd: Workdir) -> int:
+        """Stop every live controller of the sweep; returns how many tasks were queued or running."""
         n = 0
         for job in wd.jobs():
             if job.get("executor") == self.name and _alive(job.get("pid")):
+                for sub_id in job["ids"]:
+                    tasks = _read_state(wd.path / "local" / f"{sub_id}.state.json").get("tasks", {})
+                    n += sum(st in (PENDING, RUNNING) for st in tasks.values())
                 os.kill(job["pid"], signal.SIGTERM)
-                n += 1
         return n
 
 
