@@ -528,9 +528,9 @@ def resolve_states(wanted: set[str], table: dict[str, str], single: Collection[s
 
 def _query_states(ids: list[str], wanted: set[str], single: Collection[str] = ()) -> dict[str, str]:
     """Our states of the wanted ``JOB_INDEX`` ids of the jobs ``ids`` (``single``: plain single
-    jobs, not arrays): sacct first; squeue for the ids sacct has no row of their own for (sacct
-    lags behind slurmctld) or for all if sacct fails; an array's bare sacct row only if squeue
-    fails too. Ids neither knows are left out."""
+    jobs, not arrays): sacct, overridden by squeue where slurmctld has the task queued or running
+    (sacct lags behind it) or where sacct has no row of its own; an array's bare sacct row only if
+    squeue fails. Ids neither knows are left out."""
     joined = ",".join(ids)
     table: dict[str, str] = {}
     sacct = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", joined])
@@ -542,11 +542,17 @@ def _query_states(ids: list[str], wanted: set[str], single: Collection[str] = ()
         why = _first_error(sacct.stderr) if sacct is not None else "no answer"
         log.warning("sacct failed (%s); reading states from squeue", why)
     found = resolve_states(wanted, table, single)
+    squeue = _run(["squeue", "-h", "-r", "-t", "all", "-j", joined, "-o", "%i|%T"])
+    if squeue is not None and squeue.returncode == 0:
+        # slurmctld is the live truth: a job it has queued or running is so, whatever sacct's
+        # lagging record says (a requeued job's last attempt can still read FAILED there)
+        for w, state in resolve_states(wanted, parse_state_table(squeue.stdout), single).items():
+            if state in (PENDING, RUNNING) or w not in found:
+                found[w] = state
     missing = wanted - found.keys()
     if missing:
-        squeue = _run(["squeue", "-h", "-r", "-t", "all", "-j", joined, "-o", "%i|%T"])
         if squeue is not None and squeue.returncode == 0:
-            found.update(resolve_states(missing, parse_state_table(squeue.stdout), single))
+            pass  # neither knows them
         elif squeue is not None and "Invalid job id" in squeue.stderr:
             pass  # none of the jobs is known to slurmctld any more
         elif not sacct_ok:
