@@ -234,6 +234,9 @@ def test_arrays_are_cut_at_max_array_size(tmp_path: Path, sweeps: list[Path]) ->
         assert len({e["ids"][0] for e in entries}) == 3
         assert len(list((wd / "slurm").glob(".submission_file_*.sh"))) == 3  # one sbatch per array
         wait_finished(wd)
+        text = cli("status", str(wd), cwd=tmp_path).stdout  # a line per array with its tasks' states
+        for entry, n in zip(entries, (5, 5, 2), strict=True):
+            assert f"job {entry['ids'][0]}: COMPLETED {n}" in text, text
         cli("merge", str(wd), "-o", str(tmp_path / "out.h5"), "--require-complete", cwd=tmp_path)
         check_merged(tmp_path / "out.h5", 12)
 

@@ -326,6 +326,9 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
     for t in st.tasks:
         by_state[t.state] = by_state.get(t.state, 0) + 1
     click.echo("  tasks: " + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())))
+    for job, states in _per_job(wd, st).items():
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
+        click.echo(f"  job {job}: {counts}")
     click.echo(f"{'task':>6} {'runs':>15} {'state':<14} {'ok':>6} {'failed':>6}  shard / problem")
     for t in st.tasks:
         span = f"{t.first_run}-{t.first_run + t.n_runs - 1}"
@@ -339,6 +342,21 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
             point = ", ".join(f"{k}={v[run['run']]!r}" for k, v in explored.items())
             click.echo(f"\n--- run {run['run']} ({point}), task {run['task']}: {run['type']}: {run['message']}")
             click.echo(run["traceback"].rstrip())
+
+
+def _per_job(wd: Workdir, st: Any) -> dict[str, dict[str, int]]:
+    """State counts per submitted job (a SLURM array, a local submission) of the tasks whose
+    latest submission it is."""
+    latest: dict[int, str] = {}
+    for entry in wd.jobs():
+        for task in entry.get("tasks", []):
+            latest[task] = ",".join(entry.get("ids", [])) or "?"
+    out: dict[str, dict[str, int]] = {}
+    for t in st.tasks:
+        if t.task in latest:
+            counts = out.setdefault(latest[t.task], {})
+            counts[t.state] = counts.get(t.state, 0) + 1
+    return out
 
 
 @main.command(epilog="Example: pypet-hpc merge runs/mysweep -o results.h5")
