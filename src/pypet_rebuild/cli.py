@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 failure (runs failed or missing, the scheduler refused)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -45,8 +46,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def _guard(fn: Any) -> Any:
     """Turn the package's errors into one clear line and the right exit code."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:

@@ -210,9 +210,7 @@ class Environment:
                 raise WorkdirError(f"the {self.executor.name} executor needs a workdir= for its shards and logs")
             base = self.storage.file_path.parent if self.storage is not None else None
             wd_path = self._temporary = Path(tempfile.mkdtemp(prefix=".pypet-sweep-", dir=base))
-        wd = Workdir(wd_path)
-        if self._temporary is not None:
-            shutil.rmtree(wd_path)
+        wd = Workdir(wd_path)  # an empty directory is fine for a new sweep
         inline = isinstance(self.executor, InlineExecutor)
         preflight = getattr(self.executor, "preflight", None)
         if callable(preflight):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -587,6 +586,3 @@ def _explored_value(name: str, default: Any, value: Any) -> Any:
         f"{default!r} is a {want}"
     )
 
-
-def now() -> float:
-    return time.time()

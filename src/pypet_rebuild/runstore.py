@@ -41,9 +41,6 @@ class MemoryRunStore:
             raise NamingError(f"{branch}.{leaf.name} was already added in this run")
         slot[key] = leaf
 
-    def discard(self, run: int) -> None:
-        self.data.pop(run, None)
-
     def get(self, run: int, branch: str, name: str) -> Any:
         slot = self.data.get(run)
         return None if slot is None else slot.get((branch, name))

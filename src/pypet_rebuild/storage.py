@@ -32,6 +32,7 @@ from .codec import (
     column_array,
     column_dtype,
     column_element,
+    column_spec,
     read_value,
     write_value,
 )
@@ -153,8 +154,6 @@ def write_leaf(branch_group: h5py.Group, name: str, leaf: Parameter[Any] | Resul
 
 def write_column(group: h5py.Group, name: str, values: Sequence[Any]) -> None:
     """A column of explored values, with the codec's kind so each element comes back typed."""
-    from .codec import column_spec
-
     specs = {column_spec(v) for v in values}
     if len(specs) != 1 or None in specs:
         raise StorageError(f"explored parameter {name!r}: values must be scalars or same-shaped arrays")
