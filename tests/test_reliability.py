@@ -197,7 +197,7 @@ def test_sigkill_local_executor_end_to_end(tmp_path: Path, seed: int, monkeypatc
     monkeypatch.setenv(FLUSH_EVERY_RUN, "1")  # the local executor's processes inherit it
     wd = make_workdir(tmp_path, n, runs_per_task=(n + 1) // 2, delay=0.002)
     LocalExecutor(max_parallel=2).submit(wd, [0, 1])
-    controller = wd.jobs()[-1]["pid"]
+    controller = wd.jobs()[-1].pid
     deadline = time.monotonic() + 30
     while not children_of(controller) and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -306,7 +306,7 @@ def test_status_right_after_submit_is_never_unknown(tmp_path: Path, sweeps: list
         deadline = time.monotonic() + 2.5
         while True:
             st = sweep_status(wd)
-            sacct = (_sh("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", entry["ids"][0]) or _none()).stdout
+            sacct = (_sh("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", entry.ids[0]) or _none()).stdout
             bare_rows += any(line.split("|")[0].isdigit() for line in sacct.split())
             states = [t.state for t in st.tasks]
             assert set(states) <= {"PENDING", "RUNNING", "COMPLETED"}, (k, states, sacct)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .codec import Pickled
 from .errors import (
     ExplorationError,
@@ -52,6 +51,7 @@ __all__ = [
     "Trajectory",
     "UnsupportedValueError",
     "WorkdirError",
+    "__version__",
     "cartesian_product",
     "load_trajectory",
 ]

@@ -348,8 +348,8 @@ def _per_job(wd: Workdir, st: Any) -> dict[str, dict[str, int]]:
     latest submission it is."""
     latest: dict[int, str] = {}
     for entry in wd.jobs():
-        for task in entry.get("tasks", []):
-            latest[task] = ",".join(entry.get("ids", [])) or "?"
+        for task in entry.tasks:
+            latest[task] = ",".join(entry.ids) or "?"
     out: dict[str, dict[str, int]] = {}
     for t in st.tasks:
         if t.task in latest:

@@ -119,8 +119,8 @@ def _submission_times(wd: Workdir) -> dict[int, float]:
     """task -> when its latest submission was recorded in jobs.jsonl."""
     out: dict[int, float] = {}
     for job in wd.jobs():
-        for task in job.get("tasks", []):
-            out[int(task)] = float(job.get("time", 0.0))
+        for task in job.tasks:
+            out[task] = job.time
     return out
 
 

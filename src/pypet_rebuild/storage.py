@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .codec import (
     STR_DTYPE,
     ColumnSpec,

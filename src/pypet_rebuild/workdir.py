@@ -21,57 +21,30 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
-import json
 import os
 import platform
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .errors import WorkdirError
 from .exploration import Plan
+from .formats.files import atomic_write, replace_durably, sync_h5
+from .formats.records import JobRecord, Manifest, Provenance, append_job, read_jobs
 from .model import Trajectory
 from .shards import shard_path
 from .storage import write_skeleton
 
 MANIFEST = "manifest.json"
 Simulation = Callable[[Trajectory], Any]
-
-
-@dataclass
-class Manifest:
-    """Everything a worker needs besides the skeleton: plan, hash, function, executor settings."""
-
-    name: str
-    plan: Plan
-    plan_hash: str
-    function: dict[str, Any]
-    executor: dict[str, Any] = field(default_factory=dict)
-    sys_path: list[str] = field(default_factory=list)
-    earlier_hashes: list[str] = field(default_factory=list)  # plans this sweep grew from (expand)
-    created: float = field(default_factory=time.time)
-    version: str = __version__
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["plan"] = asdict(self.plan)
-        return json.dumps(data, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        data = json.loads(text)
-        data["plan"] = Plan(**data["plan"])
-        return cls(**data)
 
 
 def plan_hash(traj: Trajectory, plan: Plan) -> str:
@@ -173,7 +146,7 @@ class Workdir:
     def manifest(self) -> Manifest:
         if not self.exists():
             raise WorkdirError(f"{self.path} is not a sweep directory (no {MANIFEST}); create one with `pypet-hpc submit`")
-        return Manifest.from_json(self.manifest_path.read_text())
+        return Manifest.read(self.manifest_path)
 
     @property
     def default_output(self) -> Path:
@@ -219,7 +192,7 @@ class Workdir:
         manifest = Manifest(name=traj.name, plan=plan, plan_hash=digest, function=function,
                             executor=executor, sys_path=[p for p in sys.path if p])
         self.write_manifest(manifest)
-        (self.path / "provenance.json").write_text(json.dumps(provenance(fn), indent=1))
+        provenance(fn).write(self.path / "provenance.json")
         os.chmod(self.path, 0o777 & ~_umask())
         return manifest
 
@@ -247,7 +220,8 @@ class Workdir:
         tmp = self.skeleton.with_name("trajectory.h5.tmp")
         with h5py.File(tmp, "w") as f:
             write_skeleton(f, traj, plan.n_runs, digest)
-        os.replace(tmp, self.skeleton)
+            sync_h5(f)
+        replace_durably(tmp, self.skeleton)
         manifest = Manifest(name=old.name, plan=plan, plan_hash=digest, function=old.function,
                             executor=old.executor, sys_path=old.sys_path,
                             earlier_hashes=[*old.earlier_hashes, old.plan_hash], created=old.created)
@@ -262,16 +236,12 @@ class Workdir:
         """
         import cloudpickle
 
-        tmp = self.path / "function.pkl.tmp"
-        tmp.write_bytes(cloudpickle.dumps(fn))
-        os.replace(tmp, self.path / "function.pkl")
+        atomic_write(self.path / "function.pkl", cloudpickle.dumps(fn))
         return {"pickle": "function.pkl", "name": getattr(fn, "__qualname__", repr(fn)),
                 "module": getattr(fn, "__module__", "")}
 
     def write_manifest(self, manifest: Manifest) -> None:
-        tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(manifest.to_json())
-        os.replace(tmp, self.manifest_path)
+        manifest.write(self.manifest_path)
 
     def load_function(self, manifest: Manifest) -> Simulation:
         for p in reversed(manifest.sys_path):
@@ -287,18 +257,12 @@ class Workdir:
             fn: Simulation = cloudpickle.load(fh)
         return fn
 
-    def record_jobs(self, entry: dict[str, Any]) -> None:
+    def record_jobs(self, record: JobRecord) -> None:
         """Append one submission (executor, job ids, tasks) to jobs.jsonl as soon as it is known."""
-        with open(self.path / "jobs.jsonl", "a") as fh:
-            fh.write(json.dumps({"time": time.time(), **entry}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_job(self.path / "jobs.jsonl", record)
 
-    def jobs(self) -> list[dict[str, Any]]:
-        path = self.path / "jobs.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    def jobs(self) -> list[JobRecord]:
+        return read_jobs(self.path / "jobs.jsonl")
 
     def shard_files(self) -> list[Path]:
         return sorted(self.shards.glob("task_*.h5"))
@@ -313,7 +277,7 @@ def _umask() -> int:
     return mask
 
 
-def provenance(fn: Simulation | str | None) -> dict[str, Any]:
+def provenance(fn: Simulation | str | None) -> Provenance:
     """Where and with what the sweep was made: git state of the function's code, versions, host."""
     source: str | None = None
     if fn is None:
@@ -336,9 +300,9 @@ def provenance(fn: Simulation | str | None) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             continue
     versions["hdf5"] = h5py.version.hdf5_version
-    return {"git": git_state(Path(source).parent if source else Path.cwd()), "source": source,
-            "versions": versions, "host": socket.gethostname(), "user": getpass.getuser(),
-            "argv": sys.argv, "cwd": os.getcwd(), "time": time.time()}
+    return Provenance(git=git_state(Path(source).parent if source else Path.cwd()), source=source,
+                      versions=versions, host=socket.gethostname(), user=getpass.getuser(),
+                      argv=list(sys.argv), cwd=os.getcwd())
 
 
 def git_state(where: Path) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..formats.records import JobRecord
 from ..model import Trajectory
 from ..workdir import Simulation, Workdir
 from ..worker import run_task
@@ -34,7 +35,7 @@ class InlineExecutor:
         self.traj, self.fn = traj, fn
 
     def submit(self, wd: Workdir, tasks: Sequence[int], retry_failed: bool = False) -> list[str]:
-        wd.record_jobs({"executor": self.name, "ids": ["inline"], "tasks": list(tasks)})
+        wd.record_jobs(JobRecord(self.name, ["inline"], list(tasks)))
         for task in tasks:
             run_task(wd.path, task, retry_failed, self.traj, self.fn, self.stop_on_error)
         return ["inline"]

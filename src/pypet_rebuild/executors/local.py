@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PypetError
+from ..formats.files import atomic_write
+from ..formats.records import JobRecord
 from ..timefmt import parse_time
 from ..workdir import Workdir
 from . import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, check_options
@@ -66,17 +68,17 @@ class LocalExecutor:
                 stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
             )
-        wd.record_jobs({"executor": self.name, "ids": [sub_id], "pid": proc.pid, "tasks": list(tasks)})
+        wd.record_jobs(JobRecord(self.name, [sub_id], list(tasks), pid=proc.pid))
         return [sub_id]
 
     def states(self, wd: Workdir) -> dict[int, str]:
         out: dict[int, str] = {}
         for job in wd.jobs():
-            if job.get("executor") != self.name:
+            if job.executor != self.name:
                 continue
-            for sub_id in job["ids"]:
+            for sub_id in job.ids:
                 state = _read_state(wd.path / "local" / f"{sub_id}.state.json")
-                alive = _alive(job.get("pid"))
+                alive = _alive(job.pid)
                 workers = state.get("workers", {})
                 for task, st in state.get("tasks", {}).items():
                     if st in (PENDING, RUNNING) and not alive and not state.get("finished"):
@@ -90,11 +92,11 @@ class LocalExecutor:
         """Stop every live controller of the sweep; returns how many tasks were queued or running."""
         n = 0
         for job in wd.jobs():
-            if job.get("executor") == self.name and _alive(job.get("pid")):
-                for sub_id in job["ids"]:
+            if job.executor == self.name and job.pid is not None and _alive(job.pid):
+                for sub_id in job.ids:
                     tasks = _read_state(wd.path / "local" / f"{sub_id}.state.json").get("tasks", {})
                     n += sum(st in (PENDING, RUNNING) for st in tasks.values())
-                os.kill(job["pid"], signal.SIGTERM)
+                os.kill(job.pid, signal.SIGTERM)
         return n
 
 
@@ -114,9 +116,7 @@ def _alive(pid: int | None) -> bool:
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state), durable=False)  # rewritten often; a crash loses no run
 
 
 def _read_state(path: Path) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PypetError, SubmissionError
+from ..formats.records import JobRecord
 from ..timefmt import parse_time, slurm_minutes
 from ..workdir import Workdir
 from . import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, UNKNOWN, check_options
@@ -228,7 +229,7 @@ class SlurmExecutor:
                 raise SubmissionError(f"sbatch refused array {k + 1} of {len(arrays)} ({n} tasks): "
                                       f"{_reason(exc)}{done}") from None
             array_id = jobs[0].job_id.split("_")[0]
-            wd.record_jobs({"executor": self.name, "ids": [array_id], "tasks": chunk})
+            wd.record_jobs(JobRecord(self.name, [array_id], chunk))
             ids.append(array_id)
             _link_logs(wd, chunk, [job.paths.stdout for job in jobs])
             log.info("array %s: %d tasks (%d..%d)", array_id, n, chunk[0], chunk[-1])
@@ -255,7 +256,7 @@ class SlurmExecutor:
     def cancel(self, wd: Workdir) -> int:
         """scancel every array of the sweep that still has queued or running tasks; returns how
         many tasks were queued or running."""
-        ids = sorted({str(i) for job in wd.jobs() if job.get("executor") == self.name for i in job["ids"]}, key=int)
+        ids = sorted({i for job in wd.jobs() if job.executor == self.name for i in job.ids}, key=int)
         if not ids:
             return 0
         res = _run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i"])
@@ -466,9 +467,9 @@ def _latest_submissions(wd: Workdir) -> dict[int, tuple[str, int, bool]]:
     """task -> (array job id, index in the array, whether it was a plain single job)."""
     latest: dict[int, tuple[str, int, bool]] = {}
     for job in wd.jobs():
-        if job.get("executor") != SlurmExecutor.name or not job.get("ids"):
+        if job.executor != SlurmExecutor.name or not job.ids:
             continue
-        aid, tasks = str(job["ids"][0]), job.get("tasks", [])
+        aid, tasks = job.ids[0], job.tasks
         for idx, task in enumerate(tasks):
             latest[int(task)] = (aid, idx, len(tasks) == 1)
     return latest

@@ -1,0 +1,87 @@
+"""File primitives every format uses: atomic (and durable) replacement, HDF5 open and attributes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from ..codec import STR_DTYPE
+from ..errors import StorageError
+
+LOCKING: Any = "best-effort"  # HDF5 file locking: on where the filesystem supports it
+
+
+def fsync_path(path: Path) -> None:
+    """Make a file's (or a directory's, after a rename in it) content durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` all at once: readers see the old content or the new, never
+    a torn file. ``durable`` also fsyncs the file and its directory, so the new content survives
+    a crash of the machine (every file a sweep depends on is written this way)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_path(p.parent)
+
+
+def replace_durably(src: Path, dst: Path) -> None:
+    """``os.replace(src, dst)`` and fsync the directory, for files written (and fsynced) elsewhere."""
+    os.replace(src, dst)
+    fsync_path(dst.parent)
+
+
+def open_h5(path: str | os.PathLike[str], mode: str = "r", locking: Any = LOCKING) -> h5py.File:
+    """Open an HDF5 file, turning the usual failures into one clear StorageError."""
+    p = Path(path)
+    if mode == "r":
+        if not p.exists():
+            raise StorageError(f"{p}: no such file")
+        if p.is_dir():
+            raise StorageError(f"{p}: is a directory, not an HDF5 file")
+    try:
+        return h5py.File(p, mode, locking=locking)
+    except OSError as exc:
+        if mode == "r" and not h5py.is_hdf5(p):
+            raise StorageError(f"{p}: not an HDF5 file") from None
+        raise StorageError(f"{p}: cannot open ({exc})") from None
+
+
+def sync_h5(f: h5py.File) -> None:
+    """Flush an open HDF5 file and fsync it."""
+    f.flush()
+    os.fsync(f.id.get_vfd_handle())
+
+
+def set_attrs(obj: h5py.HLObject, **attrs: Any) -> None:
+    """Set attributes; strings are stored as UTF-8 variable-length strings."""
+    for key, value in attrs.items():
+        if isinstance(value, str):
+            obj.attrs.create(key, value, dtype=STR_DTYPE)
+        else:
+            obj.attrs[key] = value
+
+
+def get_attr(obj: h5py.HLObject, key: str, default: Any = None) -> Any:
+    """An attribute as a Python value (bytes decoded), or ``default``."""
+    v = obj.attrs.get(key, default)
+    return v.decode() if isinstance(v, bytes) else v
