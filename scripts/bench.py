@@ -80,7 +80,7 @@ def per_run_overhead(n: int, tmp: Path) -> tuple[float, float]:
     traj = sweep_traj(n)
 
     def ours() -> float:
-        traj._run_store = MemoryRunStore()
+        traj.state.run_store = MemoryRunStore()
         final = tmp / "overhead.h5"
         for p in (final, final.with_name(final.name + ".partial")):
             p.unlink(missing_ok=True)

@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .errors import PypetError
+from .runstore import TrajectoryState
 
-if TYPE_CHECKING:
-    from .model import Trajectory
+
+class Trajectory(Protocol):
+    """What analysis needs of a trajectory (the model's Trajectory has it; analysis sits below it)."""
+
+    @property
+    def state(self) -> TrajectoryState: ...
+    @property
+    def name(self) -> str: ...
+    def __len__(self) -> int: ...
+    def get_from_runs(self, name: str, branch: str = "results") -> np.ma.MaskedArray: ...
+    def run_info(self) -> dict[str, np.ndarray]: ...
 
 
 def values_over_runs(traj: Trajectory, name: str) -> np.ma.MaskedArray:
     """A parameter's value per run (explored or not), or a result's column (masked where missing)."""
     name = name.removeprefix("parameters.")
-    if name in traj._explored:
-        values = traj._explored[name]
+    if name in traj.state.explored:
+        values = traj.state.explored[name]
         out = np.empty(len(values), dtype=object)
         out[:] = values
         return np.ma.MaskedArray(_tighten(out), mask=False)
-    param = traj._leaves["parameters"].get(name)
+    param = traj.state.leaves["parameters"].get(name)
     if param is not None:
         out = np.empty(len(traj), dtype=object)
         out[:] = [param.value] * len(traj)
@@ -63,9 +73,9 @@ def to_table(traj: Trajectory) -> np.ma.MaskedArray:
         "status": np.ma.MaskedArray(info["status"], mask=False),
         "duration": np.ma.MaskedArray(info["end"] - info["start"], mask=info["status"] == 0),
     }
-    for name in traj._explored:
+    for name in traj.state.explored:
         cols[name] = values_over_runs(traj, name)
-    store = traj._run_store
+    store = traj.state.run_store
     for name in store.names("results") if store is not None else []:
         if name in cols:
             continue

@@ -95,7 +95,7 @@ def _parse_token(name: str, default: Any, token: str) -> Any:
 
 def _cli_space(traj: Trajectory, items: tuple[str, ...]) -> dict[str, list[Any]]:
     space: dict[str, list[Any]] = {}
-    params = traj._leaves["parameters"]
+    params = traj.state.leaves["parameters"]
     for item in items:
         name, sep, values = item.partition("=")
         name = name.strip().removeprefix("parameters.")
@@ -131,8 +131,8 @@ def load_sweep(sweep: str, function: str, params: tuple[str, ...]) -> tuple[Traj
     space = dict(getattr(module, "space", None) or {})
     space.update(_cli_space(traj, params))
     if space:
-        if traj._explored and getattr(module, "space", None) is None:
-            fail(f"{sweep} already explores {', '.join(traj._explored)}; -p only works with a `space` in the file")
+        if traj.state.explored and getattr(module, "space", None) is None:
+            fail(f"{sweep} already explores {', '.join(traj.state.explored)}; -p only works with a `space` in the file")
         traj.explore(cartesian_product(space, getattr(module, "combined", None)))
     path = Path(sweep) if sweep.endswith(".py") else None
     ref = f"{Path(sweep).resolve()}:{function}" if path else f"{sweep}:{function}"
@@ -225,7 +225,7 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
     wd = Workdir(workdir or Path("runs") / traj.name)
     if dry_run:
         click.echo(f"sweep {traj.name!r}: {plan.describe()}")
-        click.echo(f"explored: {', '.join(f'{k} ({len(set(map(repr, v)))} values)' for k, v in traj._explored.items()) or 'nothing (one run)'}")
+        click.echo(f"explored: {', '.join(f'{k} ({len(set(map(repr, v)))} values)' for k, v in traj.state.explored.items()) or 'nothing (one run)'}")
         click.echo(f"executor: {executor} {ex.options()}")
         click.echo(f"workdir: {wd.path}")
         script = getattr(ex, "batch_script", None)

@@ -10,7 +10,6 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
@@ -37,27 +36,27 @@ def combine(a: str | Path, b: str | Path, output: str | Path, remove_duplicates:
     differs, is explored in the result. Different parameter sets are refused.
     """
     ta, tb = load_trajectory(a), load_trajectory(b)
-    pa, pb = set(ta._leaves["parameters"]), set(tb._leaves["parameters"])
+    pa, pb = set(ta.state.leaves["parameters"]), set(tb.state.leaves["parameters"])
     if pa != pb:
         raise ExplorationError(
             f"{a} and {b} have different parameters (only in the first: {sorted(pa - pb) or 'none'}; "
             f"only in the second: {sorted(pb - pa) or 'none'})")
-    points_a, points_b = _points(ta), _points(tb)
+    points_a, points_b = ta.state.points(), tb.state.points()
     if trial_parameter is not None:
         if trial_parameter not in pa:
             raise ExplorationError(f"trial parameter {trial_parameter!r} is not a parameter of {a}")
         shift = max(int(v) for v in points_a[trial_parameter]) + 1 - min(int(v) for v in points_b[trial_parameter])
         points_b[trial_parameter] = [int(v) + shift for v in points_b[trial_parameter]]
     varying = [n for n in sorted(pa) if len({repr(v) for v in points_a[n] + points_b[n]}) > 1
-               or n in ta._explored or n in tb._explored]
+               or n in ta.state.explored or n in tb.state.explored]
     keep_b = list(range(len(tb)))
     if remove_duplicates:
         seen = {tuple(repr(points_a[n][i]) for n in varying) for i in range(len(ta))}
         keep_b = [i for i in keep_b if tuple(repr(points_b[n][i]) for n in varying) not in seen]
     combined = Trajectory(name or ta.name, comment=ta.comment)
-    for branch in ("config", "parameters", "derived_parameters", "results"):
-        for leaf in ta._leaves[branch].values():
-            combined._add_leaf(branch, leaf)
+    for branch, leaves in ta.state.leaves.items():
+        for leaf in leaves.values():
+            combined.add_leaf(branch, leaf)
     combined.explore({n: points_a[n] + [points_b[n][i] for i in keep_b] for n in varying} or
                      {sorted(pa)[0]: points_a[sorted(pa)[0]] + [points_b[sorted(pa)[0]][i] for i in keep_b]})
     plan = Plan.make(len(combined), runs_per_task=max(1, len(combined)))
@@ -77,12 +76,6 @@ def combine(a: str | Path, b: str | Path, output: str | Path, remove_duplicates:
         if out.exists():
             raise StorageError(f"{out} exists; combine writes a new file")
         return merge(skeleton, shards, out, digest)
-
-
-def _points(traj: Trajectory) -> dict[str, list[Any]]:
-    """Every parameter's value in every run (defaults for parameters the file does not explore)."""
-    return {n: list(traj._explored[n]) if n in traj._explored else [p.value] * len(traj)
-            for n, p in traj._leaves["parameters"].items()}
 
 
 def file_as_shard(path: Path, shard: Path, runs: list[int], offset: int, digest: str, task: int) -> None:

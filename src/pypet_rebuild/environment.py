@@ -172,7 +172,7 @@ class Environment:
                 self.trajectory.file_path = str(report.target)
                 if not isinstance(self.executor, InlineExecutor):
                     loaded = load_trajectory(report.target)
-                    self.trajectory._run_store = loaded._run_store
+                    self.trajectory.state.run_store = loaded.state.run_store
         finally:
             if self._temporary is not None:
                 shutil.rmtree(self._temporary, ignore_errors=True)

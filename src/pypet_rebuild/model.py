@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from . import analysis
 from .codec import check_value, value_kind
 from .errors import ExplorationError, LockedParameterError, NamingError, PypetError
 from .naming import run_name, split_name
-
-if TYPE_CHECKING:
-    from .runstore import RunStore
+from .runstore import BRANCHES, RUN_BRANCHES, RunStore, TrajectoryState
 
 T = TypeVar("T")
-
-BRANCHES = ("config", "parameters", "derived_parameters", "results")
-RUN_BRANCHES = ("derived_parameters", "results")
+_set = object.__setattr__  # sets a leaf's field without the lock check (the trajectory's own moves)
 
 
 @dataclass
@@ -34,8 +32,12 @@ class Parameter(Generic[T]):
         split_name(self.name, VIEW_RESERVED)
         check_value(self.value, f"parameter {self.name!r}")
 
+    def lock(self, locked: bool = True) -> None:
+        """Refuse (or again allow) changes of the value: a run must not change its inputs."""
+        _set(self, "_locked", locked)
+
     def __setattr__(self, key: str, value: Any) -> None:
-        if key == "value" and self.__dict__.get("_locked"):
+        if key == "value" and getattr(self, "_locked", False):
             raise LockedParameterError(
                 f"parameter {self.name!r} is locked while a run executes; "
                 "store what you compute as a result or derived parameter instead"
@@ -62,9 +64,10 @@ Leaf = Parameter[Any] | Result[Any]
 def loaded_leaf(cls: type[Any], name: str, value: Any, comment: str = "") -> Any:
     """A leaf read from a file: already validated when it was stored (and maybe unpickled)."""
     leaf = object.__new__(cls)
-    leaf.__dict__.update(name=name, value=value, comment=comment)
+    for key, item in (("name", name), ("value", value), ("comment", comment)):
+        _set(leaf, key, item)
     if cls is Parameter:
-        leaf.__dict__["_locked"] = False
+        _set(leaf, "_locked", False)
     return leaf
 
 
@@ -88,7 +91,7 @@ class GroupView(Mapping[str, Any]):
 
     def __getitem__(self, name: str) -> Any:
         full = self._prefix + name
-        node = self._traj._leaves[self._branch].get(full)
+        node = self._traj.state.leaves[self._branch].get(full)
         if node is not None:
             return node
         return self._traj._resolve(self._branch, full, name)
@@ -107,7 +110,7 @@ class GroupView(Mapping[str, Any]):
         for full in self._traj._names(self._branch):
             if full.startswith(self._prefix):
                 seen[full[cut:].split(".", 1)[0]] = None
-        if self._branch in RUN_BRANCHES and not self._prefix and self._traj._run_store is not None:
+        if self._branch in RUN_BRANCHES and not self._prefix and self._traj.state.run_store is not None:
             seen["runs"] = None
         return list(seen)
 
@@ -121,7 +124,7 @@ class GroupView(Mapping[str, Any]):
         if not isinstance(name, str):
             return False
         full = self._prefix + name
-        return full in self._traj._leaves[self._branch] or any(
+        return full in self._traj.state.leaves[self._branch] or any(
             n == full or n.startswith(full + ".") for n in self._traj._names(self._branch)
         )
 
@@ -180,7 +183,7 @@ class RunGroupView(GroupView):
 
     def __getitem__(self, name: str) -> Any:
         full = self._prefix + name
-        store = self._traj._run_store
+        store = self._traj.state.run_store
         if store is not None:
             node = store.get(self._run, self._branch, full)
             if node is not None:
@@ -190,7 +193,7 @@ class RunGroupView(GroupView):
         raise KeyError(f"{self.path}: no node named {name!r}")
 
     def _children(self) -> list[str]:
-        store = self._traj._run_store
+        store = self._traj.state.run_store
         names = store.names_in_run(self._run, self._branch) if store is not None else []
         cut = len(self._prefix)
         return list(dict.fromkeys(n[cut:].split(".", 1)[0] for n in names if n.startswith(self._prefix)))
@@ -220,17 +223,37 @@ class Trajectory:
         split_name(name)
         self.name = name
         self.comment = comment
-        self._leaves: dict[str, dict[str, Any]] = {b: {} for b in BRANCHES}
-        self._explored: dict[str, list[Any]] = {}
-        self._defaults: dict[str, Any] = {}
-        self._slots: list[tuple[dict[str, Any], list[Any]]] = []
-        self._run_store: RunStore | None = None
-        self._n_runs = 1
+        self._state = TrajectoryState()
         self._current_run: int | None = None
         self._in_run = False
         self._views = {b: GroupView(self, b) for b in BRANCHES}
         self._shortcuts: dict[str, list[tuple[str, Any]]] | None = None
         self.file_path: str | None = None
+
+    @property
+    def state(self) -> TrajectoryState:
+        """The trajectory's content (leaves, explored columns, run count, run store), for the
+        parts that store, load, run and combine it."""
+        return self._state
+
+    @classmethod
+    def restore(cls, name: str, comment: str, state: TrajectoryState, file_path: str | None = None) -> Trajectory:
+        """A trajectory around stored ``state`` (what a loader read from a file)."""
+        traj = cls(name, comment)
+        traj._state = state
+        traj.file_path = file_path
+        return traj
+
+    def add_leaf(self, branch: str, leaf: Parameter[Any] | Result[Any]) -> None:
+        """Add a Parameter or Result to ``branch`` (one of config, parameters, derived_parameters,
+        results), with the same rules as the ``add_*`` methods."""
+        if branch not in BRANCHES:
+            raise NamingError(f"unknown branch {branch!r}; choose one of {', '.join(BRANCHES)}")
+        if branch == "parameters" and self._in_run:
+            raise LockedParameterError(
+                f"cannot add parameter {leaf.name!r} during a run; add it before the sweep starts"
+            )
+        self._add_leaf(branch, leaf)
 
     # -- branches -------------------------------------------------------------------------
     @property
@@ -277,22 +300,18 @@ class Trajectory:
 
     def _add_param(self, branch: str, item: Parameter[Any] | str, value: Any, comment: str) -> Parameter[Any]:
         param = item if isinstance(item, Parameter) else Parameter(name=item, value=value, comment=comment)
-        if branch == "parameters" and self._in_run:
-            raise LockedParameterError(
-                f"cannot add parameter {param.name!r} during a run; add it before the sweep starts"
-            )
-        self._add_leaf(branch, param)
+        self.add_leaf(branch, param)
         return param
 
     def _add_leaf(self, branch: str, leaf: Any) -> None:
         if not isinstance(leaf, Parameter | Result):
             raise TypeError(f"expected a Parameter or Result, got {type(leaf).__name__}")
         if self._in_run and branch in RUN_BRANCHES:
-            store = self._run_store
+            store = self._state.run_store
             assert store is not None and self._current_run is not None
             store.add(self._current_run, branch, leaf)
             return
-        leaves = self._leaves[branch]
+        leaves = self._state.leaves[branch]
         name = leaf.name
         if name in leaves:
             raise NamingError(f"{branch}.{name} already exists")
@@ -306,9 +325,9 @@ class Trajectory:
     # -- exploration ------------------------------------------------------------------------
     def explore(self, space: Mapping[str, Sequence[Any]]) -> None:
         """Set explicit run points: equal-length lists of values, one list per parameter."""
-        self._explored = self._checked_space(space)
-        self._defaults = {n: self._leaves["parameters"][n].value for n in self._explored}
-        self._n_runs = len(next(iter(self._explored.values())))
+        self._state.explored = self._checked_space(space)
+        self._state.defaults = {n: self._state.leaves["parameters"][n].value for n in self._state.explored}
+        self._state.n_runs = len(next(iter(self._state.explored.values())))
 
     def expand(self, space: Mapping[str, Sequence[Any]]) -> int:
         """Append run points after the existing ones (pypet's ``f_expand``); returns how many.
@@ -317,30 +336,30 @@ class Trajectory:
         a grown space works); points the trajectory already has keep their run index and are
         not added again, so a finished sweep only runs what is new.
         """
-        if not self._explored:
+        if not self._state.explored:
             self.explore(space)
             return len(self)
         new = self._checked_space(space)
-        if set(new) != set(self._explored):
+        if set(new) != set(self._state.explored):
             raise ExplorationError(
-                f"expand must give the explored parameters {sorted(self._explored)}, got {sorted(new)}")
-        names = list(self._explored)
-        seen = {tuple(repr(self._explored[n][i]) for n in names) for i in range(len(self))}
+                f"expand must give the explored parameters {sorted(self._state.explored)}, got {sorted(new)}")
+        names = list(self._state.explored)
+        seen = {tuple(repr(self._state.explored[n][i]) for n in names) for i in range(len(self))}
         added = 0
         for j in range(len(new[names[0]])):
             key = tuple(repr(new[n][j]) for n in names)
             if key not in seen:
                 seen.add(key)
                 for n in names:
-                    self._explored[n].append(new[n][j])
+                    self._state.explored[n].append(new[n][j])
                 added += 1
-        self._n_runs += added
+        self._state.n_runs += added
         return added
 
     def _checked_space(self, space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
         if not isinstance(space, Mapping) or not space:
             raise ExplorationError("the exploration space is empty: give at least one parameter with values")
-        params = self._leaves["parameters"]
+        params = self._state.leaves["parameters"]
         out: dict[str, list[Any]] = {}
         length: tuple[str, int] | None = None
         for raw_name, values in space.items():
@@ -369,10 +388,10 @@ class Trajectory:
     @property
     def explored(self) -> dict[str, list[Any]]:
         """The explored parameters and their value per run (a copy)."""
-        return {k: list(v) for k, v in self._explored.items()}
+        return {k: list(v) for k, v in self._state.explored.items()}
 
     def __len__(self) -> int:
-        return self._n_runs
+        return self._state.n_runs
 
     # -- runs -----------------------------------------------------------------------------
     def set_run(self, index: int | str | None) -> None:
@@ -403,42 +422,46 @@ class Trajectory:
             self.set_run(previous)
 
     def _apply_point(self, idx: int | None) -> None:
-        params = self._leaves["parameters"]
-        for name, values in self._explored.items():
-            params[name].__dict__["value"] = self._defaults[name] if idx is None else values[idx]
+        params = self._state.leaves["parameters"]
+        for name, values in self._state.explored.items():
+            _set(params[name], "value", self._state.defaults[name] if idx is None else values[idx])
 
-    def _enter_runs(self) -> None:
-        """Lock the parameters: from here on the sweep's runs execute."""
-        self._slots = [(self._leaves["parameters"][n].__dict__, v) for n, v in self._explored.items()]
-        for p in self._leaves["parameters"].values():
-            p.__dict__["_locked"] = True
+    @contextmanager
+    def running(self) -> Iterator[Callable[[int], None]]:
+        """Run mode, for the worker: parameters are locked and results added go to the current
+        run. Yields ``begin(i)``, which enters run ``i`` (explored parameters take its values)."""
+        params = self._state.leaves["parameters"]
+        slots = [(params[n], v) for n, v in self._state.explored.items()]
+
+        def begin(idx: int) -> None:
+            self._current_run = idx
+            for param, values in slots:
+                _set(param, "value", values[idx])
+
+        for p in params.values():
+            p.lock()
         self._in_run = True
-
-    def _begin_run(self, idx: int) -> None:
-        """Enter run ``idx``: explored parameters take its values."""
-        self._current_run = idx
-        for slot, values in self._slots:
-            slot["value"] = values[idx]
-
-    def _leave_runs(self) -> None:
-        for p in self._leaves["parameters"].values():
-            p.__dict__["_locked"] = False
-        self._in_run = False
-        self.set_run(None)
+        try:
+            yield begin
+        finally:
+            for p in params.values():
+                p.lock(False)
+            self._in_run = False
+            self.set_run(None)
 
     # -- lookup ---------------------------------------------------------------------------
     def _names(self, branch: str) -> list[str]:
-        names = list(self._leaves[branch])
-        if self._run_store is not None and branch in RUN_BRANCHES:
+        names = list(self._state.leaves[branch])
+        if self._state.run_store is not None and branch in RUN_BRANCHES:
             if self._current_run is not None:
-                names += self._run_store.names_in_run(self._current_run, branch)
+                names += self._state.run_store.names_in_run(self._current_run, branch)
             else:
-                names += self._run_store.names(branch)
+                names += self._state.run_store.names(branch)
         return names
 
     def _resolve(self, branch: str, full: str, asked: str) -> Any:
         """Find a node that is not a trajectory-level leaf: run data, or a group."""
-        store = self._run_store
+        store = self._state.run_store
         if branch in RUN_BRANCHES:
             if full == "runs" and store is not None:
                 return RunsView(self, branch)
@@ -507,7 +530,7 @@ class Trajectory:
         if index is None:  # every dotted suffix of every trajectory-level leaf, built once
             index = self._shortcuts = {}
             for branch in BRANCHES:
-                for full, leaf in self._leaves[branch].items():
+                for full, leaf in self._state.leaves[branch].items():
                     parts = full.split(".")
                     for k in range(len(parts)):
                         index.setdefault(".".join(parts[k:]), []).append((f"{branch}.{full}", leaf))
@@ -518,7 +541,7 @@ class Trajectory:
             cands = ", ".join(h[0] for h in hits[:10])
             raise PypetError(f"{name!r} is ambiguous: it could be {cands}; use the full name")
         matches: list[tuple[str, str]] = []
-        store = self._run_store
+        store = self._state.run_store
         if store is not None:
             run = self._current_run
             for branch in RUN_BRANCHES:
@@ -536,38 +559,32 @@ class Trajectory:
     # -- analysis ---------------------------------------------------------------------------
     def get_from_runs(self, name: str, branch: str = "results") -> np.ma.MaskedArray:
         """The values of ``name`` over all runs, masked where a run has none."""
-        if self._run_store is None:
+        if self._state.run_store is None:
             raise PypetError("this trajectory has no runs yet")
-        return self._run_store.column(branch, name.removeprefix(branch + "."), len(self))
+        return self._state.run_store.column(branch, name.removeprefix(branch + "."), len(self))
 
     def run_info(self) -> dict[str, np.ndarray]:
         """Status (0 not run, 1 ok, 2 failed), start, end, host and error of every run, as columns."""
-        if self._run_store is None:
+        if self._state.run_store is None:
             raise PypetError("this trajectory has no runs yet")
-        return self._run_store.run_info(len(self))
+        return self._state.run_store.run_info(len(self))
 
     def find_idx(self, names: str | Sequence[str], predicate: Callable[..., Any]) -> np.ndarray:
         """Run indices where ``predicate(*values of names)`` holds, e.g.
         ``traj.find_idx(["x", "y"], lambda x, y: x == 1 and y > 2)``."""
-        from .analysis import find_idx
-
-        return find_idx(self, names, predicate)
+        return analysis.find_idx(self, names, predicate)
 
     def to_table(self) -> np.ma.MaskedArray:
         """Every run as a row of a (masked) structured array: index, status, duration,
         explored parameters and scalar results."""
-        from .analysis import to_table
-
-        return to_table(self)
+        return analysis.to_table(self)
 
     def to_pandas(self) -> Any:
         """:meth:`to_table` as a pandas DataFrame indexed by run (pandas is an optional extra)."""
-        from .analysis import to_pandas
-
-        return to_pandas(self)
+        return analysis.to_pandas(self)
 
     def __repr__(self) -> str:
-        counts = ", ".join(f"{b}: {len(self._leaves[b])}" for b in BRANCHES)
+        counts = ", ".join(f"{b}: {len(self._state.leaves[b])}" for b in BRANCHES)
         return f"<Trajectory {self.name!r}: {len(self)} runs, {counts}>"
 
 

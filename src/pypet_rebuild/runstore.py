@@ -1,8 +1,13 @@
-"""Where a trajectory finds the data its runs added: in memory, or lazily in a file."""
+"""A trajectory's state, and where it finds the data its runs added: in memory, or lazily in a file.
+
+This module sits below the model, analysis and storage layers: they all reach a trajectory's
+content through :class:`TrajectoryState`, never through private attributes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,6 +28,43 @@ class RunStore(Protocol):
     def runs_with(self, branch: str, name: str) -> Sequence[int]: ...
     def column(self, branch: str, name: str, n_runs: int) -> np.ma.MaskedArray: ...
     def run_info(self, n_runs: int) -> dict[str, np.ndarray]: ...
+
+
+BRANCHES = ("config", "parameters", "derived_parameters", "results")
+RUN_BRANCHES = ("derived_parameters", "results")  # the branches a run adds to
+
+
+class Leaf(Protocol):
+    """A parameter or result: what storage needs of a leaf."""
+
+    name: str
+    value: Any
+    comment: str
+
+
+def _empty_leaves() -> dict[str, dict[str, Any]]:
+    return {b: {} for b in BRANCHES}
+
+
+@dataclass
+class TrajectoryState:
+    """What a trajectory holds, for the parts that store, load, run, analyse and combine it.
+
+    ``leaves``: branch -> dotted name -> trajectory-level leaf (Parameter or Result);
+    ``explored``: explored parameter -> its value in every run; ``defaults``: the explored
+    parameters' values outside a run; ``n_runs``; ``run_store``: the runs' own data, if any.
+    """
+
+    leaves: dict[str, dict[str, Any]] = field(default_factory=_empty_leaves)
+    explored: dict[str, list[Any]] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    n_runs: int = 1
+    run_store: RunStore | None = None
+
+    def points(self) -> dict[str, list[Any]]:
+        """Every parameter's value in every run (its default where it is not explored)."""
+        return {n: list(self.explored[n]) if n in self.explored else [p.value] * self.n_runs
+                for n, p in self.leaves["parameters"].items()}
 
 
 class MemoryRunStore:

@@ -39,7 +39,7 @@ from .codec import (
 from .errors import StorageError
 from .model import BRANCHES, RUN_BRANCHES, Parameter, Result, Trajectory, loaded_leaf
 from .naming import run_name, run_set_name
-from .runstore import masked_column
+from .runstore import TrajectoryState, masked_column
 
 FORMAT_VERSION = 1
 ROOT = "trajectories"
@@ -123,11 +123,11 @@ def write_skeleton(
               created=time.time(), **attrs)
     for branch in BRANCHES:
         bgrp = grp.create_group(branch)
-        for name, leaf in traj._leaves[branch].items():
+        for name, leaf in traj.state.leaves[branch].items():
             write_leaf(bgrp, name, leaf)
     explored = grp.create_group("explored")
-    set_attrs(explored, order=",".join(traj._explored))
-    for name, values in traj._explored.items():
+    set_attrs(explored, order=",".join(traj.state.explored))
+    for name, values in traj.state.explored.items():
         write_column(explored, name, values)
     info = grp.create_group("run_info")
     info.create_dataset("status", data=np.zeros(n_runs, dtype=np.int8), maxshape=(None,))
@@ -301,20 +301,19 @@ def load_trajectory(
     p = Path(path)
     with open_h5(p) as f:
         grp = trajectory_group(f, name)
-        traj = Trajectory(name=get_attr(grp, "name"), comment=get_attr(grp, "comment", ""))
+        state = TrajectoryState()
         for branch in BRANCHES:
             for leaf_name, obj in _iter_leaves(grp[branch]):
                 value = read_value(obj, allow_pickle, f"{branch}.{leaf_name}")
                 cls = Result if get_attr(obj, "leaf") == "Result" else Parameter
-                traj._leaves[branch][leaf_name] = loaded_leaf(cls, leaf_name, value, get_attr(obj, "comment", ""))
+                state.leaves[branch][leaf_name] = loaded_leaf(cls, leaf_name, value, get_attr(obj, "comment", ""))
         order = [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
-        traj._explored = {n: column_values(grp["explored"][n]) for n in order}
-        traj._defaults = {n: traj._leaves["parameters"][n].value for n in order}
-        traj._n_runs = int(get_attr(grp, "n_runs"))
-        traj.file_path = str(p)
-        store = FileRunStore(p, traj.name, allow_pickle)
-    traj._run_store = store
-    return traj
+        state.explored = {n: column_values(grp["explored"][n]) for n in order}
+        state.defaults = {n: state.leaves["parameters"][n].value for n in order}
+        state.n_runs = int(get_attr(grp, "n_runs"))
+        name = get_attr(grp, "name")
+        state.run_store = FileRunStore(p, name, allow_pickle)
+        return Trajectory.restore(name, get_attr(grp, "comment", ""), state, file_path=str(p))
 
 
 def _iter_leaves(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.HLObject]]:

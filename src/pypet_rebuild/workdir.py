@@ -52,10 +52,10 @@ def plan_hash(traj: Trajectory, plan: Plan) -> str:
     h = hashlib.sha256()
     h.update(repr((traj.name, plan.n_runs, plan.runs_per_task)).encode())
     for branch in ("config", "parameters", "derived_parameters"):
-        for name, leaf in sorted(traj._leaves[branch].items()):
+        for name, leaf in sorted(traj.state.leaves[branch].items()):
             h.update(f"{branch}.{name}=".encode())
             _digest(h, leaf.value)
-    for name, values in traj._explored.items():
+    for name, values in traj.state.explored.items():
         h.update(f"explored.{name}=".encode())
         _digest(h, values)
     return h.hexdigest()[:32]
@@ -206,14 +206,14 @@ class Workdir:
             raise WorkdirError(f"expand keeps the task size: {old.plan.runs_per_task} runs per task, "
                                f"not {plan.runs_per_task}")
         for branch in ("config", "parameters"):
-            mine = {n: repr(leaf.value) for n, leaf in traj._leaves[branch].items()}
-            theirs = {n: repr(leaf.value) for n, leaf in before._leaves[branch].items()}
+            mine = {n: repr(leaf.value) for n, leaf in traj.state.leaves[branch].items()}
+            theirs = {n: repr(leaf.value) for n, leaf in before.state.leaves[branch].items()}
             if mine != theirs:
                 diff = sorted(set(mine.items()) ^ set(theirs.items()))[:3]
                 raise WorkdirError(f"{self.path} holds a sweep with other {branch} ({diff}); expand adds points only")
         n_old = len(before)
-        for name, values in before._explored.items():
-            if [repr(v) for v in traj._explored.get(name, [])[:n_old]] != [repr(v) for v in values]:
+        for name, values in before.state.explored.items():
+            if [repr(v) for v in traj.state.explored.get(name, [])[:n_old]] != [repr(v) for v in values]:
                 raise WorkdirError(f"the first {n_old} points of {name!r} differ from the sweep in {self.path}; "
                                    "expand only appends points")
         digest = plan_hash(traj, plan)

@@ -37,14 +37,13 @@ class Interrupted(Exception):
 def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWriter | None,
             keep: bool, stop_on_error: bool = False, should_stop: list[bool] | None = None) -> None:
     """Run ``fn`` once per run index, recording status, timings and results (the hot loop)."""
-    store = traj._run_store
+    store = traj.state.run_store
     if not isinstance(store, MemoryRunStore):
-        store = traj._run_store = MemoryRunStore()
+        store = traj.state.run_store = MemoryRunStore()
     data, info = store.data, store.info
-    begin, clock = traj._begin_run, time.time
+    clock = time.time
     empty: dict[Any, Any] = {}
-    traj._enter_runs()
-    try:
+    with traj.running() as begin:
         for i in runs:
             if should_stop and should_stop[0]:
                 raise Interrupted()
@@ -68,8 +67,6 @@ def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWr
             if error is not None and stop_on_error:
                 log.error("run %d failed, stopping (stop_on_error):\n%s", i, error[2])
                 raise RuntimeError(f"run {i} failed: {error[0]}: {error[1]}")
-    finally:
-        traj._leave_runs()
 
 
 def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
@@ -92,7 +89,7 @@ def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
     keep = traj is not None
     if traj is None:
         traj = load_trajectory(wd.skeleton)
-        traj._run_store = MemoryRunStore()
+        traj.state.run_store = MemoryRunStore()
     if fn is None:
         fn = wd.load_function(manifest)
     todo = [i for i in runs if i not in sink.done]
