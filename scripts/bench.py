@@ -31,8 +31,8 @@ import baselines  # noqa: E402 - the floor and pypet live beside this script
 
 from pypet_rebuild import Environment, HDF5StorageService, Trajectory, load_trajectory  # noqa: E402
 from pypet_rebuild.environment import merge_workdir  # noqa: E402
+from pypet_rebuild.formats.shard import ShardWriter  # noqa: E402
 from pypet_rebuild.runstore import MemoryRunStore  # noqa: E402
-from pypet_rebuild.shards import ShardWriter  # noqa: E402
 from pypet_rebuild.workdir import Workdir  # noqa: E402
 from pypet_rebuild.worker import execute  # noqa: E402
 

@@ -38,12 +38,12 @@ from pypet_rebuild import (
     StorageError,
     Trajectory,
     load_trajectory,
-    shards,
 )
 from pypet_rebuild.cli import main as cli_main
 from pypet_rebuild.environment import SweepHandle, merge_workdir, resubmit
 from pypet_rebuild.executors.local import LocalExecutor, _child
 from pypet_rebuild.exploration import Plan
+from pypet_rebuild.formats import shard as shards
 from pypet_rebuild.status import DAMAGED, sweep_status
 from pypet_rebuild.workdir import Workdir
 
@@ -63,7 +63,8 @@ SWEEP = textwrap.dedent(
 
     import numpy as np
 
-    from pypet_rebuild import Trajectory, shards
+    from pypet_rebuild import Trajectory
+    from pypet_rebuild.formats import shard as shards
 
     if os.environ.get("RELIABILITY_FLUSH_EVERY_RUN"):
         shards.FLUSH_SECONDS = 0.0

@@ -22,9 +22,10 @@ from .environment import resubmit as resubmit_workdir
 from .errors import PypetError, SubmissionError
 from .executors import make_executor
 from .exploration import cartesian_product, plural
+from .formats.records import Provenance
+from .formats.trajfile import load_trajectory, summarize
 from .model import Trajectory
 from .status import failed_runs, sweep_status
-from .storage import STATUS_NAMES, get_attr, load_trajectory, open_h5, trajectory_group
 from .workdir import Workdir, check_signature, import_sweep
 
 
@@ -460,57 +461,44 @@ def logs(workdir: str, task: int | None, run: int | None) -> None:
 @_guard
 def show(file: str, name: str | None) -> None:
     """Show a trajectory file: tree, run table summary, result columns, provenance."""
-    with open_h5(file) as f:
-        grp = trajectory_group(f, name)
-        click.echo(f"trajectory {get_attr(grp, 'name')!r} ({get_attr(grp, 'n_runs')} runs), "
-                   f"format {get_attr(grp, 'format_version')}, written by pypet-hpc {get_attr(grp, 'library_version')}")
-        if get_attr(grp, "comment"):
-            click.echo(f"  comment: {get_attr(grp, 'comment')}")
-        status = grp["run_info/status"][()]
-        counts = {STATUS_NAMES[k]: int(np.count_nonzero(status == k)) for k in STATUS_NAMES}
-        click.echo("runs: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        start, end = grp["run_info/start"][()], grp["run_info/end"][()]
-        done = status > 0
-        if done.any():
-            dur = end[done] - start[done]
-            click.echo(f"  run time: median {np.median(dur) * 1e3:.3g} ms, max {dur.max() * 1e3:.3g} ms, "
-                       f"total {dur.sum():.3g} s")
-            for col in ("host", "job"):
-                if col in grp["run_info"]:
-                    seen = sorted(set(grp["run_info"][col].asstr()[()][done].tolist()))
-                    click.echo(f"  {col}s ({len(seen)}): {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
-        explored = [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
-        for branch in ("config", "parameters", "derived_parameters", "results"):
-            lines = list(_tree(grp[branch], explored if branch == "parameters" else []))
-            if lines:
-                click.echo(f"{branch}:")
-                for line in lines:
-                    click.echo(f"  {line}")
-        for branch in ("derived_parameters", "results"):
-            runs = grp[branch].get("runs")
-            if runs is None or not (len(runs.get("columns", {})) or get_attr(runs, "item_counts", "{}") != "{}"):
-                continue
-            click.echo(f"{branch} per run:")
-            cols = runs.get("columns")
-            for cname, ds in (cols.items() if cols is not None else []):
-                n = int(np.count_nonzero(runs["masks"][cname][()]))
-                click.echo(f"  {branch}.runs.{cname}: column {get_attr(ds, 'kind')} {get_attr(ds, 'dtype')} "
-                           f"shape {ds.shape[1:]} in {n} runs")
-            items = json.loads(get_attr(runs, "item_counts", "{}"))
-            for iname, n in sorted(items.items())[:20]:
-                click.echo(f"  {branch}.runs.{iname}: stored per run, in {n} runs")
-            if len(items) > 20:
-                click.echo(f"  ... and {len(items) - 20} more per-run names")
-        prov = get_attr(grp, "provenance")
-        if prov:
-            p = json.loads(prov)
-            git = p.get("git") or {}
-            click.echo("provenance:")
-            click.echo(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
-            click.echo(f"  submitted by {p.get('user')} on {p.get('host')}: {' '.join(p.get('argv', []))}")
-            click.echo("  versions: " + ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items()))
-        log_ids = json.loads(get_attr(grp.get("merge_log", grp), "shard_ids", "[]"))
-        click.echo(f"merged shards: {len(log_ids)}")
+    info = summarize(file, name)
+    click.echo(f"trajectory {info.name!r} ({info.n_runs} runs), format {info.format_version}, "
+               f"written by pypet-hpc {info.library_version}")
+    if info.comment:
+        click.echo(f"  comment: {info.comment}")
+    click.echo("runs: " + ", ".join(f"{k} {v}" for k, v in info.counts.items()))
+    dur = info.durations
+    if len(dur):
+        click.echo(f"  run time: median {np.median(dur) * 1e3:.3g} ms, max {dur.max() * 1e3:.3g} ms, "
+                   f"total {dur.sum():.3g} s")
+        for col, seen in info.where.items():
+            click.echo(f"  {col}s ({len(seen)}): {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
+    for branch, leaves in info.leaves.items():
+        if leaves:
+            click.echo(f"{branch}:")
+            for leaf in leaves:
+                size = f" {leaf.shape}" if leaf.shape else ""
+                click.echo(f"  {leaf.name}: {leaf.kind}{size}{'  [explored]' if leaf.explored else ''}")
+    for branch, entries in info.run_data.items():
+        click.echo(f"{branch} per run:")
+        columns = [e for e in entries if e.column is not None]
+        per_run = [e for e in entries if e.column is None]
+        for e in columns:
+            assert e.column is not None
+            kind, dtype, shape = e.column
+            click.echo(f"  {branch}.runs.{e.name}: column {kind} {dtype} shape {shape} in {e.runs} runs")
+        for e in per_run[:20]:
+            click.echo(f"  {branch}.runs.{e.name}: stored per run, in {e.runs} runs")
+        if len(per_run) > 20:
+            click.echo(f"  ... and {len(per_run) - 20} more per-run names")
+    if info.provenance:
+        p = Provenance.from_json(info.provenance, file)
+        git = p.git or {}
+        click.echo("provenance:")
+        click.echo(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
+        click.echo(f"  submitted by {p.user} on {p.host}: {' '.join(p.argv)}")
+        click.echo("  versions: " + ", ".join(f"{k} {v}" for k, v in p.versions.items()))
+    click.echo(f"merged shards: {info.merged_shards}")
 
 
 @main.command(epilog="Example: pypet-hpc combine week1.h5 week2.h5 -o all.h5 --trial-parameter seed")
@@ -528,20 +516,6 @@ def combine(first: str, second: str, output: str, remove_duplicates: bool, trial
         fail(f"-o {output}: is a directory; give a file name")
     report = combine_files(first, second, output, remove_duplicates, trial_parameter)
     click.echo(report.summary())
-
-
-def _tree(group: Any, explored: list[str], prefix: str = "") -> Any:
-    for key, obj in group.items():
-        if key == "runs" and not prefix:
-            continue
-        full = prefix + key
-        if "leaf" in obj.attrs:
-            mark = "  [explored]" if full in explored else ""
-            shape = getattr(obj, "shape", None)
-            click_kind = get_attr(obj, "kind")
-            yield f"{full}: {click_kind}{'' if not shape else f' {shape}'}{mark}"
-        else:
-            yield from _tree(obj, explored, full + ".")
 
 
 if __name__ == "__main__":

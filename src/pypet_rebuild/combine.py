@@ -12,18 +12,13 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from .errors import ExplorationError, StorageError
 from .exploration import Plan
+from .formats.trajfile import export_runs, load_trajectory, write_skeleton
 from .merge import MergeReport, merge
-from .model import RUN_BRANCHES, Trajectory
-from .naming import run_name, run_set_name
-from .shards import create_shard
-from .storage import get_attr, load_trajectory, open_h5, set_attrs, trajectory_group, write_skeleton
+from .model import Trajectory
 from .workdir import plan_hash
-
-SMALL_BYTES = 64 << 20
 
 
 def combine(a: str | Path, b: str | Path, output: str | Path, remove_duplicates: bool = False,
@@ -70,79 +65,9 @@ def combine(a: str | Path, b: str | Path, output: str | Path, remove_duplicates:
         with h5py.File(skeleton, "w") as f:
             write_skeleton(f, combined, len(combined), digest, merged_from=json.dumps(record), combined=time.time())
         shards = [tmp / "a.h5", tmp / "b.h5"]
-        file_as_shard(Path(a), shards[0], list(range(len(ta))), 0, digest, 0)
-        file_as_shard(Path(b), shards[1], keep_b, len(ta), digest, 1)
+        export_runs(Path(a), shards[0], list(range(len(ta))), 0, digest, 0)
+        export_runs(Path(b), shards[1], keep_b, len(ta), digest, 1)
         out = Path(output)
         if out.exists():
             raise StorageError(f"{out} exists; combine writes a new file")
         return merge(skeleton, shards, out, digest)
-
-
-def file_as_shard(path: Path, shard: Path, runs: list[int], offset: int, digest: str, task: int) -> None:
-    """Rewrite the given runs of a trajectory file as a complete shard, run i becoming offset + k."""
-    new_index = {r: offset + k for k, r in enumerate(runs)}
-    sel = np.array(runs, dtype=np.int64)
-    with open_h5(path) as src_f:
-        src = trajectory_group(src_f)
-        f = create_shard(shard, digest, task)
-        try:
-            info = src["run_info"]
-            status = info["status"][()][sel]
-            done = status > 0
-            rows = sel[done]
-            new = np.array([new_index[r] for r in rows.tolist()], dtype=np.int64)
-            _fill(f["run_info/idx"], new)
-            for col in ("status", "start", "end"):
-                _fill(f["run_info"][col], info[col][()][rows])
-            for col in ("host", "job"):
-                _fill(f["run_info"][col], np.asarray(info[col].asstr()[()], dtype=object)[rows])
-            err = src["errors"]
-            eidx = err["idx"][()]
-            ekeep = np.isin(eidx, rows)
-            _fill(f["errors/idx"], np.array([new_index[int(r)] for r in eidx[ekeep]], dtype=np.int64))
-            for col in ("type", "message", "traceback"):
-                _fill(f["errors"][col], np.asarray(err[col].asstr()[()], dtype=object)[ekeep])
-            for branch in RUN_BRANCHES:
-                _copy_run_data(src[branch].get("runs"), f, branch, rows, new_index)
-            set_attrs(f, complete=True, source=str(path))
-        finally:
-            f.close()
-
-
-def _fill(ds: h5py.Dataset, data: np.ndarray) -> None:
-    ds.resize((len(data), *ds.shape[1:]))
-    if len(data):
-        ds[...] = data
-
-
-def _copy_run_data(runs_grp: h5py.Group | None, f: h5py.File, branch: str, rows: np.ndarray,
-                   new_index: dict[int, int]) -> None:
-    if runs_grp is None:
-        return
-    cols = runs_grp.get("columns")
-    for name, col in (cols.items() if cols is not None else []):
-        mask = runs_grp["masks"][name][()]
-        have = rows[mask[rows]]
-        grp = f["columns"].create_group(f"{branch}.{name}")
-        set_attrs(grp, kind=get_attr(col, "kind"), dtype=get_attr(col, "dtype"))
-        grp.attrs["shape"] = np.array(col.shape[1:], dtype=np.int64)
-        grp.create_dataset("idx", data=np.array([new_index[int(r)] for r in have], dtype=np.int64))
-        values = grp.create_dataset("values", shape=(len(have), *col.shape[1:]), dtype=col.dtype,
-                                    chunks=(1, *col.shape[1:]) if col.chunks and col.chunks[0] == 1 else None)
-        if col.size * col.dtype.itemsize <= SMALL_BYTES:
-            if len(have):
-                values[...] = col[()][have]
-        else:
-            for k, r in enumerate(have.tolist()):  # row by row: bounded memory for big rows
-                values[k] = col[r]
-    wanted = set(rows.tolist())
-    for set_name, run_set in runs_grp.items():
-        if not set_name.startswith("run_set_"):
-            continue
-        for rname, rgrp in run_set.items():
-            r = int(rname[4:])
-            if r not in wanted:
-                continue
-            target = f["items"].require_group(f"{run_set_name(new_index[r])}/{run_name(new_index[r])}")
-            for leaf in rgrp:
-                rgrp.copy(leaf, target, name=f"{branch}.{leaf}")

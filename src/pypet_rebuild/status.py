@@ -6,13 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
-import numpy as np
-
 from .errors import PypetError, StorageError
 from .executors import COMPLETED, PENDING, RUNNING, TERMINAL, UNKNOWN, make_executor
-from .shards import SHARD_KIND, partial_path
-from .storage import FAILED, OK, get_attr
+from .formats.shard import ShardReader, partial_path
 from .workdir import Workdir
 
 NOT_SUBMITTED = "NOT_SUBMITTED"
@@ -56,22 +52,10 @@ class SweepStatus:
         return [t for t in self.tasks if not t.complete]
 
 
-def read_counts(path: Any, live: bool = False) -> tuple[int, int]:
+def read_counts(path: Path, live: bool = False) -> tuple[int, int]:
     """(ok, failed) runs in a shard; ``live`` opens without locking (the writer may hold it)."""
-    try:
-        with h5py.File(path, "r", locking=False if live else "best-effort") as f:
-            if get_attr(f, "kind") != SHARD_KIND:
-                raise StorageError(f"{path.name}: not a pypet-hpc shard")
-            idx = f["run_info/idx"][()]
-            status = f["run_info/status"][()]
-    except StorageError:
-        raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise StorageError(f"{path.name}: unreadable shard ({type(exc).__name__}: {exc})") from None
-    m = min(len(idx), len(status))  # a live shard may be caught between two appends
-    last = dict(zip(idx[:m].tolist(), status[:m].tolist(), strict=True))
-    values = np.fromiter(last.values(), dtype=np.int8, count=len(last))
-    return int(np.count_nonzero(values == OK)), int(np.count_nonzero(values == FAILED))
+    with ShardReader(path, live=live) as reader:
+        return reader.counts()
 
 
 def sweep_status(wd: Workdir) -> SweepStatus:
@@ -139,19 +123,10 @@ def failed_runs(wd: Workdir) -> list[dict[str, Any]]:
             if not path.exists():
                 continue
             try:
-                with h5py.File(path, "r", locking=False) as f:
-                    idx = f["run_info/idx"][()]
-                    status = f["run_info/status"][()]
-                    last = dict(zip(idx.tolist(), status.tolist(), strict=True))
-                    err = f["errors"]
-                    rows = zip(err["idx"][()].tolist(), err["type"].asstr()[()], err["message"].asstr()[()],
-                               err["traceback"].asstr()[()], strict=True)
-                    seen: dict[int, dict[str, Any]] = {}
-                    for run, typ, msg, tb in rows:
-                        if last.get(run) == FAILED:
-                            seen[run] = {"run": run, "task": task, "type": typ, "message": msg, "traceback": tb}
-                    out.extend(seen.values())
-            except (OSError, KeyError):
+                with ShardReader(path, live=True) as reader:
+                    out.extend({"run": f.run, "task": task, "type": f.type, "message": f.message,
+                                "traceback": f.traceback} for f in reader.failed_runs())
+            except StorageError:
                 continue
             break
     return sorted(out, key=lambda r: r["run"])

@@ -39,9 +39,9 @@ from .errors import WorkdirError
 from .exploration import Plan
 from .formats.files import atomic_write, replace_durably, sync_h5
 from .formats.records import JobRecord, Manifest, Provenance, append_job, read_jobs
+from .formats.shard import shard_path
+from .formats.trajfile import load_trajectory, write_skeleton
 from .model import Trajectory
-from .shards import shard_path
-from .storage import write_skeleton
 
 MANIFEST = "manifest.json"
 Simulation = Callable[[Trajectory], Any]
@@ -198,8 +198,6 @@ class Workdir:
 
     def expand(self, traj: Trajectory, plan: Plan) -> Manifest:
         """Grow the sweep to ``traj``'s points; the points it had must come first, unchanged."""
-        from .storage import load_trajectory
-
         old = self.manifest()
         before = load_trajectory(self.skeleton)
         if plan.runs_per_task != old.plan.runs_per_task:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StorageError, TaskBusyError
+from .formats.schema import RunStatus
+from .formats.shard import ShardWriter
+from .formats.trajfile import load_trajectory
 from .model import Trajectory
 from .runstore import MemoryRunStore
-from .shards import ShardWriter
-from .storage import FAILED, OK, load_trajectory
 from .workdir import Simulation, Workdir
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,11 @@ def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWr
             t1 = clock()
             if error is None:
                 leaves = data.get(i, empty) if keep else data.pop(i, empty)
-                info[i] = (OK, t0, t1, "")
+                info[i] = (RunStatus.OK, t0, t1, "")
             else:
                 data.pop(i, None)
                 leaves = empty
-                info[i] = (FAILED, t0, t1, f"{error[0]}: {error[1]}")
+                info[i] = (RunStatus.FAILED, t0, t1, f"{error[0]}: {error[1]}")
             if sink is not None:
                 sink.add(i, error is None, t0, t1, leaves, error)
             if error is not None and stop_on_error:

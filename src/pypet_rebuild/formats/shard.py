@@ -5,10 +5,15 @@ the task ends, so a file under its final name is always complete. Finished runs 
 memory and appended at a short interval; a killed task loses at most that interval. Rows are
 appended, never rewritten: when a run appears twice (a failed run retried) the last row wins.
 
-Layout: root attributes (plan hash, task, shard id, complete), ``run_info/`` (idx, status,
-start, end, host), ``errors/`` (idx, type, message, traceback), ``columns/<branch>.<name>/``
-(``idx``, ``values``) for values that fit a column, ``items/run_set_X/run_Y/<branch>.<name>``
-for the rest.
+Layout: root attributes (plan hash, task, shard id, complete), ``run_info/`` (the columns of
+:data:`.schema.SHARD_RUN_COLUMNS`, one row per finished run), ``errors/``
+(:data:`.schema.ERROR_COLUMNS`), ``columns/<branch>.<name>/`` (``idx``, ``values``) for values
+that fit a column, ``items/run_set_X/run_Y/<branch>.<name>`` for the rest. Next to a
+``.partial`` lies its ``.commit`` record: the row counts of its last durable flush.
+
+:class:`ShardWriter` writes a task's shard, :class:`ShardReader` reads one (the last row of a
+run wins), :class:`ShardBuilder` writes a complete shard in one go (combine). Nobody else
+knows this layout.
 """
 
 from __future__ import annotations
@@ -29,17 +34,31 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .codec import STR_DTYPE, ColumnSpec, column_array, column_dtype, column_spec, write_value
-from .errors import StorageError, TaskBusyError
-from .naming import run_name, run_set_name
-from .storage import FAILED, OK, fsync_path, get_attr, open_h5, set_attrs
+from ..codec import ColumnSpec, column_array, column_dtype, column_spec, write_value
+from ..errors import StorageError, TaskBusyError
+from ..naming import run_name, run_set_name
+from .files import LOCKING, atomic_write, fsync_path, get_attr, open_h5, set_attrs, sync_h5
+from .schema import (
+    ERROR_COLUMNS,
+    SHARD_RUN_COLUMNS,
+    RunStatus,
+    append,
+    append_rows,
+    chunk_rows,
+    create_table,
+    last_rows,
+    missing_columns,
+    read_table,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
 SHARD_KIND = "pypet-hpc shard"
 FLUSH_SECONDS = 1.0
 FLUSH_RUNS = 5000
 ROWS_PER_CHUNK = 1024  # small shards stay small on disk; big ones append in few chunks
-STR_INFO = ("host", "job")  # text columns of the run table: where each run ran
+ERROR_ROWS_PER_CHUNK = 64
+OK, FAILED = RunStatus.OK, RunStatus.FAILED
 
 
 def job_label() -> str:
@@ -68,18 +87,11 @@ def commit_path(partial: Path) -> Path:
 
 def create_shard(path: Path, plan_hash: str, task: int) -> h5py.File:
     """A new, empty shard file."""
-    f = h5py.File(path, "w", locking="best-effort")
+    f = h5py.File(path, "w", locking=LOCKING)
     set_attrs(f, kind=SHARD_KIND, plan_hash=plan_hash, task=task, shard_id=uuid.uuid4().hex,
               created=time.time(), complete=False)
-    info = f.create_group("run_info")
-    for name, dt in (("idx", np.int64), ("status", np.int8), ("start", np.float64), ("end", np.float64)):
-        info.create_dataset(name, shape=(0,), dtype=dt, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
-    for name in STR_INFO:
-        info.create_dataset(name, shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
-    err = f.create_group("errors")
-    err.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(64,))
-    for name in ("type", "message", "traceback"):
-        err.create_dataset(name, shape=(0,), dtype=STR_DTYPE, maxshape=(None,), chunks=(64,))
+    create_table(f.create_group("run_info"), SHARD_RUN_COLUMNS, chunk_cap=ROWS_PER_CHUNK)
+    create_table(f.create_group("errors"), ERROR_COLUMNS, chunk_cap=ERROR_ROWS_PER_CHUNK)
     f.create_group("columns")
     f.create_group("items")
     f.flush()
@@ -112,7 +124,7 @@ class ShardWriter:
         self.f = self._open(plan_hash, task, retry_failed)
 
     def _reset_buffer(self) -> None:
-        self._info: list[tuple[int, int, float, float]] = []
+        self._info: list[tuple[int, RunStatus, float, float]] = []
         self._errors: list[tuple[int, str, str, str]] = []
         self._cols: dict[tuple[str, str], _Column] = {}
         self._items: list[tuple[int, str, str, Any]] = []
@@ -121,7 +133,7 @@ class ShardWriter:
         if self.partial.exists():
             try:
                 f = self._resume(plan_hash, task)
-                last = _last_status(f)
+                last = last_status(f)
                 # a resubmit (retry_failed) runs the failed runs again; a plain restart does not
                 self.done = {i for i, s in last.items() if s == OK or not retry_failed}
                 log.info("resuming %s: %d runs already done", self.partial.name, len(self.done))
@@ -133,15 +145,16 @@ class ShardWriter:
                 self._set_aside(self.partial, exc)
         elif retry_failed and self.final.exists():
             try:
-                read_shard_status(self.final)
+                with ShardReader(self.final) as reader:
+                    reader.last_status()
             except StorageError as exc:  # a damaged final shard: its task is computed again
                 self._set_aside(self.final, exc)
             else:
                 shutil.copyfile(self.final, self.partial)
-                f = h5py.File(self.partial, "a", locking="best-effort")
+                f = h5py.File(self.partial, "a", locking=LOCKING)
                 # new content: merge it again; it now belongs to the current (maybe expanded) plan
                 set_attrs(f, complete=False, shard_id=uuid.uuid4().hex, plan_hash=plan_hash)
-                self.done = {i for i, s in _last_status(f).items() if s == OK}
+                self.done = {i for i, s in last_status(f).items() if s == OK}
                 self._commit(f)
                 log.info("running %s again: %d finished runs kept, the others run", self.final.name, len(self.done))
                 return f
@@ -185,16 +198,15 @@ class ShardWriter:
                         ds = src[name]
                         _copy_rows(ds, dst.create_dataset(name, shape=(0, *ds.shape[1:]), dtype=ds.dtype,
                                                           maxshape=ds.maxshape, chunks=ds.chunks), n)
-                for run, status in _last_status(fresh).items():
+                for run, status in last_status(fresh).items():
                     where = f"{run_set_name(run)}/{run_name(run)}"
                     if status == OK and where in old["items"]:
                         fresh["items"].require_group(run_set_name(run)).copy(old["items"][where], run_name(run))
-                fresh.flush()
-                os.fsync(fresh.id.get_vfd_handle())
+                sync_h5(fresh)
             finally:
                 fresh.close()
         os.replace(fresh_path, self.partial)
-        return h5py.File(self.partial, "a", locking="best-effort")
+        return h5py.File(self.partial, "a", locking=LOCKING)
 
     def _commit(self, f: h5py.File) -> None:
         """Record how many rows of each dataset are durable (written and fsynced) in the shard."""
@@ -202,13 +214,7 @@ class ShardWriter:
                   "errors": f["errors/idx"].shape[0],
                   "columns": {key: grp["idx"].shape[0] for key, grp in f["columns"].items()},
                   "size": self.partial.stat().st_size}
-        path = commit_path(self.partial)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(record))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(commit_path(self.partial), json.dumps(record), durable=False)  # the shard is fsynced
 
     # -- buffering ----------------------------------------------------------------------------
     def add(self, idx: int, ok: bool, start: float, end: float, leaves: dict[tuple[str, str], Any],
@@ -253,25 +259,26 @@ class ShardWriter:
         if self._info:
             f = self.f
             rows = self._info
-            _append(f["run_info/idx"], np.array([r[0] for r in rows], dtype=np.int64))
-            _append(f["run_info/status"], np.array([r[1] for r in rows], dtype=np.int8))
-            _append(f["run_info/start"], np.array([r[2] for r in rows]))
-            _append(f["run_info/end"], np.array([r[3] for r in rows]))
-            _append(f["run_info/host"], np.array([self.host] * len(rows), dtype=object))
-            _append(f["run_info/job"], np.array([self.job] * len(rows), dtype=object))
+            append_rows(f["run_info"], {
+                "idx": np.array([r[0] for r in rows], dtype=np.int64),
+                "status": np.array([r[1] for r in rows], dtype=np.int8),
+                "start": np.array([r[2] for r in rows]),
+                "end": np.array([r[3] for r in rows]),
+                "host": np.array([self.host] * len(rows), dtype=object),
+                "job": np.array([self.job] * len(rows), dtype=object),
+            })
             if self._errors:
                 e = self._errors
-                _append(f["errors/idx"], np.array([x[0] for x in e], dtype=np.int64))
-                for i, name in enumerate(("type", "message", "traceback"), start=1):
-                    _append(f[f"errors/{name}"], np.array([x[i] for x in e], dtype=object))
+                append_rows(f["errors"], {"idx": np.array([x[0] for x in e], dtype=np.int64),
+                                          **{name: np.array([x[i] for x in e], dtype=object)
+                                             for i, name in enumerate(("type", "message", "traceback"), start=1)}})
             for (branch, name), col in self._cols.items():
                 self._append_column(f, f"{branch}.{name}", col)
             for idx, branch, name, leaf in self._items:
                 grp = f["items"].require_group(f"{run_set_name(idx)}/{run_name(idx)}")
                 write_value(grp, f"{branch}.{name}", leaf.value)
                 set_attrs(grp[f"{branch}.{name}"], comment=leaf.comment)
-            f.flush()
-            os.fsync(f.id.get_vfd_handle())
+            sync_h5(f)
             self._commit(f)
             self.done.update(r[0] for r in rows)
             self._reset_buffer()
@@ -284,17 +291,12 @@ class ShardWriter:
             grp = f["columns"].create_group(key)
             set_attrs(grp, kind=col.spec[0], dtype=col.spec[1])
             grp.attrs["shape"] = np.array(col.spec[2], dtype=np.int64)
-            shape = col.spec[2]
-            chunk_rows = max(1, min(ROWS_PER_CHUNK, (64 << 10) // max(1, values[0].nbytes if values.ndim > 1 else 8)))
-            grp.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
-            grp.create_dataset("values", shape=(0, *shape), dtype=column_dtype(col.spec),
-                               maxshape=(None, *shape), chunks=(chunk_rows, *shape))
+            _create_column(grp, col.spec, values[0].nbytes if values.ndim > 1 else 8)
         elif (get_attr(grp, "kind"), get_attr(grp, "dtype"), tuple(grp.attrs["shape"])) != col.spec:
             for idx, value in zip(col.rows, col.values, strict=True):  # kind changed since resume
                 write_value(f["items"].require_group(f"{run_set_name(idx)}/{run_name(idx)}"), key, value)
             return
-        _append(grp["idx"], np.array(col.rows, dtype=np.int64))
-        _append(grp["values"], values)
+        append_rows(grp, {"idx": np.array(col.rows, dtype=np.int64), "values": values})
 
     def finish(self) -> Path:
         """Flush, mark complete and atomically rename the shard to its final name."""
@@ -302,8 +304,7 @@ class ShardWriter:
         try:
             self.f.attrs["complete"] = True
             self.f.attrs["finished"] = time.time()
-            self.f.flush()
-            os.fsync(self.f.id.get_vfd_handle())
+            sync_h5(self.f)
             self.f.close()
         except (OSError, RuntimeError) as exc:
             raise self._cannot_write(exc) from exc
@@ -328,24 +329,26 @@ def _locked_by_another(exc: BaseException) -> bool:
     return isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc)
 
 
-def _append(ds: h5py.Dataset, data: np.ndarray) -> None:
-    n = ds.shape[0]
-    ds.resize(n + len(data), axis=0)
-    ds[n:] = data
+def _create_column(grp: h5py.Group, spec: ColumnSpec, row_bytes: int) -> None:
+    """The ``idx`` and ``values`` datasets of a shard column, chunked by the one rule."""
+    shape = spec[2]
+    grp.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
+    grp.create_dataset("values", shape=(0, *shape), dtype=column_dtype(spec), maxshape=(None, *shape),
+                       chunks=(chunk_rows(row_bytes, ROWS_PER_CHUNK), *shape))
 
 
 def _open_cut_short(path: Path, committed_size: int | None) -> h5py.File:
     """Open a ``.partial`` to read; one cut short by a full disk (still holding all it had at its
     last commit) is first padded, sparsely with zeros, to the size its superblock records."""
     try:
-        return h5py.File(path, "r", locking="best-effort")
+        return h5py.File(path, "r", locking=LOCKING)
     except OSError as exc:
         m = re.search(r"truncated file: eof = (\d+),.* stored_eof = (\d+)", str(exc))
         size = path.stat().st_size
         if m is None or int(m.group(1)) != size or committed_size is None or size < committed_size:
             raise
         os.truncate(path, int(m.group(2)))
-        return h5py.File(path, "r", locking="best-effort")
+        return h5py.File(path, "r", locking=LOCKING)
 
 
 def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:
@@ -355,22 +358,179 @@ def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:
     row_bytes = max(1, src.dtype.itemsize * int(np.prod(src.shape[1:], dtype=np.int64)))
     step = max(1, (32 << 20) // row_bytes)
     for a in range(0, n, step):
-        _append(dst, src[a:min(n, a + step)])
+        append(dst, src[a:min(n, a + step)])
 
 
-def _last_status(f: h5py.File) -> dict[int, int]:
-    """run index -> status of its last row in the shard."""
-    idx = f["run_info/idx"][()]
-    status = f["run_info/status"][()]
-    return dict(zip(idx.tolist(), status.tolist(), strict=True))
+def last_status(f: h5py.File) -> dict[int, int]:
+    """run index -> status of its last row in an open shard."""
+    table = read_table(f["run_info"], {k: SHARD_RUN_COLUMNS[k] for k in ("idx", "status")})
+    return dict(zip(table["idx"].tolist(), table["status"].tolist(), strict=True))
 
 
-def read_shard_status(path: Path) -> dict[int, int]:
-    """run index -> status (1 ok, 2 failed) of every run a shard holds; raises StorageError."""
-    with open_h5(path) as f:
-        if get_attr(f, "kind") != SHARD_KIND:
-            raise StorageError(f"{path}: not a pypet-hpc shard")
+@dataclass(frozen=True)
+class ShardColumn:
+    """One column of a shard: a result (or derived parameter) name and its rows."""
+
+    branch: str
+    name: str
+    spec: ColumnSpec  # (kind, dtype.str, shape of one value)
+    idx: np.ndarray   # the run of each row
+    values: h5py.Dataset
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    run: int
+    type: str
+    message: str
+    traceback: str
+
+
+class ShardReader:
+    """A shard opened to read. ``live``: its writer may hold it (open without locking, and
+    tolerate a table caught between two appends). Raises StorageError for anything that is not
+    a readable pypet-hpc shard."""
+
+    def __init__(self, path: Path, live: bool = False) -> None:
+        self.path = path
         try:
-            return _last_status(f)
-        except (KeyError, ValueError, OSError) as exc:
-            raise StorageError(f"{path}: damaged shard ({type(exc).__name__}: {exc})") from None
+            self.f = open_h5(path, locking=False if live else LOCKING)
+        except StorageError as exc:
+            raise StorageError(f"{path.name}: {str(exc).removeprefix(f'{path}: ')}") from None
+        if get_attr(self.f, "kind") != SHARD_KIND:
+            self.f.close()
+            raise StorageError(f"{path.name}: not a pypet-hpc shard")
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.f.close()
+
+    @property
+    def plan_hash(self) -> str:
+        return str(get_attr(self.f, "plan_hash"))
+
+    @property
+    def shard_id(self) -> str:
+        return str(get_attr(self.f, "shard_id"))
+
+    @property
+    def task(self) -> int:
+        return int(get_attr(self.f, "task"))
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.f.attrs.get("complete", False))
+
+    def problem(self) -> str | None:
+        """What makes this shard unfit to merge (a group or dataset it lacks), or None."""
+        lost = [f"run_info/{n}" for n in missing_columns(self.f.get("run_info", self.f), SHARD_RUN_COLUMNS)]
+        lost += [f"errors/{n}" for n in missing_columns(self.f.get("errors", self.f), ERROR_COLUMNS)]
+        lost = [n for n in lost if n not in self.f] + [g for g in ("columns", "items") if g not in self.f]
+        return f"damaged shard: no {', '.join(lost)}" if lost else None
+
+    def _guard(self, exc: BaseException) -> StorageError:
+        return StorageError(f"{self.path.name}: unreadable shard ({type(exc).__name__}: {exc})")
+
+    def last_status(self) -> dict[int, int]:
+        """run index -> status (1 ok, 2 failed) of every run the shard holds (last row wins)."""
+        try:
+            return last_status(self.f)
+        except (OSError, KeyError, ValueError) as exc:
+            raise self._guard(exc) from None
+
+    def counts(self) -> tuple[int, int]:
+        """(ok, failed) runs in the shard."""
+        values = np.fromiter(self.last_status().values(), dtype=np.int8)
+        return int(np.count_nonzero(values == OK)), int(np.count_nonzero(values == FAILED))
+
+    def run_table(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(runs, columns): each run's last row, ordered by run index."""
+        try:
+            table = read_table(self.f["run_info"], SHARD_RUN_COLUMNS)
+        except (OSError, KeyError, ValueError) as exc:
+            raise self._guard(exc) from None
+        keep = last_rows(table["idx"])
+        return table["idx"][keep], {k: v[keep] for k, v in table.items() if k != "idx"}
+
+    def failed_runs(self) -> list[FailedRun]:
+        """The runs whose last row failed, with their exception and traceback."""
+        try:
+            last = last_status(self.f)
+            err = read_table(self.f["errors"], ERROR_COLUMNS)
+        except (OSError, KeyError, ValueError) as exc:
+            raise self._guard(exc) from None
+        seen: dict[int, FailedRun] = {}
+        for run, typ, msg, tb in zip(err["idx"].tolist(), err["type"], err["message"], err["traceback"],
+                                     strict=True):
+            if last.get(run) == FAILED:
+                seen[run] = FailedRun(run, typ, msg, tb)
+        return list(seen.values())
+
+    def column_rows(self) -> dict[str, int]:
+        """``branch.name`` -> rows of each column (counting a retried run twice)."""
+        return {key: grp["idx"].shape[0] for key, grp in self.f["columns"].items()}
+
+    def columns(self) -> list[ShardColumn]:
+        out = []
+        for key, grp in self.f["columns"].items():
+            branch, name = key.split(".", 1)
+            spec = (get_attr(grp, "kind"), get_attr(grp, "dtype"), tuple(int(x) for x in grp.attrs["shape"]))
+            out.append(ShardColumn(branch, name, spec, grp["idx"][()], grp["values"]))
+        return out
+
+    def items(self) -> list[tuple[int, str, str, h5py.HLObject]]:
+        """(run, branch, name, stored object) of everything kept per run."""
+        out = []
+        for run_set in self.f["items"].values():
+            for rname, rgrp in run_set.items():
+                for key in rgrp:
+                    branch, name = key.split(".", 1)
+                    out.append((int(rname[4:]), branch, name, rgrp[key]))
+        return out
+
+
+class ShardBuilder:
+    """Writes a complete shard in one go from data at hand (combine turns a trajectory file into
+    one this way); the shard is marked complete by :meth:`close`."""
+
+    def __init__(self, path: Path, plan_hash: str, task: int, **attrs: Any) -> None:
+        self.f = create_shard(path, plan_hash, task)
+        set_attrs(self.f, **attrs)
+
+    def run_table(self, idx: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        write_table(self.f["run_info"], {"idx": idx, **columns})
+
+    def errors(self, columns: dict[str, np.ndarray]) -> None:
+        write_table(self.f["errors"], columns)
+
+    def column(self, branch: str, name: str, spec: ColumnSpec, idx: np.ndarray, rows: Any,
+               row_bytes: int) -> None:
+        """A column of ``len(idx)`` rows; ``rows(k0, k1)`` gives rows k0..k1 (read in blocks)."""
+        grp = self.f["columns"].create_group(f"{branch}.{name}")
+        set_attrs(grp, kind=spec[0], dtype=spec[1])
+        grp.attrs["shape"] = np.array(spec[2], dtype=np.int64)
+        _create_column(grp, spec, row_bytes)
+        step = max(1, (32 << 20) // max(1, row_bytes))
+        append_rows(grp, {"idx": idx})
+        for a in range(0, len(idx), step):
+            append_rows(grp, {"values": rows(a, min(len(idx), a + step))})
+
+    def copy_item(self, run: int, branch: str, name: str, obj: h5py.HLObject) -> None:
+        target = self.f["items"].require_group(f"{run_set_name(run)}/{run_name(run)}")
+        obj.parent.copy(obj, target, name=f"{branch}.{name}")
+
+    def __enter__(self) -> ShardBuilder:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        """Mark the shard complete, unless the block raised."""
+        try:
+            if exc_type is None:
+                set_attrs(self.f, complete=True)
+        finally:
+            self.f.close()

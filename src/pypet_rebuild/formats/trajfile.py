@@ -1,0 +1,702 @@
+"""The trajectory file: its layout, the skeleton writer, the shard merger and the lazy loader.
+
+Layout under ``/trajectories/<name>/`` (format version 1):
+
+- ``config/``, ``parameters/``, ``derived_parameters/``, ``results/``: trajectory-level leaves as
+  nested groups, one codec object per leaf (attributes ``leaf`` and ``comment``).
+- ``explored/<name>``: one column per explored parameter, one row per run.
+- ``run_info/``: the run table, one row per run (:data:`.schema.FILE_RUN_COLUMNS`: status, start,
+  end, host, job, task).
+- ``errors/``: :data:`.schema.ERROR_COLUMNS` (idx, type, message, traceback) of failed runs.
+- ``<branch>/runs/columns/<name>`` with ``<branch>/runs/masks/<name>``: values that recur across
+  runs with one dtype and shape, one row per run; ``<branch>/runs/run_set_XXXXX/run_XXXXXXXX/<name>``:
+  everything else, bucketed by 1000 runs.
+- ``merge_log/``: which shards were merged.
+
+Only this module knows this layout: the merge (:class:`ShardMerger`), combine
+(:func:`export_runs`), ``show`` (:func:`summarize`) and loading all go through it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .._version import __version__
+from ..codec import (
+    ColumnSpec,
+    column_array,
+    column_dtype,
+    column_element,
+    column_spec,
+    read_value,
+    write_value,
+)
+from ..errors import StorageError
+from ..model import BRANCHES, RUN_BRANCHES, Parameter, Result, Trajectory, loaded_leaf
+from ..naming import run_name, run_set_name
+from ..runstore import TrajectoryState, masked_column
+from .files import get_attr, open_h5, set_attrs
+from .schema import (
+    ERROR_COLUMNS,
+    FILE_RUN_COLUMNS,
+    RUN_COLUMNS,
+    RunStatus,
+    chunk_rows,
+    create_table,
+    last_rows,
+    read_table,
+    write_table,
+)
+from .shard import ShardBuilder, ShardColumn, ShardReader
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+ROOT = "trajectories"
+MAX_CHUNK_ROWS = 8192  # rows per chunk of a merged column, at most
+BLOCK_BYTES = 32 << 20  # rows of a column copied per step: bounds merge memory
+SMALL_COLUMN_BYTES = 64 << 20  # columns up to this size are updated in memory, written once
+
+
+def trajectory_group(f: h5py.File, name: str | None = None) -> h5py.Group:
+    """Find ``/trajectories/<name>``, checking the format version."""
+    if ROOT not in f:
+        raise StorageError(f"{f.filename}: HDF5 file without a trajectory (no /{ROOT} group)")
+    names = list(f[ROOT])
+    if name is None:
+        if len(names) != 1:
+            raise StorageError(f"{f.filename} holds {len(names)} trajectories ({', '.join(names)}); pass name=")
+        name = names[0]
+    if name not in f[ROOT]:
+        raise StorageError(f"{f.filename}: no trajectory named {name!r} (found: {', '.join(names)})")
+    grp = f[ROOT][name]
+    version = get_attr(grp, "format_version")
+    if version is None:
+        raise StorageError(f"{f.filename}: trajectory {name!r} has no format version; not a pypet-hpc file")
+    if int(version) > FORMAT_VERSION:
+        raise StorageError(
+            f"{f.filename}: format version {version} is newer than this pypet-hpc understands "
+            f"({FORMAT_VERSION}); upgrade pypet-hpc"
+        )
+    return grp
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_skeleton(
+    f: h5py.File, traj: Trajectory, n_runs: int, plan_hash: str = "", **attrs: Any
+) -> h5py.Group:
+    """Write a trajectory without run data: its leaves, explored columns and an empty run table."""
+    grp = f.require_group(ROOT).create_group(traj.name)
+    set_attrs(grp, format_version=FORMAT_VERSION, kind="pypet-hpc trajectory", name=traj.name,
+              comment=traj.comment, n_runs=n_runs, plan_hash=plan_hash, library_version=__version__,
+              created=time.time(), **attrs)
+    for branch in BRANCHES:
+        bgrp = grp.create_group(branch)
+        for name, leaf in traj.state.leaves[branch].items():
+            write_leaf(bgrp, name, leaf)
+    explored = grp.create_group("explored")
+    set_attrs(explored, order=",".join(traj.state.explored))
+    for name, values in traj.state.explored.items():
+        write_column(explored, name, values)
+    create_table(grp.create_group("run_info"), FILE_RUN_COLUMNS, n_runs)
+    create_table(grp.create_group("errors"), ERROR_COLUMNS)
+    return grp
+
+
+def write_leaf(branch_group: h5py.Group, name: str, leaf: Parameter[Any] | Result[Any]) -> None:
+    parts = name.split(".")
+    parent = branch_group
+    for part in parts[:-1]:
+        parent = parent.require_group(part)
+    write_value(parent, parts[-1], leaf.value)
+    set_attrs(parent[parts[-1]], leaf=type(leaf).__name__, comment=leaf.comment)
+
+
+def write_column(group: h5py.Group, name: str, values: Sequence[Any]) -> None:
+    """A column of explored values, with the codec's kind so each element comes back typed."""
+    specs = {column_spec(v) for v in values}
+    if len(specs) != 1 or None in specs:
+        raise StorageError(f"explored parameter {name!r}: values must be scalars or same-shaped arrays")
+    spec: ColumnSpec = specs.pop()  # type: ignore[assignment]
+    ds = group.create_dataset(name, data=column_array(spec, list(values)), dtype=column_dtype(spec))
+    set_attrs(ds, kind=spec[0], dtype=spec[1])
+
+
+def read_column(ds: h5py.Dataset, sel: Any = ()) -> np.ndarray:
+    data = ds.asstr()[sel] if get_attr(ds, "kind") == "str" else ds[sel]
+    return np.asarray(data)
+
+
+def column_values(ds: h5py.Dataset) -> list[Any]:
+    """A column as a list of its original element type (Python scalars stay Python scalars)."""
+    kind = get_attr(ds, "kind")
+    data = read_column(ds)
+    if kind in ("int", "float", "bool", "complex", "str"):
+        return data.tolist()
+    return [column_element(kind, x) for x in data]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class FileRunStore:
+    """Run data of a trajectory file, read only when asked for."""
+
+    def __init__(self, path: Path, name: str, allow_pickle: bool) -> None:
+        self.path = path
+        self.name = name
+        self.allow_pickle = allow_pickle
+        with self._group() as grp:
+            self._columns = {b: _names(grp, f"{b}/runs/columns") for b in RUN_BRANCHES}
+            self._item_index: dict[str, dict[str, list[int]]] | None = None
+
+    @contextmanager
+    def _group(self) -> Iterator[h5py.Group]:
+        with open_h5(self.path) as f:
+            yield f[ROOT][self.name]
+
+    def _items(self) -> dict[str, dict[str, list[int]]]:
+        """branch -> name -> runs holding it as a per-run object (built once, on first need)."""
+        if self._item_index is None:
+            index: dict[str, dict[str, list[int]]] = {b: {} for b in RUN_BRANCHES}
+            with self._group() as grp:
+                for branch in RUN_BRANCHES:
+                    runs = grp.get(f"{branch}/runs")
+                    if runs is None:
+                        continue
+                    for set_name, run_set in runs.items():
+                        if not set_name.startswith("run_set_"):
+                            continue
+                        for rname, rgrp in run_set.items():
+                            for leaf in rgrp:
+                                index[branch].setdefault(leaf, []).append(int(rname[4:]))
+            self._item_index = index
+        return self._item_index
+
+    def add(self, run: int, branch: str, leaf: Any) -> None:
+        raise StorageError("a loaded trajectory is read-only; run a sweep to add results")
+
+    def get(self, run: int, branch: str, name: str) -> Any:
+        cls = Result if branch == "results" else Parameter
+        with self._group() as grp:
+            if name in self._columns[branch]:
+                base = f"{branch}/runs"
+                if grp[f"{base}/masks/{name}"][run]:
+                    ds = grp[f"{base}/columns/{name}"]
+                    value = column_element(get_attr(ds, "kind"), read_column(ds, run))
+                    return loaded_leaf(cls, name, value, get_attr(ds, "comment", ""))
+            obj = grp.get(f"{branch}/runs/{run_set_name(run)}/{run_name(run)}/{name}")
+            if obj is None:
+                return None
+            value = read_value(obj, self.allow_pickle, f"{branch}.{name} of {run_name(run)}")
+            return loaded_leaf(cls, name, value, get_attr(obj, "comment", ""))
+
+    def names_in_run(self, run: int, branch: str) -> list[str]:
+        with self._group() as grp:
+            names = [n for n in self._columns[branch] if grp[f"{branch}/runs/masks/{n}"][run]]
+            rgrp = grp.get(f"{branch}/runs/{run_set_name(run)}/{run_name(run)}")
+            return names + (list(rgrp) if rgrp is not None else [])
+
+    def names(self, branch: str) -> list[str]:
+        return list(dict.fromkeys(self._columns[branch] + list(self._items()[branch])))
+
+    def runs_with(self, branch: str, name: str) -> list[int]:
+        if name in self._columns[branch]:
+            with self._group() as grp:
+                return np.flatnonzero(grp[f"{branch}/runs/masks/{name}"][()]).tolist()
+        return self._items()[branch].get(name, [])
+
+    def column(self, branch: str, name: str, n_runs: int) -> np.ma.MaskedArray:
+        with self._group() as grp:
+            if name in self._columns[branch]:
+                ds = grp[f"{branch}/runs/columns/{name}"]
+                data = read_column(ds)
+                mask = ~grp[f"{branch}/runs/masks/{name}"][()]
+                if data.ndim > 1:
+                    mask = np.broadcast_to(mask.reshape(-1, *[1] * (data.ndim - 1)), data.shape)
+                return np.ma.MaskedArray(data, mask=mask)
+        runs = self._items()[branch].get(name)
+        if not runs:
+            raise KeyError(f"no run has {branch}.{name}")
+        return masked_column([(r, self.get(r, branch, name).value) for r in runs], n_runs)
+
+    def run_info(self, n_runs: int = 0) -> dict[str, np.ndarray]:
+        with self._group() as grp:
+            info = read_table(grp["run_info"], FILE_RUN_COLUMNS)
+            info["idx"] = np.arange(len(info["status"]), dtype=np.int64)
+            err = read_table(grp["errors"], ERROR_COLUMNS)
+            errors = np.full(len(info["status"]), "", dtype=object)
+            if len(err["idx"]):
+                errors[err["idx"]] = [f"{t}: {m}" for t, m in zip(err["type"], err["message"], strict=True)]
+            info["error"] = errors
+        return info
+
+    def traceback(self, run: int) -> str | None:
+        with self._group() as grp:
+            err = grp["errors"]
+            hits = np.flatnonzero(err["idx"][()] == run)
+            return None if not len(hits) else str(err["traceback"].asstr()[int(hits[-1])])
+
+
+def _names(grp: h5py.Group, path: str) -> list[str]:
+    sub = grp.get(path)
+    return list(sub) if sub is not None else []
+
+
+def load_trajectory(
+    path: str | os.PathLike[str], name: str | None = None, allow_pickle: bool = False
+) -> Trajectory:
+    """Load a trajectory file (merged or written by HDF5StorageService) with natural naming.
+
+    Parameters and explored values are read at once; run data is read when touched.
+    Pickled values are only unpickled when ``allow_pickle=True``.
+    """
+    p = Path(path)
+    with open_h5(p) as f:
+        grp = trajectory_group(f, name)
+        state = TrajectoryState()
+        for branch in BRANCHES:
+            for leaf_name, obj in _iter_leaves(grp[branch]):
+                value = read_value(obj, allow_pickle, f"{branch}.{leaf_name}")
+                cls = Result if get_attr(obj, "leaf") == "Result" else Parameter
+                state.leaves[branch][leaf_name] = loaded_leaf(cls, leaf_name, value, get_attr(obj, "comment", ""))
+        order = [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
+        state.explored = {n: column_values(grp["explored"][n]) for n in order}
+        state.defaults = {n: state.leaves["parameters"][n].value for n in order}
+        state.n_runs = int(get_attr(grp, "n_runs"))
+        name = get_attr(grp, "name")
+        state.run_store = FileRunStore(p, name, allow_pickle)
+        return Trajectory.restore(name, get_attr(grp, "comment", ""), state, file_path=str(p))
+
+
+def _iter_leaves(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.HLObject]]:
+    for key, obj in group.items():
+        if key == "runs" and not prefix:
+            continue
+        if "leaf" in obj.attrs:
+            yield prefix + key, obj
+        elif isinstance(obj, h5py.Group):
+            yield from _iter_leaves(obj, f"{prefix}{key}.")
+
+
+def only_trajectory(f: h5py.File) -> h5py.Group:
+    """The one trajectory of a merge target (or a skeleton)."""
+    if ROOT not in f or len(f[ROOT]) != 1:
+        raise StorageError(f"{f.filename}: expected exactly one trajectory")
+    return trajectory_group(f)
+
+
+def plan_hash_of(path: Path) -> str | None:
+    """The plan hash of a trajectory file, or None if it is not one."""
+    try:
+        with open_h5(path) as f:
+            return str(get_attr(only_trajectory(f), "plan_hash"))
+    except StorageError:
+        return None
+
+
+def _one_row_chunks(ds: h5py.Dataset) -> bool:
+    return bool(ds.chunks == (1, *ds.shape[1:]) and ds.compression is None)
+
+
+class ShardMerger:
+    """Adds shards to an open trajectory file (merge's working copy). The run table, masks and
+    small columns are held in memory and written once at the end; big columns are written
+    shard by shard (bounded memory). The last row of a run wins, across shards too."""
+
+    def __init__(self, grp: h5py.Group, plan_hash: str, target: Path, earlier: frozenset[str]) -> None:
+        self.grp = grp
+        self.plan_hash = plan_hash
+        self.earlier = earlier
+        self.target = target
+        self.n = int(get_attr(grp, "n_runs"))
+        self.merged_shards: list[str] = []
+        self.skipped_shards: list[str] = []
+        self.damaged_shards: list[str] = []  # "name: what is wrong", not merged
+        self.log_grp = grp.require_group("merge_log")
+        self.merged_ids = set(json.loads(get_attr(self.log_grp, "shard_ids", "[]")))
+        self.item_counts: dict[str, dict[str, int]] = {
+            b: json.loads(get_attr(grp[b].require_group("runs"), "item_counts", "{}")) for b in RUN_BRANCHES
+        }
+        err = read_table(grp["errors"], ERROR_COLUMNS)
+        self.errors: dict[int, tuple[str, str, str]] = {
+            int(i): (t, m, tb) for i, t, m, tb in zip(err["idx"], err["type"], err["message"], err["traceback"],
+                                                      strict=True)
+        }
+        info = grp["run_info"]
+        # a file older than a run_info column gets it now, filled for the runs it has
+        create_table(info, {k: c for k, c in FILE_RUN_COLUMNS.items() if k not in info}, self.n)
+        self.info = read_table(info, FILE_RUN_COLUMNS)
+        self.masks: dict[tuple[str, str], np.ndarray] = {}
+        self.small: dict[tuple[str, str], np.ndarray] = {}  # columns small enough to hold in memory
+        self._col_cache: dict[tuple[str, str], tuple[Any, tuple[Any, ...]]] = {}
+
+    def run(self, shards: Sequence[Path], progress: Callable[[int], None] | None) -> tuple[int, int]:
+        """Merge the shards not merged before; returns the (ok, failed) runs of the result."""
+        fresh: list[Path] = []
+        counts: dict[str, int] = {}
+        for path in sorted(shards):
+            try:
+                reader = ShardReader(path)
+            except StorageError as exc:  # not HDF5, truncated...: merge the others, name this one
+                self._damaged(path, str(exc).removeprefix(f"{path.name}: "))
+                continue
+            with reader:
+                problem = self._check(path, reader)
+                if problem is not None:
+                    self._damaged(path, problem)
+                    continue
+                if reader.shard_id in self.merged_ids:
+                    self.skipped_shards.append(path.name)
+                    continue
+                for key, n in reader.column_rows().items():
+                    counts[key] = counts.get(key, 0) + n
+            fresh.append(path)
+        for branch, names in self.item_counts.items():
+            for name, c in names.items():
+                counts[f"{branch}.{name}"] = counts.get(f"{branch}.{name}", 0) + c
+        for path in fresh:
+            with ShardReader(path) as reader:
+                try:
+                    self._merge_one(reader, counts)
+                except (OSError, KeyError, ValueError) as exc:
+                    if isinstance(exc, StorageError):
+                        raise
+                    raise StorageError(f"{path}: cannot be merged ({type(exc).__name__}: {exc}); "
+                                       f"{self.target} is left as it was; move the shard aside "
+                                       "and resubmit") from None
+                self.merged_ids.add(reader.shard_id)
+            self.merged_shards.append(path.name)
+            if progress is not None:
+                progress(1)
+        self._write_back()
+        status = self.info["status"]
+        return int(np.count_nonzero(status == RunStatus.OK)), int(np.count_nonzero(status == RunStatus.FAILED))
+
+    def _damaged(self, path: Path, problem: str) -> None:
+        log.warning("%s: %s; not merged", path.name, problem)
+        self.damaged_shards.append(f"{path.name}: {problem}")
+
+    def _check(self, path: Path, reader: ShardReader) -> str | None:
+        """What makes a shard unfit to merge, or None; a shard of another sweep is refused outright."""
+        if reader.plan_hash not in {self.plan_hash, *self.earlier}:
+            raise StorageError(f"{path}: shard of another sweep (plan hash differs); refusing to merge it")
+        if not reader.complete:
+            return "not marked complete"
+        return reader.problem()
+
+    def _mask(self, branch: str, name: str) -> np.ndarray:
+        key = (branch, name)
+        mask = self.masks.get(key)
+        if mask is None:
+            ds = self.grp[branch].get(f"runs/masks/{name}")
+            mask = self.masks[key] = ds[()] if ds is not None else np.zeros(self.n, dtype=bool)
+        return mask
+
+    def _all_masks(self, branch: str) -> list[np.ndarray]:
+        masks = self.grp[branch]["runs"].get("masks")
+        return [self._mask(branch, name) for name in (masks or [])]
+
+    def _merge_one(self, reader: ShardReader, counts: dict[str, int]) -> None:
+        runs, table = reader.run_table()
+        if not len(runs):
+            return
+        if runs.min() < 0 or runs.max() >= self.n:
+            raise StorageError(f"{reader.path}: run index out of range for a {self.n}-run sweep")
+        info = self.info
+        if np.any(info["status"][runs] != RunStatus.MISSING):
+            self._clear_runs(runs)
+        for col, values in table.items():
+            info[col][runs] = values
+        info["task"][runs] = reader.task
+        for r in runs.tolist():
+            self.errors.pop(r, None)
+        for failed in reader.failed_runs():
+            self.errors[failed.run] = (failed.type, failed.message, failed.traceback)
+        for column in reader.columns():
+            self._merge_column(column, counts.get(f"{column.branch}.{column.name}", 0))
+        for run, branch, name, obj in reader.items():
+            self._put_item(branch, name, run, obj, copy=True)
+
+    def _clear_runs(self, runs: np.ndarray) -> None:
+        """Drop what earlier merges stored for ``runs`` (a task that was run again)."""
+        for branch in RUN_BRANCHES:
+            for mask in self._all_masks(branch):
+                mask[runs] = False
+            base = self.grp[branch]["runs"]
+            for r in runs.tolist():
+                path = f"{run_set_name(r)}/{run_name(r)}"
+                if path in base:
+                    for name in base[path]:
+                        self._count_item(branch, name, -1)
+                    del base[path]
+
+    def _merged_column(self, branch: str, name: str, count: int, like: ShardColumn) -> tuple[Any, tuple[Any, ...]]:
+        """The merged file's column for ``name`` (created when it recurs) and its (kind, dtype, shape)."""
+        key = (branch, name)
+        hit = self._col_cache.get(key)
+        if hit is not None:
+            return hit
+        cols = self.grp[branch]["runs"].require_group("columns")
+        if name not in cols and count >= 2:
+            self._new_column(cols, name, like.spec, like.values)
+            self._fold_items_into_column(branch, name)
+        col = cols.get(name)
+        if col is None:
+            return None, ()
+        hit = self._col_cache[key] = (col, (get_attr(col, "kind"), get_attr(col, "dtype"), col.shape[1:]))
+        return hit
+
+    def _merge_column(self, column: ShardColumn, count: int) -> None:
+        branch, name = column.branch, column.name
+        kind, _, shape = column.spec
+        col, meta = self._merged_column(branch, name, count, column)
+        idx, values = column.idx, column.values
+        if meta != column.spec:
+            for pos, r in enumerate(idx.tolist()):
+                self._put_value_item(branch, name, r, kind, values, pos)
+            return
+        keep = last_rows(idx)
+        rows = idx[keep]
+        self._mask(branch, name)[rows] = True
+        small = self.small.get((branch, name))
+        if small is None and col.size * max(col.dtype.itemsize, 8) <= SMALL_COLUMN_BYTES:
+            small = self.small[(branch, name)] = read_column(col) if kind == "str" else col[()]
+        if small is not None:
+            small[rows] = (np.asarray(values.asstr()[()], dtype=object) if kind == "str" else values[()])[keep]
+            return
+        if _one_row_chunks(values) and _one_row_chunks(col) and values.dtype == col.dtype:
+            # big rows (>= 1 MiB): copy the stored chunks as they are, no decoding
+            zeros = (0,) * len(shape)
+            buffer = np.empty(values.id.get_chunk_info(0).size, dtype=np.uint8)  # reused: no allocation per row
+            for pos, run in zip(keep.tolist(), rows.tolist(), strict=True):
+                size = values.id.get_chunk_info_by_coord((pos, *zeros)).size
+                if size > buffer.size:
+                    buffer = np.empty(size, dtype=np.uint8)
+                filter_mask, raw = values.id.read_direct_chunk((pos, *zeros), out=buffer)
+                col.id.write_direct_chunk((run, *zeros), raw, filter_mask)
+            return
+        row_bytes = max(1, values.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
+        step = max(1, BLOCK_BYTES // row_bytes)
+        for start in range(0, len(keep), step):
+            sel = keep[start:start + step]
+            a, b = int(sel.min()), int(sel.max()) + 1
+            data = values[a:b][sel - a]
+            block = idx[sel]
+            lo, hi = int(block[0]), int(block[-1]) + 1
+            if hi - lo == len(block):
+                col[lo:hi] = data
+            else:
+                col[block] = data
+
+    def _new_column(self, cols: h5py.Group, name: str, spec: ColumnSpec, like: h5py.Dataset) -> None:
+        kind, dtype, shape = spec
+        row_bytes = max(1, like.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
+        rows = chunk_rows(row_bytes, min(self.n, MAX_CHUNK_ROWS))  # the shards' rule: big rows alone
+        ds = cols.create_dataset(name, shape=(self.n, *shape), dtype=column_dtype(spec), chunks=(rows, *shape))
+        set_attrs(ds, kind=kind, dtype=dtype)
+
+    def _fold_items_into_column(self, branch: str, name: str) -> None:
+        """Earlier merges kept ``name`` per run (it was rare); now it recurs: move it to the column."""
+        if not self.item_counts[branch].get(name):
+            return
+        base = self.grp[branch]["runs"]
+        col, mask = base["columns"][name], self._mask(branch, name)
+        for set_name, run_set in list(base.items()):
+            if not set_name.startswith("run_set_"):
+                continue
+            for rname, rgrp in run_set.items():
+                if name in rgrp:
+                    r = int(rname[4:])
+                    try:
+                        col[r] = read_value(rgrp[name], allow_pickle=False)
+                    except (TypeError, ValueError, StorageError):  # not a column value (pickled...)
+                        continue
+                    mask[r] = True
+                    del rgrp[name]
+                    self._count_item(branch, name, -1)
+
+    def _put_value_item(self, branch: str, name: str, run: int, kind: str, values: h5py.Dataset,
+                        pos: int) -> None:
+        raw = values.asstr()[pos] if kind == "str" else values[pos]
+        self._put_item(branch, name, run, column_element(kind, raw), copy=False)
+
+    def _put_item(self, branch: str, name: str, run: int, obj: Any, copy: bool) -> None:
+        base = self.grp[branch].require_group("runs")
+        rgrp = base.require_group(f"{run_set_name(run)}/{run_name(run)}")
+        if name in rgrp:
+            del rgrp[name]
+        else:
+            self._count_item(branch, name, +1)
+        if copy:
+            rgrp.copy(obj, name)
+        else:
+            write_value(rgrp, name, obj)
+        if (branch, name) in self.masks or name in base.get("masks", {}):
+            self._mask(branch, name)[run] = False
+
+    def _count_item(self, branch: str, name: str, delta: int) -> None:
+        counts = self.item_counts[branch]
+        counts[name] = counts.get(name, 0) + delta
+        if counts[name] <= 0:
+            del counts[name]
+
+    def _write_back(self) -> None:
+        write_table(self.grp["run_info"], self.info)
+        for (branch, name), mask in self.masks.items():
+            masks = self.grp[branch]["runs"].require_group("masks")
+            if name in masks:
+                masks[name][...] = mask
+            else:
+                masks.create_dataset(name, data=mask, chunks=(min(self.n, 65536),))
+        for (branch, name), values in self.small.items():
+            self.grp[branch]["runs/columns"][name][...] = values
+        runs = sorted(self.errors)
+        write_table(self.grp["errors"], {
+            "idx": np.array(runs, dtype=np.int64),
+            **{col: np.array([self.errors[r][i] for r in runs], dtype=object)
+               for i, col in enumerate(("type", "message", "traceback"))}})
+        set_attrs(self.log_grp, shard_ids=json.dumps(sorted(self.merged_ids)))
+        for branch, counts_b in self.item_counts.items():
+            set_attrs(self.grp[branch]["runs"], item_counts=json.dumps(counts_b))
+
+
+# ---------------------------------------------------------------------------------------------
+# A file's runs as a shard (combine)
+
+
+def export_runs(path: Path, shard: Path, runs: list[int], offset: int, digest: str, task: int) -> None:
+    """Rewrite the given runs of a trajectory file as a complete shard of the sweep ``digest``,
+    run ``runs[k]`` becoming ``offset + k``."""
+    new_index = {r: offset + k for k, r in enumerate(runs)}
+    sel = np.array(runs, dtype=np.int64)
+    with open_h5(path) as src_f:
+        src = trajectory_group(src_f)
+        with ShardBuilder(shard, digest, task, source=str(path)) as out:
+            info = read_table(src["run_info"], FILE_RUN_COLUMNS)
+            rows = sel[info["status"][sel] != RunStatus.MISSING]
+            new = np.array([new_index[r] for r in rows.tolist()], dtype=np.int64)
+            out.run_table(new, {k: info[k][rows] for k in RUN_COLUMNS})
+            err = read_table(src["errors"], ERROR_COLUMNS)
+            keep = np.isin(err["idx"], rows)
+            out.errors({"idx": np.array([new_index[int(r)] for r in err["idx"][keep]], dtype=np.int64),
+                        **{k: err[k][keep] for k in ("type", "message", "traceback")}})
+            for branch in RUN_BRANCHES:
+                runs_grp = src[branch].get("runs")
+                if runs_grp is not None:
+                    _export_run_data(runs_grp, out, branch, rows, new_index)
+
+
+def _export_run_data(runs_grp: h5py.Group, out: ShardBuilder, branch: str, rows: np.ndarray,
+                     new_index: dict[int, int]) -> None:
+    cols = runs_grp.get("columns")
+    for name, col in (cols.items() if cols is not None else []):
+        have = rows[runs_grp["masks"][name][()][rows]]
+        shape = tuple(col.shape[1:])
+        row_bytes = max(1, col.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
+        # small columns are read at once; big ones only the rows wanted, a block at a time
+        source = col[()] if col.size * col.dtype.itemsize <= SMALL_COLUMN_BYTES else col
+        out.column(branch, name, (get_attr(col, "kind"), get_attr(col, "dtype"), shape),
+                   np.array([new_index[int(r)] for r in have], dtype=np.int64), _rows_of(source, have), row_bytes)
+    wanted = set(rows.tolist())
+    for set_name, run_set in runs_grp.items():
+        if not set_name.startswith("run_set_"):
+            continue
+        for rname, rgrp in run_set.items():
+            r = int(rname[4:])
+            if r in wanted:
+                for leaf in rgrp:
+                    out.copy_item(new_index[r], branch, leaf, rgrp[leaf])
+
+
+def _rows_of(source: Any, have: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    def rows(a: int, b: int) -> np.ndarray:
+        return np.asarray(source[have[a:b]]) if b > a else np.asarray(source[0:0])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# A summary of a file (``pypet-hpc show``)
+
+
+@dataclass
+class LeafSummary:
+    name: str
+    kind: str
+    shape: tuple[int, ...] | None
+    explored: bool = False
+
+
+@dataclass
+class RunDataSummary:
+    """A name that runs added: as a column (``kind``, ``dtype``, ``shape``) or stored per run."""
+
+    name: str
+    runs: int
+    column: tuple[str, str, tuple[int, ...]] | None = None
+
+
+@dataclass
+class TrajectorySummary:
+    name: str
+    n_runs: int
+    format_version: int
+    library_version: str
+    comment: str
+    counts: dict[str, int]
+    durations: np.ndarray
+    where: dict[str, list[str]]  # run_info text column -> distinct values among finished runs
+    leaves: dict[str, list[LeafSummary]]
+    run_data: dict[str, list[RunDataSummary]]
+    provenance: str | None
+    merged_shards: int = 0
+
+
+def summarize(path: str | os.PathLike[str], name: str | None = None) -> TrajectorySummary:
+    """What a trajectory file holds, read without loading any run data."""
+    with open_h5(path) as f:
+        grp = trajectory_group(f, name)
+        info = read_table(grp["run_info"], FILE_RUN_COLUMNS)
+        status = info["status"]
+        done = status != RunStatus.MISSING
+        explored = [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
+        leaves = {b: [LeafSummary(n, get_attr(obj, "kind"), getattr(obj, "shape", None) or None,
+                                  b == "parameters" and n in explored)
+                      for n, obj in _iter_leaves(grp[b])] for b in BRANCHES}
+        run_data: dict[str, list[RunDataSummary]] = {}
+        for branch in RUN_BRANCHES:
+            runs = grp[branch].get("runs")
+            if runs is None:
+                continue
+            cols = runs.get("columns")
+            entries = [RunDataSummary(cname, int(np.count_nonzero(runs["masks"][cname][()])),
+                                      (get_attr(ds, "kind"), get_attr(ds, "dtype"), tuple(ds.shape[1:])))
+                       for cname, ds in (cols.items() if cols is not None else [])]
+            items = json.loads(get_attr(runs, "item_counts", "{}"))
+            entries += [RunDataSummary(iname, n) for iname, n in sorted(items.items())]
+            if entries:
+                run_data[branch] = entries
+        return TrajectorySummary(
+            name=get_attr(grp, "name"), n_runs=int(get_attr(grp, "n_runs")),
+            format_version=int(get_attr(grp, "format_version")),
+            library_version=str(get_attr(grp, "library_version")), comment=get_attr(grp, "comment", ""),
+            counts={str(s): int(np.count_nonzero(status == s)) for s in RunStatus},
+            durations=(info["end"] - info["start"])[done],
+            where={c: sorted(set(info[c][done].tolist())) for c, col in FILE_RUN_COLUMNS.items()
+                   if col.text and c in grp["run_info"]},
+            leaves=leaves, run_data=run_data, provenance=get_attr(grp, "provenance"),
+            merged_shards=len(json.loads(get_attr(grp.get("merge_log", grp), "shard_ids", "[]"))))
