@@ -11,8 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
-
 from .errors import ExplorationError, StorageError
 from .exploration import Plan
 from .formats.trajfile import export_runs, load_trajectory, write_skeleton
@@ -62,8 +60,7 @@ def combine(a: str | Path, b: str | Path, output: str | Path, remove_duplicates:
     with tempfile.TemporaryDirectory(prefix=".pypet-combine-", dir=Path(output).parent) as tmp_s:
         tmp = Path(tmp_s)
         skeleton = tmp / "skeleton.h5"
-        with h5py.File(skeleton, "w") as f:
-            write_skeleton(f, combined, len(combined), digest, merged_from=json.dumps(record), combined=time.time())
+        write_skeleton(skeleton, combined, len(combined), digest, merged_from=json.dumps(record), combined=time.time())
         shards = [tmp / "a.h5", tmp / "b.h5"]
         export_runs(Path(a), shards[0], list(range(len(ta))), 0, digest, 0)
         export_runs(Path(b), shards[1], keep_b, len(ta), digest, 1)

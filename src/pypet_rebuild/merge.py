@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 from filelock import FileLock, Timeout
 
 from .errors import StorageError
-from .formats.files import LOCKING, get_attr, replace_durably, set_attrs, sync_h5
-from .formats.trajfile import ShardMerger, only_trajectory, plan_hash_of
+from .formats.files import replace_durably
+from .formats.trajfile import merge_shards, plan_hash_of
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +78,7 @@ def merge(
         target_hash = _target_hash(target, plan_hash, earlier_hashes)
         # a target of an earlier, smaller plan (expand) is rebuilt from the skeleton and all shards
         shutil.copyfile(target if target_hash == plan_hash else skeleton, tmp)
-        with h5py.File(tmp, "a", locking=LOCKING) as f:
-            grp = only_trajectory(f)
-            if get_attr(grp, "plan_hash") != plan_hash:
-                raise StorageError(f"{target} holds another sweep (plan hash differs); choose another -o")
-            merger = ShardMerger(grp, plan_hash, target, frozenset(earlier_hashes))
-            ok, failed = merger.run(shards, progress)
-            if provenance is not None:
-                set_attrs(grp, provenance=provenance)
-            sync_h5(f)
+        merger, ok, failed = merge_shards(tmp, shards, plan_hash, target, earlier_hashes, provenance, progress)
         replace_durably(tmp, target)
         return MergeReport(target, merger.n, merger.merged_shards, merger.skipped_shards,
                            merger.damaged_shards, ok, failed)

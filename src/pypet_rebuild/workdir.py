@@ -31,13 +31,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from ._version import __version__
 from .errors import WorkdirError
 from .exploration import Plan
-from .formats.files import atomic_write, replace_durably, sync_h5
+from .formats.files import atomic_write, hdf5_version
 from .formats.records import JobRecord, Manifest, Provenance, append_job, read_jobs
 from .formats.shard import shard_path
 from .formats.trajfile import load_trajectory, write_skeleton
@@ -103,7 +102,8 @@ def load_reference(ref: str) -> Simulation:
     if fn is None:
         raise WorkdirError(f"{target} has no function {func_name!r}")
     check_signature(fn, ref)
-    return fn
+    simulation: Simulation = fn
+    return simulation
 
 
 def import_sweep(target: str) -> Any:
@@ -187,8 +187,7 @@ class Workdir:
                 shutil.copyfile(sweep_file, snap / sweep_file.name)  # its mode comes from the umask
         else:
             function = self.save_function(fn)
-        with h5py.File(self.skeleton, "w") as f:
-            write_skeleton(f, traj, plan.n_runs, digest)
+        write_skeleton(self.skeleton, traj, plan.n_runs, digest)
         manifest = Manifest(name=traj.name, plan=plan, plan_hash=digest, function=function,
                             executor=executor, sys_path=[p for p in sys.path if p])
         self.write_manifest(manifest)
@@ -215,11 +214,7 @@ class Workdir:
                 raise WorkdirError(f"the first {n_old} points of {name!r} differ from the sweep in {self.path}; "
                                    "expand only appends points")
         digest = plan_hash(traj, plan)
-        tmp = self.skeleton.with_name("trajectory.h5.tmp")
-        with h5py.File(tmp, "w") as f:
-            write_skeleton(f, traj, plan.n_runs, digest)
-            sync_h5(f)
-        replace_durably(tmp, self.skeleton)
+        write_skeleton(self.skeleton, traj, plan.n_runs, digest)
         manifest = Manifest(name=old.name, plan=plan, plan_hash=digest, function=old.function,
                             executor=old.executor, sys_path=old.sys_path,
                             earlier_hashes=[*old.earlier_hashes, old.plan_hash], created=old.created)
@@ -297,7 +292,7 @@ def provenance(fn: Simulation | str | None) -> Provenance:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
-    versions["hdf5"] = h5py.version.hdf5_version
+    versions["hdf5"] = hdf5_version()
     return Provenance(git=git_state(Path(source).parent if source else Path.cwd()), source=source,
                       versions=versions, host=socket.gethostname(), user=getpass.getuser(),
                       argv=list(sys.argv), cwd=os.getcwd())

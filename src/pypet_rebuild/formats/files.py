@@ -66,6 +66,11 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", locking: Any = LOCKIN
         raise StorageError(f"{p}: cannot open ({exc})") from None
 
 
+def hdf5_version() -> str:
+    """The version of the HDF5 library h5py runs on (for provenance)."""
+    return str(h5py.version.hdf5_version)
+
+
 def sync_h5(f: h5py.File) -> None:
     """Flush an open HDF5 file and fsync it."""
     f.flush()

@@ -37,7 +37,7 @@ import numpy as np
 from ..codec import ColumnSpec, column_array, column_dtype, column_spec, write_value
 from ..errors import StorageError, TaskBusyError
 from ..naming import run_name, run_set_name
-from .files import LOCKING, atomic_write, fsync_path, get_attr, open_h5, set_attrs, sync_h5
+from .files import LOCKING, atomic_write, get_attr, open_h5, replace_durably, set_attrs, sync_h5
 from .schema import (
     ERROR_COLUMNS,
     SHARD_RUN_COLUMNS,
@@ -205,7 +205,7 @@ class ShardWriter:
                 sync_h5(fresh)
             finally:
                 fresh.close()
-        os.replace(fresh_path, self.partial)
+        replace_durably(fresh_path, self.partial)
         return h5py.File(self.partial, "a", locking=LOCKING)
 
     def _commit(self, f: h5py.File) -> None:
@@ -259,14 +259,18 @@ class ShardWriter:
         if self._info:
             f = self.f
             rows = self._info
-            append_rows(f["run_info"], {
+            table = {
                 "idx": np.array([r[0] for r in rows], dtype=np.int64),
                 "status": np.array([r[1] for r in rows], dtype=np.int8),
                 "start": np.array([r[2] for r in rows]),
                 "end": np.array([r[3] for r in rows]),
                 "host": np.array([self.host] * len(rows), dtype=object),
                 "job": np.array([self.job] * len(rows), dtype=object),
-            })
+            }
+            for name, column in SHARD_RUN_COLUMNS.items():  # a schema column given no value here: its fill
+                if name not in table:
+                    table[name] = column.full(len(rows))
+            append_rows(f["run_info"], table)
             if self._errors:
                 e = self._errors
                 append_rows(f["errors"], {"idx": np.array([x[0] for x in e], dtype=np.int64),
@@ -308,8 +312,7 @@ class ShardWriter:
             self.f.close()
         except (OSError, RuntimeError) as exc:
             raise self._cannot_write(exc) from exc
-        os.replace(self.partial, self.final)
-        fsync_path(self.final.parent)
+        replace_durably(self.partial, self.final)
         commit_path(self.partial).unlink(missing_ok=True)
         return self.final
 

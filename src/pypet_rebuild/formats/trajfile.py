@@ -43,10 +43,10 @@ from ..codec import (
     write_value,
 )
 from ..errors import StorageError
-from ..model import BRANCHES, RUN_BRANCHES, Parameter, Result, Trajectory, loaded_leaf
+from ..model import Parameter, Result, Trajectory, loaded_leaf
 from ..naming import run_name, run_set_name
-from ..runstore import TrajectoryState, masked_column
-from .files import get_attr, open_h5, set_attrs
+from ..runstore import BRANCHES, RUN_BRANCHES, TrajectoryState, masked_column
+from .files import LOCKING, get_attr, open_h5, replace_durably, set_attrs, sync_h5
 from .schema import (
     ERROR_COLUMNS,
     FILE_RUN_COLUMNS,
@@ -95,10 +95,20 @@ def trajectory_group(f: h5py.File, name: str | None = None) -> h5py.Group:
 # Writing
 
 
-def write_skeleton(
-    f: h5py.File, traj: Trajectory, n_runs: int, plan_hash: str = "", **attrs: Any
-) -> h5py.Group:
-    """Write a trajectory without run data: its leaves, explored columns and an empty run table."""
+def write_skeleton(path: Path, traj: Trajectory, n_runs: int, plan_hash: str = "", **attrs: Any) -> None:
+    """Write (atomically and durably) a trajectory file without run data: its leaves, explored
+    columns and an empty run table."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", locking=LOCKING) as f:
+            _write_skeleton(f, traj, n_runs, plan_hash, **attrs)
+            sync_h5(f)
+        replace_durably(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_skeleton(f: h5py.File, traj: Trajectory, n_runs: int, plan_hash: str, **attrs: Any) -> None:
     grp = f.require_group(ROOT).create_group(traj.name)
     set_attrs(grp, format_version=FORMAT_VERSION, kind="pypet-hpc trajectory", name=traj.name,
               comment=traj.comment, n_runs=n_runs, plan_hash=plan_hash, library_version=__version__,
@@ -113,7 +123,6 @@ def write_skeleton(
         write_column(explored, name, values)
     create_table(grp.create_group("run_info"), FILE_RUN_COLUMNS, n_runs)
     create_table(grp.create_group("errors"), ERROR_COLUMNS)
-    return grp
 
 
 def write_leaf(branch_group: h5py.Group, name: str, leaf: Parameter[Any] | Result[Any]) -> None:
@@ -145,7 +154,8 @@ def column_values(ds: h5py.Dataset) -> list[Any]:
     kind = get_attr(ds, "kind")
     data = read_column(ds)
     if kind in ("int", "float", "bool", "complex", "str"):
-        return data.tolist()
+        values: list[Any] = data.tolist()
+        return values
     return [column_element(kind, x) for x in data]
 
 
@@ -307,6 +317,24 @@ def plan_hash_of(path: Path) -> str | None:
             return str(get_attr(only_trajectory(f), "plan_hash"))
     except StorageError:
         return None
+
+
+def merge_shards(working_copy: Path, shards: Sequence[Path], plan_hash: str, target: Path,
+                 earlier_hashes: Sequence[str] = (), provenance: str | None = None,
+                 progress: Callable[[int], None] | None = None) -> tuple[ShardMerger, int, int]:
+    """Add ``shards`` to ``working_copy`` (a copy of the target, or of the skeleton) and make it
+    durable; returns the merger (what it merged, skipped, found damaged) and the (ok, failed)
+    runs of the result."""
+    with h5py.File(working_copy, "a", locking=LOCKING) as f:
+        grp = only_trajectory(f)
+        if get_attr(grp, "plan_hash") != plan_hash:
+            raise StorageError(f"{target} holds another sweep (plan hash differs); choose another -o")
+        merger = ShardMerger(grp, plan_hash, target, frozenset(earlier_hashes))
+        ok, failed = merger.run(shards, progress)
+        if provenance is not None:
+            set_attrs(grp, provenance=provenance)
+        sync_h5(f)
+    return merger, ok, failed
 
 
 def _one_row_chunks(ds: h5py.Dataset) -> bool:
