@@ -44,7 +44,8 @@ from pypet_rebuild.environment import SweepHandle, merge_workdir, resubmit
 from pypet_rebuild.executors.local import LocalExecutor, _child
 from pypet_rebuild.exploration import Plan
 from pypet_rebuild.formats import shard as shards
-from pypet_rebuild.status import DAMAGED, sweep_status
+from pypet_rebuild.status import sweep_status
+from pypet_rebuild.taskstate import TaskState
 from pypet_rebuild.workdir import Workdir
 
 from .conftest import children_of
@@ -270,7 +271,7 @@ def test_damaged_shard_is_named_never_crashes_and_is_recomputed(
     task1 = sweep_status(wd).tasks[1]
     assert task1.problem is not None and victim.name in task1.problem
     if where == "final":
-        assert task1.state == DAMAGED
+        assert task1.state is TaskState.DAMAGED
     out = runner.invoke(cli_main, ["status", str(wd.path)], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     line = next(ln for ln in out.output.splitlines() if ln.split()[:1] == ["1"])

@@ -17,7 +17,7 @@ import click
 import numpy as np
 
 from .codec import value_kind
-from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir, plan_for
+from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir
 from .environment import resubmit as resubmit_workdir
 from .errors import PypetError, SubmissionError
 from .executors import make_executor
@@ -25,7 +25,8 @@ from .exploration import cartesian_product, plural
 from .formats.records import Provenance
 from .formats.trajfile import load_trajectory, summarize
 from .model import Trajectory
-from .status import failed_runs, sweep_status
+from .status import SweepStatus, failed_runs, sweep_status
+from .taskstate import TaskState
 from .workdir import Workdir, check_signature, import_sweep
 
 
@@ -219,21 +220,19 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
         _expand(Workdir(workdir or Path("runs") / traj.name), traj, wait, output)
         return
     ex = make_executor(executor, **executor_options(max_parallel, **resources))
-    preflight = getattr(ex, "preflight", None)
-    if callable(preflight):
-        preflight()  # what only the cluster knows (e.g. an unknown partition), before anything is written
-    plan = plan_for(ex, len(traj), runs_per_task, n_tasks)
+    ex.preflight()  # what only the cluster knows (e.g. an unknown partition), before anything is written
+    plan = ex.plan(len(traj), runs_per_task, n_tasks)
     wd = Workdir(workdir or Path("runs") / traj.name)
     if dry_run:
         click.echo(f"sweep {traj.name!r}: {plan.describe()}")
         click.echo(f"explored: {', '.join(f'{k} ({len(set(map(repr, v)))} values)' for k, v in traj.state.explored.items()) or 'nothing (one run)'}")
         click.echo(f"executor: {executor} {ex.options()}")
         click.echo(f"workdir: {wd.path}")
-        script = getattr(ex, "batch_script", None)
-        if callable(script):
-            for i, tasks in enumerate(plan.arrays()):
+        for i, tasks in enumerate(plan.arrays()):
+            script = ex.batch_script(wd, tasks)
+            if script is not None:
                 click.echo(f"--- batch script of array {i} ({len(tasks)} tasks) ---")
-                click.echo(script(wd, tasks))
+                click.echo(script)
         click.echo("dry run: nothing submitted")
         return
     wd.create(traj, plan, ref, {"name": ex.name, "options": ex.options()}, sweep_file=sweep_path)
@@ -277,8 +276,9 @@ def _wait_and_merge(handle: SweepHandle, output: str | None) -> None:
 def _explain_missing(handle: SweepHandle, missing: int) -> None:
     """Why runs are missing after a merge, and what to do about it."""
     st = handle.status()
-    stopped = [t for t in st.tasks if t.state not in ("COMPLETED", "PENDING", "RUNNING") and not t.complete]
-    timed_out = [t for t in stopped if t.state == "TIMEOUT"]
+    # not complete, and not because runs failed in a finished task or because it is under way
+    stopped = [t for t in st.tasks if t.state is not TaskState.COMPLETED and not t.state.active and not t.complete]
+    timed_out = [t for t in stopped if t.state is TaskState.TIMEOUT]
     in_partial = sum(t.ok + t.failed for t in stopped if t.shard and t.shard.endswith(".partial"))
     if in_partial:
         click.echo(f"{in_partial} finished runs wait in unfinished tasks' shards; resubmit completes those tasks")
@@ -287,7 +287,7 @@ def _explain_missing(handle: SweepHandle, missing: int) -> None:
         click.echo(f"{len(timed_out)} tasks hit the time limit ({limit}); resubmit with a longer --time, "
                    f"e.g. pypet-hpc resubmit {handle.workdir.path} --time 2:00:00")
     elif missing:
-        lost = any(t.state == "UNKNOWN" for t in stopped)  # wait() gave up on them: the scheduler lost them
+        lost = any(t.state is TaskState.UNKNOWN for t in stopped)  # wait() gave up on them: the scheduler lost them
         click.echo(f"next: pypet-hpc resubmit {handle.workdir.path}{' --force' if lost else ''}")
 
 
@@ -322,7 +322,7 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
                f"not submitted/lost {c['missing']}")
     if st.scheduler_note:
         click.echo(f"  note: {st.scheduler_note}")
-    by_state: dict[str, int] = {}
+    by_state: dict[TaskState, int] = {}
     for t in st.tasks:
         by_state[t.state] = by_state.get(t.state, 0) + 1
     click.echo("  tasks: " + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())))
@@ -344,14 +344,14 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
             click.echo(run["traceback"].rstrip())
 
 
-def _per_job(wd: Workdir, st: Any) -> dict[str, dict[str, int]]:
+def _per_job(wd: Workdir, st: SweepStatus) -> dict[str, dict[TaskState, int]]:
     """State counts per submitted job (a SLURM array, a local submission) of the tasks whose
     latest submission it is."""
     latest: dict[int, str] = {}
     for entry in wd.jobs():
         for task in entry.tasks:
             latest[task] = ",".join(entry.ids) or "?"
-    out: dict[str, dict[str, int]] = {}
+    out: dict[str, dict[TaskState, int]] = {}
     for t in st.tasks:
         if t.task in latest:
             counts = out.setdefault(latest[t.task], {})

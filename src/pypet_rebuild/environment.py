@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PypetError, WorkdirError
-from .executors import PENDING, RUNNING, TERMINAL, UNKNOWN, Executor, make_executor
-from .executors.inline import InlineExecutor
+from .executors import Executor, make_executor
 from .exploration import Plan, cartesian_product
+from .formats.records import Manifest
 from .merge import MergeReport, merge
 from .model import Trajectory
 from .progress import Progress
-from .status import DAMAGED, NOT_SUBMITTED, SweepStatus, sweep_status
+from .status import SweepStatus, sweep_status
 from .storage import HDF5StorageService, StorageService, load_trajectory
-from .workdir import Manifest, Simulation, Workdir, check_signature
+from .taskstate import TaskState
+from .workdir import Simulation, Workdir, check_signature
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,11 @@ class SweepHandle:
                 bar.update_to(st.counts["ok"] + st.counts["failed"],
                               f"{st.counts['running']} running, {st.counts['pending']} pending")
                 now = time.monotonic()
-                unknown_since = {t.task: unknown_since.get(t.task, now) for t in st.tasks if t.state == UNKNOWN}
+                unknown_since = {t.task: unknown_since.get(t.task, now) for t in st.tasks
+                                 if t.state is TaskState.UNKNOWN}
                 lost = {k for k, since in unknown_since.items() if now - since > unknown_grace}
-                if st.finished or all(t.state in TERMINAL or t.task in lost or t.state in (NOT_SUBMITTED, DAMAGED)
-                                      for t in st.tasks):
+                # st.finished, but a task UNKNOWN for longer than the grace counts as gone
+                if not any(t.state.may_run(force=t.task in lost) for t in st.tasks):
                     if lost:
                         log.warning("tasks %s: the scheduler lost track of them; if they are gone, "
                                     "resubmit(force=True) (pypet-hpc resubmit --force) runs what they left",
@@ -161,16 +163,17 @@ class Environment:
                         combined: Sequence[Sequence[str]] | None = None) -> Trajectory:
         """Run ``simulate`` at every point of ``space`` (a cartesian product) and store the results."""
         handle = self.submit(simulate, space, combined)
-        if not isinstance(self.executor, InlineExecutor):
+        in_process = self.executor.in_process  # then the runs are done and in self.trajectory
+        if not in_process:
             st = handle.wait(progress=sys.stderr.isatty())
             log.info("sweep finished: %s", st.counts)
         output = self.storage.file_path if self.storage is not None else None
         try:
-            if output is not None or not isinstance(self.executor, InlineExecutor):
+            if output is not None or not in_process:
                 report = handle.merge(output)
                 log.info("%s", report.summary())
                 self.trajectory.file_path = str(report.target)
-                if not isinstance(self.executor, InlineExecutor):
+                if not in_process:
                     loaded = load_trajectory(report.target)
                     self.trajectory.state.run_store = loaded.state.run_store
         finally:
@@ -187,9 +190,8 @@ class Environment:
         check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"))
         wd = Workdir(self.workdir)
         points = cartesian_product(space, combined) if space is not None else self.trajectory.explored
-        if isinstance(self.executor, InlineExecutor):
-            self.executor.bind(self.trajectory, simulate)
-        elif "pickle" in wd.manifest().function:
+        self.executor.bind(self.trajectory, simulate)
+        if not self.executor.in_process and "pickle" in wd.manifest().function:
             wd.save_function(simulate)  # the runs that go now use the function given here
         expand_workdir(wd, self.trajectory, points, self.executor)
         output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
@@ -202,23 +204,20 @@ class Environment:
         traj = self.trajectory
         if space is not None:
             traj.explore(cartesian_product(space, combined))
-        plan = plan_for(self.executor, len(traj), self.runs_per_task, self.n_tasks, self.max_array_size)
+        plan = self.executor.plan(len(traj), self.runs_per_task, self.n_tasks, self.max_array_size)
         self._temporary = None
         wd_path = self.workdir
+        in_process = self.executor.in_process
         if wd_path is None:
-            if not isinstance(self.executor, InlineExecutor):
+            if not in_process:
                 raise WorkdirError(f"the {self.executor.name} executor needs a workdir= for its shards and logs")
             base = self.storage.file_path.parent if self.storage is not None else None
             wd_path = self._temporary = Path(tempfile.mkdtemp(prefix=".pypet-sweep-", dir=base))
         wd = Workdir(wd_path)  # an empty directory is fine for a new sweep
-        inline = isinstance(self.executor, InlineExecutor)
-        preflight = getattr(self.executor, "preflight", None)
-        if callable(preflight):
-            preflight()  # e.g. an unknown SLURM partition: fail before the workdir is written
-        wd.create(traj, plan, None if inline else simulate,
+        self.executor.preflight()  # e.g. an unknown SLURM partition: fail before the workdir is written
+        wd.create(traj, plan, None if in_process else simulate,
                   {"name": self.executor.name, "options": self.executor.options()})
-        if isinstance(self.executor, InlineExecutor):
-            self.executor.bind(traj, simulate)
+        self.executor.bind(traj, simulate)
         self.executor.submit(wd, range(plan.n_tasks))
         output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
         return SweepHandle(wd, output)
@@ -241,10 +240,10 @@ def expand_workdir(wd: Workdir, traj: Trajectory, points: Mapping[str, Sequence[
 
 def _submit_incomplete(wd: Workdir, executor: Executor, force: bool = False) -> Resubmitted:
     incomplete = sweep_status(wd).incomplete_tasks()
-    alive = [t.task for t in incomplete if t.state in (PENDING, RUNNING)]
-    unknown = [t.task for t in incomplete if t.state == UNKNOWN and not force]
-    skip = {*alive, *unknown}
-    todo = Resubmitted([t.task for t in incomplete if t.task not in skip], alive, unknown)
+    skip = [t for t in incomplete if t.state.may_run(force)]
+    alive = [t.task for t in skip if t.state.active]
+    unknown = [t.task for t in skip if not t.state.active]
+    todo = Resubmitted([t.task for t in incomplete if not t.state.may_run(force)], alive, unknown)
     if alive or unknown:
         log.info("not resubmitted: tasks %s queued or running, tasks %s in an unknown state", alive, unknown)
     if todo:
@@ -253,18 +252,3 @@ def _submit_incomplete(wd: Workdir, executor: Executor, force: bool = False) -> 
             wd.load_function(manifest)  # it must still import: say so now, not in every task's log
         executor.submit(wd, todo, retry_failed=True)
     return todo
-
-
-def plan_for(executor: Executor, n_runs: int, runs_per_task: int | None = None, n_tasks: int | None = None,
-             max_array_size: int | None = None) -> Plan:
-    """The plan for ``executor`` when the user did not choose the task size: one task inline,
-    four tasks per worker locally (balance without many task starts), 100 runs per task on SLURM."""
-    if runs_per_task is None and n_tasks is None:
-        if isinstance(executor, InlineExecutor):
-            n_tasks = 1
-        elif isinstance(getattr(executor, "max_parallel", None), int) and executor.name == "local":
-            n_tasks = max(1, min(n_runs, 4 * executor.max_parallel))  # type: ignore[attr-defined]
-    if max_array_size is None:
-        reader = getattr(executor, "max_array_size", None)
-        max_array_size = int(reader()) if callable(reader) else 1001
-    return Plan.make(n_runs, runs_per_task, n_tasks, max_array_size)

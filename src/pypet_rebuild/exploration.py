@@ -10,6 +10,8 @@ from typing import Any
 
 from .errors import ExplorationError
 
+DEFAULT_MAX_ARRAY_SIZE = 1001  # tasks per array when nothing else says
+
 
 def cartesian_product(
     space: Mapping[str, Sequence[Any]], combined: Sequence[str | Sequence[str]] | None = None
@@ -64,7 +66,7 @@ class Plan:
 
     n_runs: int
     runs_per_task: int
-    max_array_size: int = 1001
+    max_array_size: int = DEFAULT_MAX_ARRAY_SIZE
 
     def __post_init__(self) -> None:
         for name in ("n_runs", "runs_per_task", "max_array_size"):
@@ -74,7 +76,7 @@ class Plan:
 
     @classmethod
     def make(cls, n_runs: int, runs_per_task: int | None = None, n_tasks: int | None = None,
-             max_array_size: int = 1001) -> Plan:
+             max_array_size: int = DEFAULT_MAX_ARRAY_SIZE) -> Plan:
         """A plan from either ``runs_per_task`` or a wanted number of tasks (default: one task per 100 runs)."""
         if runs_per_task is None:
             if n_tasks is None:
@@ -98,10 +100,11 @@ class Plan:
     def task_of(self, run: int) -> int:
         return run // self.runs_per_task
 
-    def arrays(self, tasks: Sequence[int] | None = None) -> list[list[int]]:
-        """Tasks grouped into arrays of at most ``max_array_size`` tasks each."""
+    def arrays(self, tasks: Sequence[int] | None = None, limit: int | None = None) -> list[list[int]]:
+        """``tasks`` (default: all) grouped into arrays of at most ``max_array_size`` tasks each,
+        and at most ``limit`` (e.g. what the cluster allows now)."""
         todo = list(range(self.n_tasks)) if tasks is None else list(tasks)
-        size = self.max_array_size
+        size = self.max_array_size if limit is None else min(self.max_array_size, limit)
         return [todo[i:i + size] for i in range(0, len(todo), size)]
 
     def describe(self) -> str:

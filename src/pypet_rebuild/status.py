@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PypetError, StorageError
-from .executors import COMPLETED, PENDING, RUNNING, TERMINAL, UNKNOWN, make_executor
+from .executors import make_executor
 from .formats.shard import ShardReader, partial_path
+from .taskstate import ShardFacts, TaskState, classify
 from .workdir import Workdir
-
-NOT_SUBMITTED = "NOT_SUBMITTED"
-DAMAGED = "DAMAGED"
 
 
 @dataclass
@@ -20,7 +18,7 @@ class TaskStatus:
     task: int
     first_run: int
     n_runs: int
-    state: str
+    state: TaskState
     ok: int = 0
     failed: int = 0
     shard: str | None = None
@@ -45,8 +43,8 @@ class SweepStatus:
 
     @property
     def finished(self) -> bool:
-        """No task is pending or running any more (each has a shard or a terminal state)."""
-        return all(t.state in TERMINAL or t.state in (NOT_SUBMITTED, DAMAGED) for t in self.tasks)
+        """No task may still be queued or running (nor is UNKNOWN: a job of it may be alive)."""
+        return not any(t.state.may_run() for t in self.tasks)
 
     def incomplete_tasks(self) -> list[TaskStatus]:
         return [t for t in self.tasks if not t.complete]
@@ -59,44 +57,40 @@ def read_counts(path: Path, live: bool = False) -> tuple[int, int]:
 
 
 def sweep_status(wd: Workdir) -> SweepStatus:
+    """Every task's state: what its shard says, weighed against the scheduler by classify()."""
     manifest = wd.manifest()
     plan = manifest.plan
     note = None
     submitted = _submission_times(wd)
+    sched: dict[int, TaskState]
     try:
         executor = make_executor(manifest.executor["name"], **manifest.executor.get("options", {}))
         sched = executor.states(wd)
     except (PypetError, OSError) as exc:  # a submitted task may still run: UNKNOWN, not NOT_SUBMITTED
-        sched, note = dict.fromkeys(submitted, UNKNOWN), f"scheduler state unavailable: {exc}"
+        sched, note = dict.fromkeys(submitted, TaskState.UNKNOWN), f"scheduler state unavailable: {exc}"
     tasks: list[TaskStatus] = []
     for task in range(plan.n_tasks):
         runs = plan.task_runs(task)
-        st = TaskStatus(task, runs.start, len(runs), sched.get(task, NOT_SUBMITTED))
         final, partial = wd.shard(task), partial_path(wd.shard(task))
         path = final if final.exists() else partial if partial.exists() else None
-        if path is not None:
-            st.shard = path.name
-            try:
-                st.ok, st.failed = read_counts(path, live=path is partial)
-                # a retry (of failed runs) submitted after the shard was written, of which the
-                # scheduler knows nothing, may still be alive: it stays UNKNOWN, not COMPLETED
-                unseen_retry = (st.state == UNKNOWN and st.ok < st.n_runs
-                                and submitted.get(task, 0.0) > _mtime(path))
-                if path is final and st.state not in (PENDING, RUNNING) and not unseen_retry:
-                    st.state = COMPLETED  # else: a retry is under way
-                elif st.state in TERMINAL or st.state == NOT_SUBMITTED:
-                    st.problem = "stopped before finishing; resubmit resumes it"
-            except StorageError as exc:
-                if path is final:
-                    st.state, st.problem = DAMAGED, str(exc)
-                elif st.state != RUNNING:  # a running task's shard may be mid-write: not a problem
-                    st.problem = str(exc)
-        tasks.append(st)
+        facts = None if path is None else _shard_facts(path, path is final, len(runs), submitted.get(task, 0.0))
+        state, problem = classify(facts, sched.get(task))
+        tasks.append(TaskStatus(task, runs.start, len(runs), state, facts.ok if facts else 0,
+                                facts.failed if facts else 0, path.name if path else None, problem))
     counts = {"ok": sum(t.ok for t in tasks), "failed": sum(t.failed for t in tasks)}
-    counts["running"] = sum(t.n_runs - t.ok - t.failed for t in tasks if t.state == RUNNING)
-    counts["pending"] = sum(t.n_runs - t.ok - t.failed for t in tasks if t.state == PENDING)
+    counts["running"] = sum(t.n_runs - t.ok - t.failed for t in tasks if t.state is TaskState.RUNNING)
+    counts["pending"] = sum(t.n_runs - t.ok - t.failed for t in tasks if t.state is TaskState.PENDING)
     counts["missing"] = plan.n_runs - sum(counts.values())
     return SweepStatus(str(wd.path), plan.n_runs, tasks, note, counts)
+
+
+def _shard_facts(path: Path, final: bool, n_runs: int, submitted: float) -> ShardFacts:
+    """What the shard at ``path`` says; ``submitted``: when the task was last submitted."""
+    try:
+        ok, failed = read_counts(path, live=not final)  # a .partial may have its writer still on it
+    except StorageError as exc:
+        return ShardFacts(final, n_runs, damage=str(exc))
+    return ShardFacts(final, n_runs, ok, failed, retry_after=submitted > _mtime(path))
 
 
 def _submission_times(wd: Workdir) -> dict[int, float]:

@@ -22,20 +22,28 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PypetError
+from ..exploration import Plan
 from ..formats.files import atomic_write
 from ..formats.records import JobRecord
+from ..taskstate import TaskState
 from ..timefmt import parse_time
 from ..workdir import Workdir
-from . import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, check_options
+from .base import Executor
 
 GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.02
+TASKS_PER_WORKER = 4  # the default plan: balance without many task starts
+
+# the words the controller writes to a state file (a TaskState's value), and what they mean
+_STATE_WORDS = {s.value: s for s in (TaskState.PENDING, TaskState.RUNNING, TaskState.COMPLETED,
+                                     TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMEOUT)}
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """Runs tasks in worker processes on this machine."""
 
     name = "local"
+    option_defaults = {"max_parallel": None, "time_limit": None}
 
     def __init__(self, max_parallel: int | None = None, time_limit: str | float | None = None) -> None:
         if max_parallel is None:
@@ -46,13 +54,13 @@ class LocalExecutor:
         self.time_limit = time_limit
         self.limit_s = parse_time(time_limit) if time_limit is not None else None
 
-    @classmethod
-    def from_options(cls, **options: Any) -> LocalExecutor:
-        check_options(cls.name, options, {"max_parallel": None, "time_limit": None})
-        return cls(**options)
-
     def options(self) -> dict[str, Any]:
         return {"max_parallel": self.max_parallel, "time_limit": self.time_limit}
+
+    def default_plan(self, n_runs: int, max_array_size: int) -> Plan:
+        """Four tasks per worker: a slow task does not hold up the end, yet few tasks start."""
+        n_tasks = max(1, min(n_runs, TASKS_PER_WORKER * self.max_parallel))
+        return Plan.make(n_runs, n_tasks=n_tasks, max_array_size=max_array_size)
 
     def submit(self, wd: Workdir, tasks: Sequence[int], retry_failed: bool = False) -> list[str]:
         sub_id = f"local-{time.time_ns() // 1000}"
@@ -61,7 +69,8 @@ class LocalExecutor:
         spec = {"tasks": list(tasks), "max_parallel": self.max_parallel, "time_limit_s": self.limit_s,
                 "retry_failed": retry_failed}
         (folder / f"{sub_id}.json").write_text(json.dumps(spec))
-        _write_state(folder / f"{sub_id}.state.json", {"pid": None, "tasks": {str(t): PENDING for t in tasks}})
+        _write_state(folder / f"{sub_id}.state.json",
+                     {"pid": None, "tasks": {str(t): TaskState.PENDING for t in tasks}})
         with open(wd.logs / f"controller_{sub_id}.log", "ab") as log_fh:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pypet_rebuild.executors.local", str(wd.path), sub_id],
@@ -71,8 +80,8 @@ class LocalExecutor:
         wd.record_jobs(JobRecord(self.name, [sub_id], list(tasks), pid=proc.pid))
         return [sub_id]
 
-    def states(self, wd: Workdir) -> dict[int, str]:
-        out: dict[int, str] = {}
+    def states(self, wd: Workdir) -> dict[int, TaskState]:
+        out: dict[int, TaskState] = {}
         for job in wd.jobs():
             if job.executor != self.name:
                 continue
@@ -80,11 +89,13 @@ class LocalExecutor:
                 state = _read_state(wd.path / "local" / f"{sub_id}.state.json")
                 alive = _alive(job.pid)
                 workers = state.get("workers", {})
-                for task, st in state.get("tasks", {}).items():
-                    if st in (PENDING, RUNNING) and not alive and not state.get("finished"):
+                for task, word in state.get("tasks", {}).items():
+                    st = _state(word)
+                    if st.active and not alive and not state.get("finished"):
                         # the controller is gone (killed, machine restarted): nothing will start or
                         # report this task any more; it runs on only while its worker does
-                        st = RUNNING if st == RUNNING and _alive(workers.get(task)) else FAILED
+                        running = st is TaskState.RUNNING and _alive(workers.get(task))
+                        st = TaskState.RUNNING if running else TaskState.FAILED
                     out[int(task)] = st
         return out
 
@@ -95,9 +106,14 @@ class LocalExecutor:
             if job.executor == self.name and job.pid is not None and _alive(job.pid):
                 for sub_id in job.ids:
                     tasks = _read_state(wd.path / "local" / f"{sub_id}.state.json").get("tasks", {})
-                    n += sum(st in (PENDING, RUNNING) for st in tasks.values())
+                    n += sum(_state(word).active for word in tasks.values())
                 os.kill(job.pid, signal.SIGTERM)
         return n
+
+
+def _state(word: object) -> TaskState:
+    """A state file's word as a TaskState (UNKNOWN for one the controller does not write)."""
+    return _STATE_WORDS.get(word, TaskState.UNKNOWN) if isinstance(word, str) else TaskState.UNKNOWN
 
 
 def _alive(pid: int | None) -> bool:
@@ -121,9 +137,10 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
 
 def _read_state(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return state if isinstance(state, dict) else {}
 
 
 def _child(workdir: str, task: int, retry_failed: bool, log_path: str) -> None:
@@ -161,7 +178,7 @@ def controller(workdir: str, sub_id: str) -> int:
     folder = wd.path / "local"
     spec = json.loads((folder / f"{sub_id}.json").read_text())
     state_path = folder / f"{sub_id}.state.json"
-    states: dict[str, str] = {str(t): PENDING for t in spec["tasks"]}
+    states: dict[str, TaskState] = {str(t): TaskState.PENDING for t in spec["tasks"]}
     state: dict[str, Any] = {"pid": os.getpid(), "tasks": states, "exit": {}}
     _write_state(state_path, state)
     cancel = [False]
@@ -174,7 +191,7 @@ def controller(workdir: str, sub_id: str) -> int:
         changed = False
         if cancel[0]:
             for task in pending:
-                states[str(task)] = CANCELLED
+                states[str(task)] = TaskState.CANCELLED
             pending = []
             for proc, _, _ in running.values():
                 if proc.is_alive():
@@ -185,7 +202,7 @@ def controller(workdir: str, sub_id: str) -> int:
             proc.start()
             running[task] = (proc, time.monotonic(), False)
             state.setdefault("workers", {})[str(task)] = proc.pid
-            states[str(task)] = RUNNING
+            states[str(task)] = TaskState.RUNNING
             changed = True
         for task, (proc, started, timed_out) in list(running.items()):
             elapsed = time.monotonic() - started
@@ -201,11 +218,11 @@ def controller(workdir: str, sub_id: str) -> int:
             code = proc.exitcode
             state["exit"][str(task)] = code
             if timed_out:
-                states[str(task)] = TIMEOUT
+                states[str(task)] = TaskState.TIMEOUT
             elif cancel[0] and code != 0:
-                states[str(task)] = CANCELLED
+                states[str(task)] = TaskState.CANCELLED
             else:
-                states[str(task)] = COMPLETED if code == 0 else FAILED
+                states[str(task)] = TaskState.COMPLETED if code == 0 else TaskState.FAILED
             changed = True
         if changed:
             _write_state(state_path, state)

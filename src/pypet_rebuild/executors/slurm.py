@@ -34,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PypetError, SubmissionError
+from ..exploration import Plan
 from ..formats.records import JobRecord
+from ..taskstate import TaskState
 from ..timefmt import parse_time, slurm_minutes
 from ..workdir import Workdir
-from . import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, UNKNOWN, check_options
+from .base import Executor
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +48,19 @@ STATES_TTL = 2.0  # seconds a states() answer is reused (wait() polls often; sac
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's compiled-in default, used when scontrol cannot be read
 UNTHROTTLED = 1_000_000_000  # array_parallelism when max_parallel is not given: %N = no throttle
 
-OUT_OF_MEMORY, NODE_FAIL, PREEMPTED = "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"
-_STATE_MAP = {
-    "PENDING": PENDING, "REQUEUED": PENDING, "REQUEUE_HOLD": PENDING, "REQUEUE_FED": PENDING,
-    "RESV_DEL_HOLD": PENDING,
-    "RUNNING": RUNNING, "CONFIGURING": RUNNING, "COMPLETING": RUNNING, "SUSPENDED": RUNNING,
-    "STOPPED": RUNNING, "SIGNALING": RUNNING, "STAGE_OUT": RUNNING, "RESIZING": RUNNING,
-    "COMPLETED": COMPLETED,
-    "FAILED": FAILED, "SPECIAL_EXIT": FAILED,
-    "CANCELLED": CANCELLED, "REVOKED": CANCELLED,
-    "TIMEOUT": TIMEOUT, "DEADLINE": TIMEOUT,
-    "OUT_OF_MEMORY": OUT_OF_MEMORY, "NODE_FAIL": NODE_FAIL, "BOOT_FAIL": NODE_FAIL,
-    "PREEMPTED": PREEMPTED,
+# sacct/squeue state words -> ours: the one place that reads SLURM's words
+_S = TaskState
+_STATE_MAP: dict[str, TaskState] = {
+    "PENDING": _S.PENDING, "REQUEUED": _S.PENDING, "REQUEUE_HOLD": _S.PENDING, "REQUEUE_FED": _S.PENDING,
+    "RESV_DEL_HOLD": _S.PENDING,
+    "RUNNING": _S.RUNNING, "CONFIGURING": _S.RUNNING, "COMPLETING": _S.RUNNING, "SUSPENDED": _S.RUNNING,
+    "STOPPED": _S.RUNNING, "SIGNALING": _S.RUNNING, "STAGE_OUT": _S.RUNNING, "RESIZING": _S.RUNNING,
+    "COMPLETED": _S.COMPLETED,
+    "FAILED": _S.FAILED, "SPECIAL_EXIT": _S.FAILED,
+    "CANCELLED": _S.CANCELLED, "REVOKED": _S.CANCELLED,
+    "TIMEOUT": _S.TIMEOUT, "DEADLINE": _S.TIMEOUT,
+    "OUT_OF_MEMORY": _S.OUT_OF_MEMORY, "NODE_FAIL": _S.NODE_FAIL, "BOOT_FAIL": _S.NODE_FAIL,
+    "PREEMPTED": _S.PREEMPTED,
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -84,13 +87,14 @@ _RESERVED = {"array": None, "output": None, "error": None, "open-mode": None, "s
              "gpus-per-task": "--gpus"}
 _JOBID = re.compile(r"(\d+)(?:_(\d+|\[([0-9,%-]+)\]))?\Z")
 
-_states_cache: dict[str, tuple[float, tuple[int, int], dict[int, str]]] = {}
+_states_cache: dict[str, tuple[float, tuple[int, int], dict[int, TaskState]]] = {}
 
 
-class SlurmExecutor:
+class SlurmExecutor(Executor):
     """Submits tasks as SLURM job arrays (through submitit) and reads their state from sacct/squeue."""
 
     name = "slurm"
+    option_defaults = DEFAULTS
 
     def __init__(self, partition: str | None = None, time_limit: str | float = "1:00:00",
                  mem: str | None = None, cpus_per_task: int | None = None, account: str | None = None,
@@ -128,12 +132,6 @@ class SlurmExecutor:
         self._max_array: int | None = None
         self._checked_with_cluster = False
 
-    @classmethod
-    def from_options(cls, **options: Any) -> SlurmExecutor:
-        """Build from CLI or manifest options; an unknown option lists the valid ones."""
-        check_options(cls.name, options, DEFAULTS)
-        return cls(**options)
-
     def options(self) -> dict[str, Any]:
         """Everything needed to rebuild this executor for status, cancel and resubmit."""
         return {"partition": self.partition, "time_limit": self.time_limit, "mem": self.mem,
@@ -152,6 +150,11 @@ class SlurmExecutor:
         a quarter of the limit up to 90 s from 6 minutes on.
         """
         return int(max(15, min(90, slurm_minutes(self.time_limit) * 60 // 4)))
+
+    def default_plan(self, n_runs: int, max_array_size: int) -> Plan:
+        """Plan.make's default, up to 100 runs per task: a task start (queueing, Python, imports)
+        costs seconds, so a task should hold enough work to make that small."""
+        return Plan.make(n_runs, max_array_size=max_array_size)
 
     # -- talking to the cluster -----------------------------------------------------------------
 
@@ -212,8 +215,7 @@ class SlurmExecutor:
         if not tasks:
             return []
         self.preflight()
-        size = min(self.max_array_size(), wd.manifest().plan.max_array_size)
-        arrays = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+        arrays = wd.manifest().plan.arrays(tasks, limit=self.max_array_size())
         (wd.path / "slurm").mkdir(exist_ok=True)
         ex = self._submitit(wd.path / "slurm" / "%j")
         ids: list[str] = []
@@ -236,7 +238,7 @@ class SlurmExecutor:
         _states_cache.pop(str(wd.path), None)
         return ids
 
-    def states(self, wd: Workdir) -> dict[int, str]:
+    def states(self, wd: Workdir) -> dict[int, TaskState]:
         """task -> state of its latest submission, from sacct, else squeue; never blocks for long."""
         key = str(wd.path)
         stamp = _jobs_stamp(wd)
@@ -249,7 +251,7 @@ class SlurmExecutor:
         ids = sorted({aid for aid, _, _ in latest.values()}, key=int)
         found = _query_states(ids, {f"{a}_{i}" for a, i, _ in latest.values()},
                               {a for a, _, single in latest.values() if single})
-        out = {task: found.get(f"{aid}_{idx}", UNKNOWN) for task, (aid, idx, _) in latest.items()}
+        out = {task: found.get(f"{aid}_{idx}", TaskState.UNKNOWN) for task, (aid, idx, _) in latest.items()}
         _states_cache[key] = (time.monotonic(), stamp, out)
         return dict(out)
 
@@ -505,7 +507,7 @@ def parse_state_table(text: str) -> dict[str, str]:
 
 
 def resolve_states(wanted: set[str], table: dict[str, str], single: Collection[str] = (),
-                   bare_arrays: bool = False) -> dict[str, str]:
+                   bare_arrays: bool = False) -> dict[str, TaskState]:
     """Our state (PENDING, RUNNING, COMPLETED, ...) of each wanted ``JOB_INDEX`` id that ``table``
     (from parse_state_table) tells: the id's own row, or for a plain single job (its job id in
     ``single``) its bare ``JOB`` row. Ids it does not tell are left out.
@@ -516,18 +518,18 @@ def resolve_states(wanted: set[str], table: dict[str, str], single: Collection[s
     So it counts for the tasks without a row of their own only with ``bare_arrays`` (when
     slurmctld cannot be asked), and only if it says the array is not finished (PENDING or RUNNING).
     """
-    out: dict[str, str] = {}
+    out: dict[str, TaskState] = {}
     for w in wanted:
         base = w.split("_")[0]
         state, bare = _STATE_MAP.get(table.get(w, "")), _STATE_MAP.get(table.get(base, ""))
-        if state is None and (base in single or (bare_arrays and bare in (PENDING, RUNNING))):
+        if state is None and (base in single or (bare_arrays and bare is not None and bare.active)):
             state = bare
         if state is not None:
             out[w] = state
     return out
 
 
-def _query_states(ids: list[str], wanted: set[str], single: Collection[str] = ()) -> dict[str, str]:
+def _query_states(ids: list[str], wanted: set[str], single: Collection[str] = ()) -> dict[str, TaskState]:
     """Our states of the wanted ``JOB_INDEX`` ids of the jobs ``ids`` (``single``: plain single
     jobs, not arrays): sacct, overridden by squeue where slurmctld has the task queued or running
     (sacct lags behind it) or where sacct has no row of its own; an array's bare sacct row only if
@@ -548,7 +550,7 @@ def _query_states(ids: list[str], wanted: set[str], single: Collection[str] = ()
         # slurmctld is the live truth: a job it has queued or running is so, whatever sacct's
         # lagging record says (a requeued job's last attempt can still read FAILED there)
         for w, state in resolve_states(wanted, parse_state_table(squeue.stdout), single).items():
-            if state in (PENDING, RUNNING) or w not in found:
+            if state.active or w not in found:
                 found[w] = state
     missing = wanted - found.keys()
     if missing:

@@ -259,7 +259,7 @@ class ShardWriter:
         if self._info:
             f = self.f
             rows = self._info
-            table = {
+            table: dict[str, np.ndarray] = {
                 "idx": np.array([r[0] for r in rows], dtype=np.int64),
                 "status": np.array([r[1] for r in rows], dtype=np.int8),
                 "start": np.array([r[2] for r in rows]),
