@@ -322,3 +322,22 @@ def test_node_drained_mid_sweep_gets_no_new_tasks(tmp_path: Path, sweeps: list[P
         assert set(host[2 * task: 2 * task + 2]) <= {"node1", "node2"}, (task, host)
     assert node_states()["node3"] == "drained"
 
+
+
+def test_sweep_of_5000_tasks_goes_out_as_5_arrays(tmp_path: Path, sweeps: list[Path]) -> None:
+    """5,000 tasks at MaxArraySize=1001: five sbatch calls (1001 x 4 + 996), each array taken by
+    slurmctld with all its tasks; then cancelled (the 1,100-task test above runs a cut sweep
+    to the end; running 5,000 Python tasks on 2 cores would take ~35 minutes)."""
+    write_sweep(tmp_path, n=2500)
+    wd = submit(tmp_path, "--runs-per-task", "1", "--time", "5", "--max-parallel", "1")
+    sweeps.append(wd)
+    entries = jobs(wd)
+    sizes = [len(e["tasks"]) for e in entries]
+    assert sizes == [1001, 1001, 1001, 1001, 996], sizes
+    assert [t for e in entries for t in e["tasks"]] == list(range(5000))
+    assert len(list((wd / "slurm").glob(".submission_file_*.sh"))) == 5
+    out = _sh("squeue", "-h", "-r", "-t", "all", "-o", "%i", "-j", ",".join(e["ids"][0] for e in entries),
+              timeout=30) or _fail("squeue")
+    assert len(set(out.stdout.split())) == 5000, len(set(out.stdout.split()))
+    out = cli("cancel", str(wd), cwd=tmp_path).stdout
+    assert "cancelled" in out, out
