@@ -48,8 +48,9 @@ SWEEP = textwrap.dedent(
 
 
 def cluster_problem() -> str | None:
-    """None when slurmctld, the node and accounting answer (as slurm/status.sh checks)."""
-    checks = [(["scontrol", "ping"], "is UP"), (["sinfo", "-h", "-n", "localhost", "-o", "%T"], ""),
+    """None when slurmctld, every node (localhost, or node1..nodeN) and accounting answer (as
+    slurm/status.sh checks)."""
+    checks = [(["scontrol", "ping"], "is UP"), (["sinfo", "-h", "-N", "-o", "%N %T"], ""),
               (["sacct", "-n", "-X", "-j", "1"], "")]
     for cmd, needle in checks:
         try:
@@ -58,8 +59,12 @@ def cluster_problem() -> str | None:
             return f"{cmd[0]}: {exc}"
         if res.returncode != 0 or needle not in res.stdout:
             return f"`{' '.join(cmd)}` failed"
-        if cmd[0] == "sinfo" and res.stdout.split()[:1] not in (["idle"], ["mixed"], ["allocated"], ["completing"]):
-            return f"node localhost is {res.stdout.strip() or 'unknown'}"
+        if cmd[0] == "sinfo":
+            rows = [line.split() for line in res.stdout.splitlines() if line.strip()]
+            bad = [f"node {row[0]} is {row[-1]}" for row in rows
+                   if row[-1] not in ("idle", "mixed", "allocated", "completing")]
+            if not rows or bad:
+                return ", ".join(bad) or "no node is registered"
     return None
 
 

@@ -1,9 +1,11 @@
 # shellcheck shell=bash disable=SC2034
 # Shared helpers for start.sh / stop.sh / status.sh (sourced, not executed).
-# Single-node SLURM 22.05 cluster on localhost with slurmdbd + MariaDB accounting.
+# SLURM 22.05 cluster on this machine with slurmdbd + MariaDB accounting: one slurmd on
+# localhost (the default), or one slurmd per node in its own network + UTS namespace.
 
 SLURM_CONF=/etc/slurm/slurm.conf
 DBD_CONF=/etc/slurm/slurmdbd.conf
+CGROUP_CONF=/etc/slurm/cgroup.conf
 STATE_DIR=/var/lib/slurm/slurmctld
 SPOOL_DIR=/var/lib/slurm/slurmd
 LOG_DIR=/var/log/slurm
@@ -15,8 +17,21 @@ CLUSTER_NAME=localci
 DB_NAME=slurm_acct_db
 PACKAGES="munge slurmctld slurmd slurm-client slurmdbd mariadb-server"
 
-# Every daemon, in start order.
-DAEMONS="munged mariadbd slurmdbd slurmctld slurmd"
+# The daemons on the host, in start order. The slurmds come after them: "slurmd" for the
+# one-node layout, "slurmd-node1".."slurmd-nodeN" for the multi-node one.
+HOST_DAEMONS="munged mariadbd slurmdbd slurmctld"
+
+# ---- multi-node layout -------------------------------------------------------------------
+# Node i is network namespace "nodei" (hostname nodei in its own UTS namespace) with eth0 =
+# NET_PREFIX.i/24, its veth peer "veth-nodei" on the bridge BRIDGE; the host (slurmctld) is
+# NET_PREFIX.254 on the bridge. The bridge is linked to no other interface: the nodes reach
+# the host and each other, nothing else.
+BRIDGE=phbr0
+NET_PREFIX=10.77.0
+HOST_ADDR=$NET_PREFIX.254
+NETNS_FILE=/run/pypet-hpc-slurm-netns   # the namespaces start.sh made (one name a line)
+HOSTS_BEGIN="# >>> pypet-hpc slurm nodes (slurm/start.sh; removed by slurm/stop.sh)"
+HOSTS_END="# <<< pypet-hpc slurm nodes"
 
 pidfile_of() {
     case $1 in
@@ -25,7 +40,69 @@ pidfile_of() {
         slurmdbd)  echo /run/slurmdbd.pid ;;
         slurmctld) echo /run/slurmctld.pid ;;
         slurmd)    echo /run/slurmd.pid ;;
+        slurmd-*)  echo "/run/$1.pid" ;;   # SlurmdPidFile=/run/slurmd-%n.pid
     esac
+}
+
+# Every slurmd that has a pidfile, whatever layout started it.
+slurmd_names() {
+    local f n
+    for f in /run/slurmd.pid /run/slurmd-node*.pid; do
+        [ -e "$f" ] || continue
+        n=${f#/run/}
+        echo "${n%.pid}"
+    done
+}
+
+# The network namespaces of nodes: those start.sh recorded, and any nodeN still wired to
+# our bridge (e.g. after the record was lost).
+node_netns() {
+    local ns
+    {
+        [ -s "$NETNS_FILE" ] && cat "$NETNS_FILE"
+        for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+            case $ns in node[0-9]*) ;; *) continue ;; esac
+            [ -e "/sys/class/net/veth-$ns/master" ] && [ "$(basename "$(readlink "/sys/class/net/veth-$ns/master")")" = "$BRIDGE" ] && echo "$ns"
+        done
+    } | sort -u
+}
+
+# kill_node_processes NS: SIGKILL every process in network namespace NS (its slurmd, the
+# slurmstepds and the jobs' processes); print how many there were.
+kill_node_processes() {
+    local pids
+    pids=$(ip netns pids "$1" 2>/dev/null | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    [ -n "${pids// /}" ] && kill -KILL $pids 2>/dev/null
+    echo "$pids" | wc -w
+}
+
+# Remove every node namespace, the bridge and the /etc/hosts entries (jobs must be gone).
+teardown_network() {
+    local ns n
+    for ns in $(node_netns); do
+        n=$(kill_node_processes "$ns")
+        [ "$n" -gt 0 ] && say "killed $n leftover process(es) in namespace $ns"
+        ip netns del "$ns" 2>/dev/null && say "removed network namespace $ns"
+        ip link del "veth-$ns" 2>/dev/null
+    done
+    rm -f "$NETNS_FILE"
+    if [ -e "/sys/class/net/$BRIDGE" ]; then
+        ip link del "$BRIDGE" && say "removed bridge $BRIDGE"
+    fi
+    write_hosts_block ""
+}
+
+# write_hosts_block TEXT: put TEXT between our markers in /etc/hosts (empty: drop the block).
+# Written in place (cat >), as /etc/hosts may be a bind mount.
+write_hosts_block() {
+    local tmp
+    grep -qF "$HOSTS_BEGIN" /etc/hosts 2>/dev/null || [ -n "$1" ] || return 0
+    tmp=$(mktemp)
+    awk -v b="$HOSTS_BEGIN" -v e="$HOSTS_END" '$0 == b {skip = 1} !skip {print} $0 == e {skip = 0}' /etc/hosts >"$tmp"
+    [ -n "$1" ] && printf '%s\n%s\n%s\n' "$HOSTS_BEGIN" "$1" "$HOSTS_END" >>"$tmp"
+    cmp -s "$tmp" /etc/hosts || cat "$tmp" >/etc/hosts
+    rm -f "$tmp"
 }
 
 logfile_of() {
@@ -65,7 +142,7 @@ fail() {
 }
 
 # running_pid NAME: print the PID from NAME's pidfile if that process is alive
-# and really runs /usr/sbin/NAME (guards against PID reuse after a crash).
+# and really runs /usr/sbin/NAME (slurmd for slurmd-nodeN; guards against PID reuse).
 running_pid() {
     local pf pid exe
     pf=$(pidfile_of "$1")
@@ -75,7 +152,7 @@ running_pid() {
     exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
     exe=${exe% (deleted)}
     # /usr/sbin/slurmctld and slurmd are alternatives symlinks to *-wlm binaries
-    [ "$exe" = "$(readlink -f "/usr/sbin/$1")" ] || return 1
+    [ "$exe" = "$(readlink -f "/usr/sbin/${1%%-*}")" ] || return 1
     echo "$pid"
 }
 
@@ -136,21 +213,24 @@ db_max_jobid() {
     case $n in ''|*[!0-9]*) echo 0 ;; *) echo "$n" ;; esac
 }
 
-node_state() {
-    timeout 10 sinfo -h -n localhost -o %T 2>/dev/null | head -n 1
+# "NODE STATE" for every node of the cluster, one a line ("localhost idle", "node2 down*").
+node_states() {
+    timeout 10 sinfo -h -N -o '%N %T' 2>/dev/null | sort -u
 }
 
-# healthy: node usable and accounting answering (same check as status.sh).
+# The nodes that are not usable, as "node2 down*, node3 drained" (empty: all usable).
+bad_nodes() {
+    node_states | awk '$2 !~ /^(idle|mixed|allocated|completing)$/ {printf "%s%s %s", sep, $1, $2; sep = ", "}'
+}
+
+# healthy: every node usable and accounting answering (same check as status.sh).
 ctld_up() {
     timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP'
 }
 
 healthy() {
     ctld_up || return 1
-    case $(node_state) in
-        idle|mixed|allocated|completing) ;;
-        *) return 1 ;;
-    esac
+    [ -n "$(node_states)" ] && [ -z "$(bad_nodes)" ] || return 1
     timeout 10 sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER_NAME" || return 1
     timeout 10 sacct -n -X -j 1 >/dev/null 2>&1 || return 1
 }

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Exit 0 and print sinfo if the local SLURM cluster is usable: the node is
-# idle/mixed/allocated and accounting (sacctmgr/sacct) answers. Exit 1 otherwise.
+# Exit 0 and print sinfo if the local SLURM cluster is usable: every node (localhost, or
+# node1..nodeN) is idle/mixed/allocated and accounting (sacctmgr/sacct) answers. Exit 1 otherwise.
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$HERE/lib.sh"
@@ -11,8 +11,9 @@ if healthy; then
     exit 0
 fi
 if ctld_up; then
-    echo "slurm: not ready (node state '$(node_state)'); start it with: bash slurm/start.sh"
+    bad=$(bad_nodes)
+    echo "slurm: not ready (${bad:-no node registered}); start it with: bash slurm/start.sh [--nodes N]"
 else
-    echo "slurm: slurmctld is not answering; start it with: bash slurm/start.sh"
+    echo "slurm: slurmctld is not answering; start it with: bash slurm/start.sh [--nodes N]"
 fi
 exit 1

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Stop the local SLURM cluster started by slurm/start.sh: cancel all jobs, then
-# stop slurmd, slurmctld, slurmdbd, mariadbd, munged (in that order), each by
-# the PID in its own pidfile. Safe to run when nothing is running.
+# Stop the local SLURM cluster started by slurm/start.sh (either layout): cancel all jobs,
+# then stop the slurmd(s), slurmctld, slurmdbd, mariadbd, munged (in that order), each by
+# the PID in its own pidfile; remove the nodes' network namespaces, the bridge and the
+# /etc/hosts entries of the multi-node layout. Safe to run when nothing is running.
 #
 #   bash slurm/stop.sh           stop, keep state, logs and accounting DB
 #   WIPE=1 bash slurm/stop.sh    also delete controller/slurmd state, logs and the DB
@@ -12,9 +13,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
 
 case ${1:-} in
-    -h|--help) sed -n '2,7s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9s/^# \{0,1\}//p' "$0"; exit 0 ;;
     '') ;;
-    *) sed -n '2,7s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,9s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || fail "stop.sh must run as root"
 
@@ -22,8 +23,9 @@ exec 9>"$LOCK_FILE"
 flock -w 180 9 || fail "another slurm/start.sh or stop.sh holds $LOCK_FILE"
 
 cancel_all_jobs
-stop_daemon slurmd
+for d in $(slurmd_names); do stop_daemon "$d"; done
 stop_daemon slurmctld
+teardown_network
 stop_daemon slurmdbd
 
 if [ "${WIPE:-0}" = 1 ]; then

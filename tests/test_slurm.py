@@ -49,15 +49,31 @@ def _sh(*cmd: str, timeout: float = 10) -> subprocess.CompletedProcess[str] | No
         return None
 
 
+def node_states() -> dict[str, str]:
+    """Every node of the cluster and its state: {"localhost": "idle"}, or node1..nodeN."""
+    out = _sh("sinfo", "-h", "-N", "-o", "%N %T")
+    rows = [line.split() for line in (out.stdout if out else "").splitlines()]
+    return {row[0]: row[1] for row in rows if len(row) == 2}
+
+
+def layout_args() -> list[str]:
+    """The start.sh arguments of the running cluster's layout ([] or ["--nodes", "N"])."""
+    nodes = node_states()
+    return [] if list(nodes) in ([], ["localhost"]) else ["--nodes", str(len(nodes))]
+
+
 def cluster_problem() -> str | None:
     """None when the local cluster is usable (the checks of slurm/status.sh), else what is wrong."""
     ping = _sh("scontrol", "ping")
     if ping is None or "is UP" not in ping.stdout:
         return "slurmctld is not answering"
-    node = _sh("sinfo", "-h", "-n", "localhost", "-o", "%T")
-    state = node.stdout.strip().splitlines()[0] if node and node.stdout.strip() else "?"
-    if state not in ("idle", "mixed", "allocated", "completing"):
-        return f"node localhost is {state!r}"
+    nodes = node_states()
+    if not nodes:
+        return "no node is registered"
+    bad = [f"node {name} is {state!r}" for name, state in nodes.items()
+           if state not in ("idle", "mixed", "allocated", "completing")]
+    if bad:
+        return ", ".join(bad)
     acct = _sh("sacctmgr", "-n", "-P", "list", "cluster", "format=cluster")
     if acct is None or "localci" not in acct.stdout.split():
         return "slurmdbd accounting does not answer"
@@ -222,8 +238,9 @@ def test_arrays_are_cut_at_max_array_size(tmp_path: Path, sweeps: list[Path]) ->
     """With MaxArraySize=5, 12 tasks go out as 3 arrays (3 sbatch calls) and complete; an array
     larger than the cluster allows is refused with one clear line and leaves nothing behind."""
     start = ROOT / "slurm" / "start.sh"
+    layout, before = layout_args(), SlurmExecutor().max_array_size()
     try:
-        subprocess.run(["bash", str(start), "--restart"], env={**os.environ, "MAX_ARRAY_SIZE": "5"},
+        subprocess.run(["bash", str(start), *layout, "--restart"], env={**os.environ, "MAX_ARRAY_SIZE": "5"},
                        check=True, capture_output=True, timeout=120)
         assert SlurmExecutor().max_array_size() == 5
         write_sweep(tmp_path, n=12)
@@ -253,8 +270,8 @@ def test_arrays_are_cut_at_max_array_size(tmp_path: Path, sweeps: list[Path]) ->
         assert not list((tmp_path / "big" / "slurm").glob("*.pkl"))
         assert Workdir(tmp_path / "big").jobs() == []
     finally:
-        subprocess.run(["bash", str(start)], check=True, capture_output=True, timeout=120)
-    assert SlurmExecutor().max_array_size() == 100001
+        subprocess.run(["bash", str(start), *layout], check=True, capture_output=True, timeout=120)
+    assert SlurmExecutor().max_array_size() == before
 
 
 def _square(traj: Trajectory) -> None:

@@ -22,7 +22,7 @@ from .environment import resubmit as resubmit_workdir
 from .errors import PypetError, SubmissionError
 from .executors import make_executor
 from .exploration import cartesian_product, plural
-from .formats.records import Provenance
+from .formats.records import JobRecord, Provenance
 from .formats.trajfile import load_trajectory, summarize
 from .model import Trajectory
 from .status import SweepStatus, failed_runs, sweep_status
@@ -329,6 +329,8 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
     for job, states in _per_job(wd, st).items():
         counts = ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
         click.echo(f"  job {job}: {counts}")
+    for line in _killed_by_scheduler(wd, st):
+        click.echo(f"  {line}")
     click.echo(f"{'task':>6} {'runs':>15} {'state':<14} {'ok':>6} {'failed':>6}  shard / problem")
     for t in st.tasks:
         span = f"{t.first_run}-{t.first_run + t.n_runs - 1}"
@@ -342,6 +344,41 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
             point = ", ".join(f"{k}={v[run['run']]!r}" for k, v in explored.items())
             click.echo(f"\n--- run {run['run']} ({point}), task {run['task']}: {run['type']}: {run['message']}")
             click.echo(run["traceback"].rstrip())
+
+
+def _killed_by_scheduler(wd: Workdir, st: SweepStatus) -> list[str]:
+    """In words, the tasks SLURM killed for their memory limit or lost with their node, and
+    what to do: the limit is the --mem their latest submission asked for (jobs.jsonl)."""
+    latest: dict[int, JobRecord] = {}
+    for entry in wd.jobs():
+        for task in entry.tasks:
+            latest[task] = entry
+    lines = []
+    oom = [t.task for t in st.tasks if t.state is TaskState.OUT_OF_MEMORY]
+    if oom:
+        default = wd.manifest().executor.get("options", {}).get("mem")
+        limits = sorted({str(latest[t].mem if t in latest and latest[t].mem else default) for t in oom})
+        said = ", ".join("the cluster's default" if m == "None" else m for m in limits)
+        more = _twice(limits[-1]) if limits[-1] != "None" else "4G"
+        lines.append(f"{plural(len(oom), 'task')} {'was' if len(oom) == 1 else 'were'} killed by SLURM for "
+                     f"using more memory than the limit (OUT_OF_MEMORY, --mem {said}): task {_tasks(oom)}; "
+                     "resubmit with more memory, e.g. "
+                     f"pypet-hpc resubmit {wd.path} --mem {more}")
+    lost = [t.task for t in st.tasks if t.state is TaskState.NODE_FAIL]
+    if lost:
+        lines.append(f"{plural(len(lost), 'task')} died with the node they ran on (NODE_FAIL): task {_tasks(lost)}; "
+                     f"pypet-hpc resubmit {wd.path} runs them again on the nodes that are up")
+    return lines
+
+
+def _tasks(tasks: list[int]) -> str:
+    return ", ".join(map(str, tasks[:20])) + (f" ... ({len(tasks)} in all)" if len(tasks) > 20 else "")
+
+
+def _twice(mem: str) -> str:
+    """A --mem twice as large: 250M -> 500M, 4G -> 8G, 4096 -> 8192."""
+    digits = "".join(c for c in mem if c.isdigit())
+    return f"{2 * int(digits)}{mem[len(digits):]}" if digits and mem.startswith(digits) else mem
 
 
 def _per_job(wd: Workdir, st: SweepStatus) -> dict[str, dict[TaskState, int]]:

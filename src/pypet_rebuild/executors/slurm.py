@@ -231,7 +231,8 @@ class SlurmExecutor(Executor):
                 raise SubmissionError(f"sbatch refused array {k + 1} of {len(arrays)} ({n} tasks): "
                                       f"{_reason(exc)}{done}") from None
             array_id = jobs[0].job_id.split("_")[0]
-            wd.record_jobs(JobRecord(self.name, [array_id], chunk))
+            # mem: the limit these tasks run under, for status to name when one runs out of memory
+            wd.record_jobs(JobRecord(self.name, [array_id], chunk, mem=self.mem))
             ids.append(array_id)
             _link_logs(wd, chunk, [job.paths.stdout for job in jobs])
             log.info("array %s: %d tasks (%d..%d)", array_id, n, chunk[0], chunk[-1])

@@ -90,18 +90,22 @@ class JobRecord:
     """One submission, appended to ``jobs.jsonl`` as soon as the scheduler answered.
 
     ``ids`` are the scheduler's job ids (one SLURM array, one local controller); ``tasks`` the
-    sweep's task numbers, in array-index order; ``pid`` the local controller's process."""
+    sweep's task numbers, in array-index order; ``pid`` the local controller's process; ``mem``
+    the memory limit the tasks were submitted with (status names it when one runs out)."""
 
     executor: str
     ids: list[str]
     tasks: list[int]
     time: float = field(default_factory=time.time)
     pid: int | None = None
+    mem: str | None = None
 
     def to_json(self) -> str:
         data = {"time": self.time, "executor": self.executor, "ids": self.ids, "tasks": self.tasks}
         if self.pid is not None:
             data["pid"] = self.pid
+        if self.mem is not None:
+            data["mem"] = self.mem
         return json.dumps(data)
 
 
@@ -132,7 +136,8 @@ def read_jobs(path: Path) -> list[JobRecord]:
             data = json.loads(line)
             record = JobRecord(executor=str(data["executor"]), ids=[str(i) for i in data["ids"]],
                                tasks=[int(t) for t in data["tasks"]], time=float(data.get("time", 0.0)),
-                               pid=int(data["pid"]) if data.get("pid") is not None else None)
+                               pid=int(data["pid"]) if data.get("pid") is not None else None,
+                               mem=str(data["mem"]) if data.get("mem") is not None else None)
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("%s line %d is damaged (%s: %s); ignoring it", path, number, type(exc).__name__, exc)
             continue
