@@ -354,7 +354,7 @@ done
 [ $ok = 1 ] || fail "slurmdbd does not answer sacctmgr after 20 s" slurmdbd mariadbd
 
 # ---- network namespaces (multi-node layout) -------------------------------------------------------
-# sysctl_off DEV [NS]: no IPv6 on our links (no router solicitations, DAD or MLD on the bridge).
+# ipv6_off DEV [NS]: no IPv6 on our links (no router solicitations, DAD or MLD on the bridge).
 ipv6_off() {
     if [ -n "${2:-}" ]; then
         nsenter --net="/run/netns/$2" sysctl -qw "net.ipv6.conf.$1.disable_ipv6=1" 2>/dev/null
@@ -371,6 +371,7 @@ make_network() {
         say "created bridge $BRIDGE ($HOST_ADDR/24)"
     fi
     ipv6_off "$BRIDGE"
+    # shellcheck disable=SC2015  # fail exits either way
     ip addr replace "$HOST_ADDR/24" dev "$BRIDGE" && ip link set "$BRIDGE" up \
         || fail "could not give bridge $BRIDGE the address $HOST_ADDR/24"
     for i in $(seq 1 "$NODES"); do
@@ -405,6 +406,7 @@ launch_slurmd() {
     if [ "$1" = localhost ]; then
         launch slurmd /usr/sbin/slurmd -N localhost
     else
+        # shellcheck disable=SC2016  # $1 is expanded by the inner sh
         launch "slurmd-$1" nsenter --net="/run/netns/$1" unshare --uts -- \
             sh -c 'hostname "$1" && exec /usr/sbin/slurmd -N "$1"' sh "$1"
     fi

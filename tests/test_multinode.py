@@ -273,6 +273,7 @@ def test_task_over_its_memory_limit_is_killed_then_resubmit_with_more(tmp_path: 
     assert sorted(shard_runs(wd)) == list(range(8)), "a run was done twice or lost"
 
 
+@pytest.mark.slow
 def test_sweep_of_more_than_max_array_size_tasks_is_cut_and_completes(tmp_path: Path, sweeps: list[Path]) -> None:
     """1,100 one-run tasks on a cluster with MaxArraySize=1001: two arrays (two sbatch calls)
     of 1001 and 99 tasks, spread over the three nodes; all complete and merge."""
