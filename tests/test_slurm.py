@@ -34,6 +34,7 @@ from pypet_rebuild.executors.slurm import (
     parse_state_table,
     resolve_states,
 )
+from pypet_rebuild.formats.records import JobRecord
 from pypet_rebuild.status import sweep_status
 from pypet_rebuild.workdir import Workdir
 
@@ -368,7 +369,7 @@ def test_resubmit_skips_unknown_tasks_unless_forced(tmp_path: Path, sweeps: list
     lost = clean[0]
     (wd / "shards" / f"task_{lost:06d}.h5").unlink()
     # the latest submission of these tasks is a job neither sacct nor squeue knows
-    Workdir(wd).record_jobs({"executor": "slurm", "ids": ["999999999"], "tasks": [lost, *failing]})
+    Workdir(wd).record_jobs(JobRecord("slurm", ["999999999"], [lost, *failing]))
     states = {t.task: t.state for t in sweep_status(Workdir(wd)).tasks}
     assert {states[t] for t in [lost, *failing]} == {"UNKNOWN"}, states
     assert {states[t] for t in clean[1:]} == {"COMPLETED"}, states
