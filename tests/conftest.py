@@ -6,9 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from pypet_rebuild.executors.slurm import SlurmExecutor
+from pypet_rebuild.workdir import Workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = textwrap.dedent(
@@ -49,6 +53,16 @@ def write_sweep(folder: Path, n: int = 50, fail_n: int = -1, name: str = "sweep.
 @pytest.fixture
 def sweep_file(tmp_path: Path) -> Path:
     return write_sweep(tmp_path)
+
+
+@pytest.fixture
+def sweeps() -> Iterator[list[Path]]:
+    """SLURM workdirs made by a test; whatever of theirs is still queued is cancelled afterwards."""
+    made: list[Path] = []
+    yield made
+    for path in made:
+        if (path / "manifest.json").exists():
+            SlurmExecutor().cancel(Workdir(path))
 
 
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

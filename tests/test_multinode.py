@@ -9,9 +9,7 @@ Real arrays, no mocks. Without the 3-node cluster they skip with one line (fail 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from filelock import FileLock, Timeout
 
 from pypet_rebuild import load_trajectory
 from pypet_rebuild.executors.slurm import SlurmExecutor, expand_job_ids
@@ -31,6 +28,7 @@ from .test_slurm import (
     _sh,
     check_merged,
     cluster_problem,
+    hold_cluster,
     jobs,
     node_states,
     shard_runs,
@@ -47,33 +45,11 @@ START = ["bash", str(ROOT / "slurm" / "start.sh"), "--nodes", "3"]
 
 @pytest.fixture(scope="module", autouse=True)
 def three_nodes() -> Iterator[None]:
-    """The 3-node cluster is up (else skip, or fail when CI=true); the SLURM tests take turns."""
+    """The 3-node cluster is up, and this session has it to itself."""
     problem = cluster_problem()
     if problem is None and not set(NODES) <= set(node_states()):
         problem = f"the cluster has nodes {', '.join(node_states())}, not {', '.join(NODES)}"
-    if problem is not None:
-        message = f"3-node SLURM cluster not usable ({problem}); start it with: sudo bash slurm/start.sh --nodes 3"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    lock = FileLock(Path(tempfile.gettempdir()) / "pypet-hpc-slurm-tests.lock")
-    try:
-        lock.acquire(timeout=900)
-    except Timeout:
-        pytest.fail(f"another test session has held {lock.lock_file} for 15 minutes")
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-@pytest.fixture
-def sweeps() -> Iterator[list[Path]]:
-    made: list[Path] = []
-    yield made
-    for path in made:
-        if (path / "manifest.json").exists():
-            SlurmExecutor().cancel(Workdir(path))
+    yield from hold_cluster(problem, "3-node SLURM cluster", "sudo bash slurm/start.sh --nodes 3")
 
 
 @pytest.fixture

@@ -84,13 +84,11 @@ def cluster_problem() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def slurm_cluster() -> Iterator[None]:
-    """The cluster is up (else skip, or fail when CI=true), and this session has it to itself:
-    one test restarts it (cancelling every job), so concurrent sessions take turns."""
-    problem = cluster_problem()
+def hold_cluster(problem: str | None, what: str, start: str) -> Iterator[None]:
+    """Skip (or fail when CI=true) with ``problem``; else hold the cluster for this module: one
+    test restarts it (cancelling every job), so concurrent test sessions take turns."""
     if problem is not None:
-        message = f"local SLURM cluster not usable ({problem}); start it with: sudo bash slurm/start.sh"
+        message = f"{what} not usable ({problem}); start it with: {start}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -105,14 +103,10 @@ def slurm_cluster() -> Iterator[None]:
         lock.release()
 
 
-@pytest.fixture
-def sweeps() -> Iterator[list[Path]]:
-    """Workdirs made by a test; whatever of theirs is still queued is cancelled afterwards."""
-    made: list[Path] = []
-    yield made
-    for path in made:
-        if (path / "manifest.json").exists():
-            SlurmExecutor().cancel(Workdir(path))
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster() -> Iterator[None]:
+    """The cluster is up, and this session has it to itself."""
+    yield from hold_cluster(cluster_problem(), "local SLURM cluster", "sudo bash slurm/start.sh")
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.3) -> Any:

@@ -87,11 +87,6 @@ def create_table(group: h5py.Group, columns: Mapping[str, Column], n: int = 0,
             group.create_dataset(name, data=col.full(n), maxshape=(None,), chunks=chunks)
 
 
-def missing_columns(group: h5py.Group, columns: Mapping[str, Column]) -> list[str]:
-    """The required columns ``group`` lacks."""
-    return [name for name, col in columns.items() if col.required and name not in group]
-
-
 def read_table(group: h5py.Group, columns: Mapping[str, Column], sel: Any = ()) -> dict[str, np.ndarray]:
     """``columns`` of ``group`` as arrays (text as object arrays); a non-required column the file
     lacks comes back as fill values."""

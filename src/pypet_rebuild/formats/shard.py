@@ -47,7 +47,6 @@ from .schema import (
     chunk_rows,
     create_table,
     last_rows,
-    missing_columns,
     read_table,
     write_table,
 )
@@ -431,9 +430,9 @@ class ShardReader:
 
     def problem(self) -> str | None:
         """What makes this shard unfit to merge (a group or dataset it lacks), or None."""
-        lost = [f"run_info/{n}" for n in missing_columns(self.f.get("run_info", self.f), SHARD_RUN_COLUMNS)]
-        lost += [f"errors/{n}" for n in missing_columns(self.f.get("errors", self.f), ERROR_COLUMNS)]
-        lost = [n for n in lost if n not in self.f] + [g for g in ("columns", "items") if g not in self.f]
+        lost = [f"{group}/{name}" for group, table in (("run_info", SHARD_RUN_COLUMNS), ("errors", ERROR_COLUMNS))
+                for name, column in table.items() if column.required and f"{group}/{name}" not in self.f]
+        lost += [group for group in ("columns", "items") if group not in self.f]
         return f"damaged shard: no {', '.join(lost)}" if lost else None
 
     def _guard(self, exc: BaseException) -> StorageError:
