@@ -399,7 +399,12 @@ class ShardReader:
             self.f = open_h5(path, locking=False if live else LOCKING)
         except StorageError as exc:
             raise StorageError(f"{path.name}: {str(exc).removeprefix(f'{path}: ')}") from None
-        if get_attr(self.f, "kind") != SHARD_KIND:
+        try:
+            kind = get_attr(self.f, "kind")
+        except (OSError, KeyError, ValueError) as exc:  # a torn file (its writer killed mid-flush, or live)
+            self.f.close()
+            raise self._guard(exc) from None
+        if kind != SHARD_KIND:
             self.f.close()
             raise StorageError(f"{path.name}: not a pypet-hpc shard")
 
