@@ -17,13 +17,14 @@ import click
 import numpy as np
 
 from .codec import value_kind
-from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir
+from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir, verify_path
 from .environment import resubmit as resubmit_workdir
-from .errors import PypetError, SubmissionError
+from .errors import DamagedFileError, PypetError, SubmissionError
 from .executors import make_executor
 from .exploration import cartesian_product, plural
 from .formats.records import JobRecord, Provenance
 from .formats.trajfile import load_trajectory, summarize
+from .merge import LOCK_TIMEOUT
 from .model import Trajectory
 from .status import SweepStatus, failed_runs, sweep_status
 from .taskstate import TaskState
@@ -52,7 +53,7 @@ def _guard(fn: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except SubmissionError as exc:
+        except (SubmissionError, DamagedFileError) as exc:
             fail(str(exc), 1)
         except PypetError as exc:
             fail(str(exc), 2)
@@ -400,15 +401,20 @@ def _per_job(wd: Workdir, st: SweepStatus) -> dict[str, dict[TaskState, int]]:
 @click.argument("workdir", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), help="Trajectory file to write [default: WORKDIR/merged.h5].")
 @click.option("--require-complete", is_flag=True, help="Fail (exit 1) unless every run is complete.")
+@click.option("--rebuild", is_flag=True, help="Ignore the target's content and merge every shard anew "
+              "(the way out of a damaged target).")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=LOCK_TIMEOUT, show_default=True,
+              help="Seconds to wait for another merge of the same target.")
 @_guard
-def merge(workdir: str, output: str | None, require_complete: bool) -> None:
+def merge(workdir: str, output: str | None, require_complete: bool, rebuild: bool, lock_timeout: float) -> None:
     """Merge the complete shards of a sweep into one trajectory file (incremental, atomic)."""
     wd = _workdir(workdir)
     out = Path(output) if output else wd.default_output
     if out.is_dir():
         fail(f"-o {out}: is a directory; give a file name")
     try:
-        report = merge_workdir(wd, out, require_complete, progress=True)
+        report = merge_workdir(wd, out, require_complete, progress=True, rebuild=rebuild,
+                               lock_timeout=lock_timeout)
     except PypetError as exc:
         if require_complete and "not complete" in str(exc):
             fail(str(exc), 1)
@@ -446,6 +452,20 @@ def resubmit(workdir: str, max_parallel: int | None, wait: bool, output: str | N
             click.echo(f"{len(skipped)} task{'s are' if len(skipped) != 1 else ' is'} {why}")
     if wait:
         _wait_and_merge(SweepHandle(wd), output)
+
+
+@main.command(epilog="Example: pypet-hpc verify runs/mysweep")
+@click.argument("path", type=click.Path())
+@_guard
+def verify(path: str) -> None:
+    """Read back every dataset of a trajectory file, or of a sweep directory's skeleton, shards
+    and merged file, checking every checksum; name what is damaged (exit 1)."""
+    checked, damaged = verify_path(Path(path))
+    for name, problem in damaged:
+        click.echo(f"{name}: {problem}")
+    click.echo(f"{checked} file{'' if checked == 1 else 's'} checked, {len(damaged)} damaged")
+    if damaged:
+        sys.exit(1)
 
 
 @main.command(epilog="Example: pypet-hpc cancel runs/mysweep")

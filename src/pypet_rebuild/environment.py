@@ -11,11 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import PypetError, WorkdirError
+from .errors import PypetError, StorageError, WorkdirError
 from .executors import Executor, make_executor
 from .exploration import Plan, cartesian_product
+from .formats.files import verify_h5
 from .formats.records import Manifest
-from .merge import MergeReport, merge
+from .merge import LOCK_TIMEOUT, MergeReport, merge
 from .model import Trajectory
 from .progress import Progress
 from .status import SweepStatus, sweep_status
@@ -73,8 +74,9 @@ class SweepHandle:
             bar.close()
 
     def merge(self, output: str | Path | None = None, require_complete: bool = False,
-              progress: bool = False) -> MergeReport:
-        return merge_workdir(self.workdir, Path(output) if output else self.output, require_complete, progress)
+              progress: bool = False, rebuild: bool = False, lock_timeout: float = LOCK_TIMEOUT) -> MergeReport:
+        return merge_workdir(self.workdir, Path(output) if output else self.output, require_complete, progress,
+                             rebuild, lock_timeout)
 
     def cancel(self) -> int:
         return executor_of(self.workdir).cancel(self.workdir)
@@ -89,7 +91,7 @@ def executor_of(wd: Workdir, **overrides: Any) -> Executor:
 
 
 def merge_workdir(wd: Workdir, output: Path, require_complete: bool = False,
-                  progress: bool = False) -> MergeReport:
+                  progress: bool = False, rebuild: bool = False, lock_timeout: float = LOCK_TIMEOUT) -> MergeReport:
     manifest = wd.manifest()
     if require_complete:
         st = sweep_status(wd)
@@ -105,9 +107,24 @@ def merge_workdir(wd: Workdir, output: Path, require_complete: bool = False,
         prov = wd.path / "provenance.json"
         return merge(wd.skeleton, shards, output, manifest.plan_hash, progress=bar.advance,
                      provenance=prov.read_text() if prov.exists() else None,
-                     earlier_hashes=manifest.earlier_hashes)
+                     earlier_hashes=manifest.earlier_hashes, rebuild=rebuild, lock_timeout=lock_timeout)
     finally:
         bar.close()
+
+
+def verify_path(path: Path) -> tuple[int, list[tuple[str, str]]]:
+    """Check every checksum of a trajectory file, or of a sweep directory's skeleton, final shards
+    and merged files; returns how many files were checked and (file, what is damaged) pairs."""
+    if path.is_dir():
+        wd = Workdir(path)
+        wd.manifest()  # a folder that is not a workdir: one clear line
+        files = [wd.skeleton, *wd.shard_files(), *sorted(p for p in wd.path.glob("*.h5") if p != wd.skeleton)]
+    elif path.exists():
+        files = [path]
+    else:
+        raise StorageError(f"{path}: no such file or sweep directory")
+    damaged = [(str(f), problem) for f in files if (problem := verify_h5(f)) is not None]
+    return len(files), damaged
 
 
 class Resubmitted(list[int]):

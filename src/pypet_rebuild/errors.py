@@ -37,3 +37,7 @@ class SubmissionError(PypetError, RuntimeError):
 
 class TaskBusyError(PypetError, RuntimeError):
     """A task's shard is being written by another worker: the task runs elsewhere already."""
+
+
+class DamagedFileError(StorageError):
+    """A file's data fails its checksum or cannot be decoded: it is never carried forward."""

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import StorageError
-from .formats.files import replace_durably
+from .errors import DamagedFileError, StorageError
+from .formats.files import replace_durably, verify_h5
 from .formats.trajfile import merge_shards, plan_hash_of
 
 log = logging.getLogger(__name__)
+LOCK_TIMEOUT = 600.0  # seconds a merge waits for another merge of the same target
 
 
 @dataclass
@@ -54,18 +55,23 @@ def merge(
     shards: Sequence[Path],
     target: Path,
     plan_hash: str,
-    lock_timeout: float = 600.0,
+    lock_timeout: float = LOCK_TIMEOUT,
     progress: Callable[[int], None] | None = None,
     provenance: str | None = None,
     earlier_hashes: Sequence[str] = (),
+    rebuild: bool = False,
 ) -> MergeReport:
-    """Merge ``shards`` into ``target``; ``skeleton`` is the file to start from when none exists."""
+    """Merge ``shards`` into ``target``; ``skeleton`` is the file to start from when none exists.
+
+    The target is verified (every checksum) before anything is copied from it: a damaged target
+    is refused, never carried forward. ``rebuild``: ignore the target and merge every shard into
+    a fresh copy of the skeleton (the way out of a damaged target)."""
     target = Path(target)
     if target.is_dir():
         raise StorageError(f"{target}: the merge target is a directory; give a file name")
     if not target.parent.is_dir():
         raise StorageError(f"{target.parent}: no such directory for the merge target")
-    _target_hash(target, plan_hash, earlier_hashes)  # a wrong -o fails before the lock file is made
+    _target_hash(target, plan_hash, earlier_hashes, rebuild)  # a wrong -o fails before the lock file is made
     lock = FileLock(target.with_name(f".{target.name}.lock"))  # hidden: it stays after the merge
     try:
         lock.acquire(timeout=lock_timeout)
@@ -75,7 +81,13 @@ def merge(
     try:
         for stale in target.parent.glob(f".{glob.escape(target.name)}.merging-*"):
             stale.unlink()  # left by a killed merge (we hold the lock: no other merge is running)
-        target_hash = _target_hash(target, plan_hash, earlier_hashes)
+        target_hash = None if rebuild else _target_hash(target, plan_hash, earlier_hashes)
+        if target_hash is not None:
+            damage = verify_h5(target)
+            if damage is not None:
+                raise DamagedFileError(
+                    f"{target} is damaged: {damage.removeprefix('damaged: ')}; merge into a new file "
+                    f"with -o, or `pypet-hpc merge --rebuild` from the shards")
         # a target of an earlier, smaller plan (expand) is rebuilt from the skeleton and all shards
         shutil.copyfile(target if target_hash == plan_hash else skeleton, tmp)
         merger, ok, failed = merge_shards(tmp, shards, plan_hash, target, earlier_hashes, provenance, progress)
@@ -88,11 +100,15 @@ def merge(
         lock.release()
 
 
-def _target_hash(target: Path, plan_hash: str, earlier_hashes: Sequence[str]) -> str | None:
-    """The plan hash of an existing merge target, or None; refuses a file of another sweep or kind."""
+def _target_hash(target: Path, plan_hash: str, earlier_hashes: Sequence[str],
+                 rebuild: bool = False) -> str | None:
+    """The plan hash of an existing merge target, or None; refuses a file of another sweep or kind
+    (``rebuild``: a file too damaged to name its sweep may be replaced)."""
     if not target.exists():
         return None
     target_hash = plan_hash_of(target)
+    if target_hash is None and rebuild:
+        return None
     if target_hash is None:
         raise StorageError(f"{target} exists and is not a pypet-hpc trajectory file; choose another -o")
     if target_hash != plan_hash and target_hash not in earlier_hashes:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
 from ..codec import STR_DTYPE
 from ..errors import StorageError
@@ -90,3 +91,45 @@ def get_attr(obj: h5py.HLObject, key: str, default: Any = None) -> Any:
     """An attribute as a Python value (bytes decoded), or ``default``."""
     v = obj.attrs.get(key, default)
     return v.decode() if isinstance(v, bytes) else v
+
+
+VERIFY_BLOCK_BYTES = 32 << 20  # read per step when verifying: bounds memory
+
+
+def damaged_datasets(f: h5py.File) -> list[str]:
+    """The datasets of an open file that cannot be read back whole: a fletcher32 checksum that
+    does not match, a chunk or string heap HDF5 cannot decode. Reads every byte, a block at a time."""
+    bad: list[str] = []
+
+    def visit(name: str, obj: h5py.HLObject) -> None:
+        if not isinstance(obj, h5py.Dataset):
+            return
+        try:
+            if obj.shape is None or obj.ndim == 0 or obj.chunks is None:
+                obj[()]
+                return
+            row_bytes = max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:], dtype=np.int64)))
+            step = max(obj.chunks[0], (VERIFY_BLOCK_BYTES // row_bytes) // obj.chunks[0] * obj.chunks[0])
+            for a in range(0, obj.shape[0], step):
+                obj[a:a + step]
+        except (OSError, ValueError, KeyError, RuntimeError):
+            bad.append(obj.name)
+
+    try:
+        f.visititems(visit)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # a damaged group or link table
+        bad.append(f"(the group structure: {type(exc).__name__}: {exc})")
+    return bad
+
+
+def verify_h5(path: str | os.PathLike[str]) -> str | None:
+    """What is damaged in the HDF5 file ``path`` (one line), or None when every dataset reads back."""
+    try:
+        with open_h5(path) as f:
+            bad = damaged_datasets(f)
+    except StorageError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    if not bad:
+        return None
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return f"damaged: {', '.join(bad[:3])}{more}"

@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..codec import STR_DTYPE
+from ..codec import STR_DTYPE, new_dataset
 
 CHUNK_BYTES = 64 << 10  # target size of one HDF5 chunk, in shards and merged files alike
 
@@ -82,9 +82,9 @@ def create_table(group: h5py.Group, columns: Mapping[str, Column], n: int = 0,
         itemsize = 8 if col.text else col.dtype.itemsize
         chunks = (chunk_rows(itemsize, chunk_cap),) if chunk_cap else True
         if col.text:
-            group.create_dataset(name, shape=(n,), dtype=STR_DTYPE, maxshape=(None,), chunks=chunks)
+            new_dataset(group, name, shape=(n,), dtype=STR_DTYPE, maxshape=(None,), chunks=chunks)
         else:
-            group.create_dataset(name, data=col.full(n), maxshape=(None,), chunks=chunks)
+            new_dataset(group, name, data=col.full(n), maxshape=(None,), chunks=chunks)
 
 
 def read_table(group: h5py.Group, columns: Mapping[str, Column], sel: Any = ()) -> dict[str, np.ndarray]:

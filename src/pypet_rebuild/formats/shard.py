@@ -34,10 +34,19 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..codec import ColumnSpec, column_array, column_dtype, column_spec, write_value
+from ..codec import ColumnSpec, column_array, column_dtype, column_spec, new_dataset, write_value
 from ..errors import StorageError, TaskBusyError
 from ..naming import run_name, run_set_name
-from .files import LOCKING, atomic_write, get_attr, open_h5, replace_durably, set_attrs, sync_h5
+from .files import (
+    LOCKING,
+    atomic_write,
+    damaged_datasets,
+    get_attr,
+    open_h5,
+    replace_durably,
+    set_attrs,
+    sync_h5,
+)
 from .schema import (
     ERROR_COLUMNS,
     SHARD_RUN_COLUMNS,
@@ -137,7 +146,7 @@ class ShardWriter:
                 self.done = {i for i, s in last.items() if s == OK or not retry_failed}
                 log.info("resuming %s: %d runs already done", self.partial.name, len(self.done))
                 return f
-            except (OSError, StorageError, KeyError, ValueError) as exc:
+            except (OSError, StorageError, KeyError, ValueError, RuntimeError) as exc:  # RuntimeError: a torn link table
                 if _locked_by_another(exc):
                     raise TaskBusyError(f"task {task}: {self.partial.name} is open in another worker, which "
                                         "is still running this task; not running it twice") from None
@@ -160,8 +169,7 @@ class ShardWriter:
         return create_shard(self.partial, plan_hash, task)
 
     def _set_aside(self, path: Path, exc: BaseException) -> None:
-        aside = path.with_name(f"{path.name}.broken-{time.time_ns()}")
-        os.replace(path, aside)
+        aside = set_aside(path)
         commit_path(self.partial).unlink(missing_ok=True)
         log.warning("%s is unreadable (%s: %s); kept as %s, starting over", path.name, type(exc).__name__,
                     exc, aside.name)
@@ -195,7 +203,7 @@ class ShardWriter:
                         dst.attrs[attr] = value
                     for name in ("idx", "values"):
                         ds = src[name]
-                        _copy_rows(ds, dst.create_dataset(name, shape=(0, *ds.shape[1:]), dtype=ds.dtype,
+                        _copy_rows(ds, new_dataset(dst, name, shape=(0, *ds.shape[1:]), dtype=ds.dtype,
                                                           maxshape=ds.maxshape, chunks=ds.chunks), n)
                 for run, status in last_status(fresh).items():
                     where = f"{run_set_name(run)}/{run_name(run)}"
@@ -326,6 +334,14 @@ class ShardWriter:
                     self.f.close()
 
 
+def set_aside(path: Path) -> Path:
+    """Rename a damaged shard to ``<name>.broken-<ns>`` (kept for a look, never read again);
+    its task then counts as not run, so resubmit computes it again."""
+    aside = path.with_name(f"{path.name}.broken-{time.time_ns()}")
+    os.replace(path, aside)
+    return aside
+
+
 def _locked_by_another(exc: BaseException) -> bool:
     """HDF5 refused the file lock: another process has the shard open for writing."""
     return isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc)
@@ -334,8 +350,8 @@ def _locked_by_another(exc: BaseException) -> bool:
 def _create_column(grp: h5py.Group, spec: ColumnSpec, row_bytes: int) -> None:
     """The ``idx`` and ``values`` datasets of a shard column, chunked by the one rule."""
     shape = spec[2]
-    grp.create_dataset("idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
-    grp.create_dataset("values", shape=(0, *shape), dtype=column_dtype(spec), maxshape=(None, *shape),
+    new_dataset(grp, "idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
+    new_dataset(grp, "values", shape=(0, *shape), dtype=column_dtype(spec), maxshape=(None, *shape),
                        chunks=(chunk_rows(row_bytes, ROWS_PER_CHUNK), *shape))
 
 
@@ -439,6 +455,11 @@ class ShardReader:
                 for name, column in table.items() if column.required and f"{group}/{name}" not in self.f]
         lost += [group for group in ("columns", "items") if group not in self.f]
         return f"damaged shard: no {', '.join(lost)}" if lost else None
+
+    def checksum_problem(self) -> str | None:
+        """The datasets whose data fails its checksum or cannot be decoded (reads all), or None."""
+        bad = damaged_datasets(self.f)
+        return f"damaged data (checksum): {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}" if bad else None
 
     def _guard(self, exc: BaseException) -> StorageError:
         return StorageError(f"{self.path.name}: unreadable shard ({type(exc).__name__}: {exc})")

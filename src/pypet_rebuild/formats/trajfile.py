@@ -39,6 +39,7 @@ from ..codec import (
     column_dtype,
     column_element,
     column_spec,
+    new_dataset,
     read_value,
     write_value,
 )
@@ -58,7 +59,7 @@ from .schema import (
     read_table,
     write_table,
 )
-from .shard import ShardBuilder, ShardColumn, ShardReader
+from .shard import ShardBuilder, ShardColumn, ShardReader, set_aside
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -140,7 +141,7 @@ def write_column(group: h5py.Group, name: str, values: Sequence[Any]) -> None:
     if len(specs) != 1 or None in specs:
         raise StorageError(f"explored parameter {name!r}: values must be scalars or same-shaped arrays")
     spec: ColumnSpec = specs.pop()  # type: ignore[assignment]
-    ds = group.create_dataset(name, data=column_array(spec, list(values)), dtype=column_dtype(spec))
+    ds = new_dataset(group, name, data=column_array(spec, list(values)), dtype=column_dtype(spec))
     set_attrs(ds, kind=spec[0], dtype=spec[1])
 
 
@@ -391,6 +392,11 @@ class ShardMerger:
                 if reader.shard_id in self.merged_ids:
                     self.skipped_shards.append(path.name)
                     continue
+                problem = reader.checksum_problem()  # new shards only: cost grows with new work
+                if problem is not None:
+                    reader.close()
+                    self._damaged(path, f"{problem}; set aside as {set_aside(path).name}")
+                    continue
                 for key, n in reader.column_rows().items():
                     counts[key] = counts.get(key, 0) + n
             fresh.append(path)
@@ -507,7 +513,8 @@ class ShardMerger:
         if small is not None:
             small[rows] = (np.asarray(values.asstr()[()], dtype=object) if kind == "str" else values[()])[keep]
             return
-        if _one_row_chunks(values) and _one_row_chunks(col) and values.dtype == col.dtype:
+        if (_one_row_chunks(values) and _one_row_chunks(col) and values.dtype == col.dtype
+                and values.fletcher32 == col.fletcher32):
             # big rows (>= 1 MiB): copy the stored chunks as they are, no decoding
             zeros = (0,) * len(shape)
             buffer = np.empty(values.id.get_chunk_info(0).size, dtype=np.uint8)  # reused: no allocation per row
@@ -535,7 +542,7 @@ class ShardMerger:
         kind, dtype, shape = spec
         row_bytes = max(1, like.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
         rows = chunk_rows(row_bytes, min(self.n, MAX_CHUNK_ROWS))  # the shards' rule: big rows alone
-        ds = cols.create_dataset(name, shape=(self.n, *shape), dtype=column_dtype(spec), chunks=(rows, *shape))
+        ds = new_dataset(cols, name, shape=(self.n, *shape), dtype=column_dtype(spec), chunks=(rows, *shape))
         set_attrs(ds, kind=kind, dtype=dtype)
 
     def _fold_items_into_column(self, branch: str, name: str) -> None:
@@ -590,7 +597,7 @@ class ShardMerger:
             if name in masks:
                 masks[name][...] = mask
             else:
-                masks.create_dataset(name, data=mask, chunks=(min(self.n, 65536),))
+                new_dataset(masks, name, data=mask, chunks=(min(self.n, 65536),))
         for (branch, name), values in self.small.items():
             self.grp[branch]["runs/columns"][name][...] = values
         runs = sorted(self.errors)

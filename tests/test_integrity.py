@@ -1,0 +1,109 @@
+"""Integrity end to end (issue 12): checksums on every dataset, damaged shards set aside, a
+damaged merge target refused and rebuilt, ``pypet-hpc verify``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pypet_rebuild.cli import main as cli_main
+from pypet_rebuild.environment import merge_workdir
+from pypet_rebuild.errors import DamagedFileError
+from pypet_rebuild.workdir import Workdir
+
+from .test_reliability import check_merged, make_workdir, run_inline
+
+
+def corrupt_chunk(path: Path, dataset: str, chunk: int = 0) -> None:
+    """Overwrite bytes in the middle of one stored chunk of ``dataset``: the file still opens and
+    its structure reads, only the data is wrong (what a bad disk sector or a stray write does)."""
+    with h5py.File(path, "r") as f:
+        info = f[dataset].id.get_chunk_info(chunk)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2 - 4)
+        old = fh.read(8)
+        fh.seek(info.byte_offset + info.size // 2 - 4)
+        fh.write(bytes(b ^ 0x5A for b in old))
+
+
+def unchecked(path: Path) -> list[str]:
+    """Datasets of ``path`` that could carry a checksum but do not."""
+    out: list[str] = []
+
+    def visit(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset) and obj.shape and obj.size and h5py.check_vlen_dtype(obj.dtype) is None \
+                and obj.dtype.kind != "O" and not obj.fletcher32:
+            out.append(name)
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return out
+
+
+@pytest.fixture
+def merged(tmp_path: Path) -> Workdir:
+    wd = make_workdir(tmp_path, 30, runs_per_task=10, executor="inline")
+    run_inline(wd)
+    assert merge_workdir(wd, wd.default_output).ok == 30
+    return wd
+
+
+def test_every_fixed_size_dataset_carries_a_checksum(merged: Workdir) -> None:
+    for path in [merged.skeleton, *merged.shard_files(), merged.default_output]:
+        assert unchecked(path) == [], path
+
+
+def test_corrupt_final_shard_is_set_aside_named_and_recomputed(tmp_path: Path) -> None:
+    wd = make_workdir(tmp_path, 30, runs_per_task=10, executor="inline")
+    run_inline(wd)
+    victim = wd.shard(1)
+    corrupt_chunk(victim, "columns/results.z/values")
+    out = CliRunner().invoke(cli_main, ["verify", str(wd.path)], catch_exceptions=False)
+    assert out.exit_code == 1 and f"{victim}: damaged: /columns/results.z/values" in out.output, out.output
+
+    out = CliRunner().invoke(cli_main, ["merge", str(wd.path)], catch_exceptions=False)
+    assert out.exit_code == 1 and "Traceback" not in out.output, out.output
+    assert f"damaged shard {victim.name}: damaged data (checksum): /columns/results.z/values" in out.output
+    assert not victim.exists() and len(list(wd.shards.glob(f"{victim.name}.broken-*"))) == 1
+    info = np.asarray(h5py.File(wd.default_output, "r")["trajectories/rel/run_info/status"][()])
+    assert info.tolist() == [1] * 10 + [0] * 10 + [1] * 10  # never merged
+
+    run_inline(wd)  # its task counts as not run: a plain resubmit computes it again
+    assert merge_workdir(wd, wd.default_output).ok == 30
+    check_merged(wd.default_output, wd)
+
+
+def test_corrupt_target_is_refused_untouched_and_rebuilt(merged: Workdir) -> None:
+    target = merged.default_output
+    corrupt_chunk(target, "trajectories/rel/results/runs/columns/z")
+    before = target.read_bytes()
+    with pytest.raises(DamagedFileError, match="is damaged: /trajectories/rel/results/runs/columns/z; merge into a"):
+        merge_workdir(merged, target)
+    runner = CliRunner()
+    out = runner.invoke(cli_main, ["merge", str(merged.path)], catch_exceptions=False)
+    assert out.exit_code == 1, out.output
+    assert out.output.strip().splitlines() == [
+        f"Error: {target} is damaged: /trajectories/rel/results/runs/columns/z; merge into a new file with -o, "
+        "or `pypet-hpc merge --rebuild` from the shards"]
+    assert target.read_bytes() == before  # never copied forward, never touched
+    assert not [p for p in target.parent.iterdir() if ".merging-" in p.name]
+
+    out = runner.invoke(cli_main, ["verify", str(target)], catch_exceptions=False)
+    assert out.exit_code == 1 and "1 file checked, 1 damaged" in out.output, out.output
+
+    out = runner.invoke(cli_main, ["merge", str(merged.path), "--rebuild"], catch_exceptions=False)
+    assert out.exit_code == 0 and "30 ok" in out.output, out.output
+    check_merged(target, merged)
+    out = runner.invoke(cli_main, ["verify", str(merged.path)], catch_exceptions=False)
+    assert out.exit_code == 0 and "5 files checked, 0 damaged" in out.output, out.output
+
+
+def test_verify_of_a_missing_path_or_a_non_workdir_is_one_line_exit_2(tmp_path: Path) -> None:
+    runner = CliRunner()
+    for path in (tmp_path / "nope", tmp_path):
+        out = runner.invoke(cli_main, ["verify", str(path)], catch_exceptions=False)
+        assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1, out.output
