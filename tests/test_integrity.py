@@ -1,8 +1,13 @@
 """Integrity end to end (issue 12): checksums on every dataset, damaged shards set aside, a
-damaged merge target refused and rebuilt, ``pypet-hpc verify``."""
+damaged merge target refused and rebuilt, ``pypet-hpc verify``; a merge onto a full disk."""
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -107,3 +112,94 @@ def test_verify_of_a_missing_path_or_a_non_workdir_is_one_line_exit_2(tmp_path: 
     for path in (tmp_path / "nope", tmp_path):
         out = runner.invoke(cli_main, ["verify", str(path)], catch_exceptions=False)
         assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1, out.output
+
+
+# ---------------------------------------------------------------------------------------------
+# A merge onto a full disk
+
+
+def half_merged(tmp_path: Path) -> tuple[Workdir, Path]:
+    """A sweep of 40 runs with 100 KB per run, its first half merged into ``m.h5``, all run."""
+    wd = make_workdir(tmp_path, 40, runs_per_task=10, executor="inline", big=12_500)
+    run_inline(wd)
+    aside = [wd.shard(2), wd.shard(3)]
+    for p in aside:
+        p.rename(p.with_suffix(".keep"))
+    assert merge_workdir(wd, tmp_path / "m.h5").ok == 20
+    for p in aside:
+        p.with_suffix(".keep").rename(p)
+    return wd, tmp_path / "m.h5"
+
+
+def cli_merge(wd: Workdir, target: Path, fsize: int | None = None, factor: float | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    """``pypet-hpc merge`` in a subprocess, its files limited to ``fsize`` bytes (RLIMIT_FSIZE, as
+    a full disk or quota stops a writer); ``factor``: the space the merge reserves (0: none, so
+    that the limit is hit inside HDF5's writes)."""
+    code = ("import sys, pypet_rebuild.merge as m\n"
+            + (f"m.MERGE_SPACE_FACTOR = {factor!r}\n" if factor is not None else "") +
+            "from pypet_rebuild.cli import main\n"
+            f"sys.argv = ['pypet-hpc', 'merge', {str(wd.path)!r}, '-o', {str(target)!r}]\nmain()")
+
+    def limit() -> None:
+        if fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          preexec_fn=limit)
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess[str], target: Path, before: bytes | None) -> None:
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # not 139 (a segfault), not a traceback
+    assert len(lines) == 1 and "no space for the merge (it needs about" in lines[0], lines
+    assert f"{target.name} is left as it was" in lines[0] and str(target.parent) in lines[0]
+    if before is None:
+        assert not target.exists()
+    else:
+        assert target.read_bytes() == before
+    assert not [p for p in target.parent.iterdir() if ".merging-" in p.name]
+
+
+@pytest.mark.parametrize(("previous", "factor"), [(True, None), (False, None), (False, 0.0)],
+                         ids=["onto a target", "new target", "new target, limit hit inside HDF5"])
+def test_merge_under_a_file_size_limit_fails_cleanly(tmp_path: Path, previous: bool, factor: float | None) -> None:
+    wd, first = half_merged(tmp_path)
+    target = first if previous else tmp_path / "new.h5"
+    before = target.read_bytes() if previous else None
+    proc = cli_merge(wd, target, fsize=(len(before) if before else 0) + 1_000_000, factor=factor)
+    assert_clean_failure(proc, target, before)
+    proc = cli_merge(wd, target)  # without the limit: it completes
+    assert proc.returncode == 0, proc.stderr
+    check_merged(target, wd)
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["new target", "onto a target"])
+def test_merge_onto_a_full_tmpfs_fails_cleanly(tmp_path: Path, previous: bool) -> None:
+    wd, _ = half_merged(tmp_path)
+    with small_tmpfs(tmp_path / "disk", "6m" if previous else "3m") as disk:
+        target = disk / "out.h5"
+        before = None
+        if previous:  # a first merge of 20 runs fits (4 MB: its column is allocated whole); the next does not
+            (wd.shards / "hold").mkdir()
+            for k in (2, 3):
+                wd.shard(k).rename(wd.shards / "hold" / wd.shard(k).name)
+            assert cli_merge(wd, target).returncode == 0
+            for k in (2, 3):
+                (wd.shards / "hold" / wd.shard(k).name).rename(wd.shard(k))
+            before = target.read_bytes()
+        assert_clean_failure(cli_merge(wd, target), target, before)
+        if not previous:  # with no space reserved, the disk fills inside HDF5's writes
+            assert_clean_failure(cli_merge(wd, target, factor=0.0), target, before)

@@ -41,3 +41,7 @@ class TaskBusyError(PypetError, RuntimeError):
 
 class DamagedFileError(StorageError):
     """A file's data fails its checksum or cannot be decoded: it is never carried forward."""
+
+
+class NoSpaceError(StorageError):
+    """A disk, quota or file size limit is full: nothing was replaced, no temp file is left."""

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import DamagedFileError, StorageError
-from .formats.files import replace_durably, verify_h5
+from .errors import DamagedFileError, NoSpaceError, StorageError
+from .formats.files import disk_full, os_reason, replace_durably, reserve, verify_h5
 from .formats.trajfile import merge_shards, plan_hash_of
 
 log = logging.getLogger(__name__)
 LOCK_TIMEOUT = 600.0  # seconds a merge waits for another merge of the same target
+MERGE_SPACE_FACTOR = 1.0  # a merge reserves the target's size plus this times the new shards' size
 
 
 @dataclass
@@ -89,8 +90,23 @@ def merge(
                     f"{target} is damaged: {damage.removeprefix('damaged: ')}; merge into a new file "
                     f"with -o, or `pypet-hpc merge --rebuild` from the shards")
         # a target of an earlier, smaller plan (expand) is rebuilt from the skeleton and all shards
-        shutil.copyfile(target if target_hash == plan_hash else skeleton, tmp)
-        merger, ok, failed = merge_shards(tmp, shards, plan_hash, target, earlier_hashes, provenance, progress)
+        start = target if target_hash == plan_hash else skeleton
+        # a full disk must show before HDF5 writes (a write failing inside HDF5 can leave it unable
+        # to close the file, or crash): copy, then reserve the space the new shards could need
+        since = start.stat().st_ctime if start == target else -1.0  # ctime: a rename counts
+        needed = start.stat().st_size + int(MERGE_SPACE_FACTOR * sum(
+            p.stat().st_size for p in shards if p.stat().st_ctime >= since)) + (256 << 10)
+        try:
+            shutil.copyfile(start, tmp)
+            reserve(tmp, needed)
+        except OSError as exc:
+            raise _no_space(tmp, target, needed, exc) from None
+        try:
+            merger, ok, failed = merge_shards(tmp, shards, plan_hash, target, earlier_hashes, provenance, progress)
+        except OSError as exc:
+            if not isinstance(exc, StorageError) and disk_full(exc):
+                raise _no_space(tmp, target, needed, exc) from None
+            raise
         replace_durably(tmp, target)
         return MergeReport(target, merger.n, merger.merged_shards, merger.skipped_shards,
                            merger.damaged_shards, ok, failed)
@@ -98,6 +114,12 @@ def merge(
         if tmp.exists():
             tmp.unlink()
         lock.release()
+
+
+def _no_space(tmp: Path, target: Path, needed: int, exc: OSError) -> NoSpaceError:
+    return NoSpaceError(
+        f"{tmp.parent}: no space for the merge (it needs about {needed / 1e6:.1f} MB: {os_reason(exc)}); "
+        f"{target.name} is left as it was; free some space (or raise the quota) and merge again")
 
 
 def _target_hash(target: Path, plan_hash: str, earlier_hashes: Sequence[str],

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import gc
+import logging
 import os
+import re
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +17,7 @@ import numpy as np
 from ..codec import STR_DTYPE
 from ..errors import StorageError
 
+log = logging.getLogger(__name__)
 LOCKING: Any = "best-effort"  # HDF5 file locking: on where the filesystem supports it
 
 
@@ -43,6 +49,62 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, durable: bool 
         raise
     if durable:
         fsync_path(p.parent)
+
+
+def reserve(path: Path, size: int) -> None:
+    """Make ``path`` hold at least ``size`` bytes of allocated disk, so that a full disk, quota or
+    file size limit shows here (OSError) instead of in the middle of an HDF5 write. HDF5 cuts
+    the file back to what it uses when it closes it."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if os.fstat(fd).st_size < size:
+            os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+
+
+def discard_writes(f: h5py.File) -> None:
+    """Point the descriptor of a file being given up (a write failed: disk full...) at /dev/null.
+    HDF5 still holds what it could not write and retries it on every close, which fails again
+    (and can crash the process later); now those writes succeed and go nowhere."""
+    try:
+        nul = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(nul, f.id.get_vfd_handle())
+        finally:
+            os.close(nul)
+    except (OSError, ValueError, RuntimeError) as why:  # the file is closed already
+        log.debug("%s: %s", type(why).__name__, why)
+
+
+def abandon_h5(f: h5py.File, exc: BaseException) -> None:
+    """Close a file given up after ``exc`` in an order that cannot crash: its writes discarded
+    (:func:`discard_writes`, called first, before any handle is dropped), every Python handle
+    into it released (the traceback's frames hold them), then the file."""
+    discard_writes(f)
+    traceback.clear_frames(exc.__traceback__)
+    gc.collect()
+    try:
+        f.close()
+    except (OSError, RuntimeError, ValueError) as again:
+        log.debug("closing a file given up after %s: %s", type(exc).__name__, again)
+
+
+def os_reason(exc: BaseException) -> str:
+    """The one-line reason of an OS or HDF5 write error ("No space left on device")."""
+    m = re.search(r"error message = '([^']*)'", str(exc))
+    if m:
+        return m.group(1)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error says a disk, quota or file size limit is full (errno, or HDF5's text)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    return any(word in str(exc) for word in ("No space left", "Disk quota exceeded", "File too large"))
 
 
 def replace_durably(src: Path, dst: Path) -> None:

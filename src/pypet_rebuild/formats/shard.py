@@ -43,6 +43,7 @@ from .files import (
     damaged_datasets,
     get_attr,
     open_h5,
+    os_reason,
     replace_durably,
     set_attrs,
     sync_h5,
@@ -258,8 +259,7 @@ class ShardWriter:
 
     def _cannot_write(self, exc: BaseException) -> StorageError:
         self.broken = True
-        m = re.search(r"error message = '([^']*)'", str(exc))
-        return StorageError(f"{self.partial.name} cannot be written: {m.group(1) if m else exc} (is the disk, "
+        return StorageError(f"{self.partial.name} cannot be written: {os_reason(exc)} (is the disk, "
                             "a quota or a file size limit full?); the runs of its last commit are kept")
 
     def _flush(self) -> None:

@@ -47,7 +47,17 @@ from ..errors import StorageError
 from ..model import Parameter, Result, Trajectory, loaded_leaf
 from ..naming import run_name, run_set_name
 from ..runstore import BRANCHES, RUN_BRANCHES, TrajectoryState, masked_column
-from .files import LOCKING, get_attr, open_h5, replace_durably, set_attrs, sync_h5
+from .files import (
+    LOCKING,
+    abandon_h5,
+    discard_writes,
+    disk_full,
+    get_attr,
+    open_h5,
+    replace_durably,
+    set_attrs,
+    sync_h5,
+)
 from .schema import (
     ERROR_COLUMNS,
     FILE_RUN_COLUMNS,
@@ -326,7 +336,10 @@ def merge_shards(working_copy: Path, shards: Sequence[Path], plan_hash: str, tar
     """Add ``shards`` to ``working_copy`` (a copy of the target, or of the skeleton) and make it
     durable; returns the merger (what it merged, skipped, found damaged) and the (ok, failed)
     runs of the result."""
-    with h5py.File(working_copy, "a", locking=LOCKING) as f:
+    f = h5py.File(working_copy, "a", locking=LOCKING)
+    grp: h5py.Group | None = None
+    merger: ShardMerger | None = None
+    try:
         grp = only_trajectory(f)
         if get_attr(grp, "plan_hash") != plan_hash:
             raise StorageError(f"{target} holds another sweep (plan hash differs); choose another -o")
@@ -335,6 +348,15 @@ def merge_shards(working_copy: Path, shards: Sequence[Path], plan_hash: str, tar
         if provenance is not None:
             set_attrs(grp, provenance=provenance)
         sync_h5(f)
+    except BaseException as exc:
+        if not isinstance(exc, OSError) or isinstance(exc, StorageError):
+            f.close()  # nothing failed to write: close as usual
+            raise
+        discard_writes(f)  # a write failed (disk full...): before any handle is dropped, see abandon_h5
+        grp = merger = None
+        abandon_h5(f, exc)
+        raise
+    f.close()
     return merger, ok, failed
 
 
@@ -408,7 +430,7 @@ class ShardMerger:
                 try:
                     self._merge_one(reader, counts)
                 except (OSError, KeyError, ValueError) as exc:
-                    if isinstance(exc, StorageError):
+                    if isinstance(exc, StorageError) or disk_full(exc):
                         raise
                     raise StorageError(f"{path}: cannot be merged ({type(exc).__name__}: {exc}); "
                                        f"{self.target} is left as it was; move the shard aside "
