@@ -203,3 +203,37 @@ def test_merge_onto_a_full_tmpfs_fails_cleanly(tmp_path: Path, previous: bool) -
         assert_clean_failure(cli_merge(wd, target), target, before)
         if not previous:  # with no space reserved, the disk fills inside HDF5's writes
             assert_clean_failure(cli_merge(wd, target, factor=0.0), target, before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged or odd input files: one line naming the file, exit 2
+
+
+def test_odd_sweep_files_and_an_empty_output_are_one_line_exit_2(tmp_path: Path) -> None:
+    wd = make_workdir(tmp_path, 4, runs_per_task=2, executor="inline")
+    run_inline(wd)
+    base = (tmp_path / "relsweep.py").read_text()
+    cases = {
+        "listspace.py": (base.replace("space = {\"x\": list(range(4))}", "space = [1, 2]"),
+                         "listspace.py: `space` must be a dict"),
+        "exits.py": ("import sys\nsys.exit(3)\n", "exits.py called sys.exit(3) while it was imported"),
+    }
+    runner = CliRunner()
+    for name, (text, needle) in cases.items():
+        assert text != base
+        (tmp_path / name).write_text(text)
+        out = runner.invoke(cli_main, ["submit", str(tmp_path / name), "--executor", "inline", "--workdir",
+                                       str(tmp_path / f"wd-{name}"), "--dry-run"], catch_exceptions=False)
+        assert out.exit_code == 2 and needle in out.output, out.output
+        assert len(out.output.strip().splitlines()) == 1, out.output
+    out = runner.invoke(cli_main, ["merge", str(wd.path), "-o", ""], catch_exceptions=False)
+    assert out.exit_code == 2 and "-o: the output file name is empty" in out.output, out.output
+    assert not wd.default_output.exists()
+    manifest = wd.manifest_path.read_text()
+    for text, needle in (('{"a": ', "not JSON"), ("{}", "the manifest is damaged (no ")):
+        wd.manifest_path.write_text(text)
+        for cmd in ("status", "merge", "resubmit"):
+            out = runner.invoke(cli_main, [cmd, str(wd.path)], catch_exceptions=False)
+            assert out.exit_code == 2 and f"{wd.manifest_path}: " in out.output and needle in out.output, out.output
+            assert len(out.output.strip().splitlines()) == 1, out.output
+    wd.manifest_path.write_text(manifest)

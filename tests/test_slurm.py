@@ -470,8 +470,8 @@ NL = "\n"
     (["--sbatch", "output=/tmp/x"], 2, "sets it itself"),
     (["--setup", f"module load x{NL}touch pwned"], 2, "--setup"),
     (["--mem", "4Q"], 2, "--mem"),
-    (["--mem", "100000G"], 1, "sbatch refused the job: Requested node configuration is not available"),
-    (["--sbatch", "no-such-option=1"], 1, "sbatch refused the job: unrecognized option"),
+    (["--mem", "100000G"], 2, "sbatch refused the job: Requested node configuration is not available"),
+    (["--sbatch", "no-such-option=1"], 2, "sbatch refused the job: unrecognized option"),
 ])
 def test_bad_input_is_one_line_and_submits_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    args: list[str], code: int, needle: str) -> None:

@@ -47,6 +47,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise (UserError if code == 2 else RunFailure)(message)
 
 
+def _file_name(value: str | None) -> str | None:
+    """An -o value: a file name, never an empty one (which would quietly mean the default)."""
+    if value is not None and not value.strip():
+        fail("-o: the output file name is empty; give a file name")
+    return value
+
+
 def _guard(fn: Any) -> Any:
     """Turn the package's errors into one clear line and the right exit code."""
     @functools.wraps(fn)
@@ -131,7 +138,11 @@ def load_sweep(sweep: str, function: str, params: tuple[str, ...]) -> tuple[Traj
         traj = getattr(module, "traj", None) or getattr(module, "trajectory", None)
     if not isinstance(traj, Trajectory):
         fail(f"{sweep} must define make_trajectory() returning a Trajectory (or a module-level `traj`)")
-    space = dict(getattr(module, "space", None) or {})
+    file_space = getattr(module, "space", None) or {}
+    if not isinstance(file_space, dict):
+        fail(f"{sweep}: `space` must be a dict of parameter name -> list of values, "
+             f"not a {type(file_space).__name__}")
+    space = dict(file_space)
     space.update(_cli_space(traj, params))
     if space:
         if traj.state.explored and getattr(module, "space", None) is None:
@@ -197,7 +208,7 @@ def executor_options(max_parallel: int | None, **given: Any) -> dict[str, Any]:
               help="Explore a parameter from the command line (cartesian product with the file's space).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (and SLURM batch script) and submit nothing.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
-@click.option("-o", "--output", type=click.Path(), help="Merge target for --wait [default: WORKDIR/merged.h5].")
+@click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v), help="Merge target for --wait [default: WORKDIR/merged.h5].")
 @click.option("--expand", is_flag=True,
               help="WORKDIR holds an earlier version of this sweep: add the points it lacks and run only those.")
 @resource_options
@@ -399,7 +410,7 @@ def _per_job(wd: Workdir, st: SweepStatus) -> dict[str, dict[TaskState, int]]:
 
 @main.command(epilog="Example: pypet-hpc merge runs/mysweep -o results.h5")
 @click.argument("workdir", type=click.Path())
-@click.option("-o", "--output", type=click.Path(), help="Trajectory file to write [default: WORKDIR/merged.h5].")
+@click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v), help="Trajectory file to write [default: WORKDIR/merged.h5].")
 @click.option("--require-complete", is_flag=True, help="Fail (exit 1) unless every run is complete.")
 @click.option("--rebuild", is_flag=True, help="Ignore the target's content and merge every shard anew "
               "(the way out of a damaged target).")
@@ -432,7 +443,7 @@ def merge(workdir: str, output: str | None, require_complete: bool, rebuild: boo
 @click.argument("workdir", type=click.Path())
 @click.option("--max-parallel", type=int, help="Tasks running at once.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
-@click.option("-o", "--output", type=click.Path(), help="Merge target for --wait.")
+@click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v), help="Merge target for --wait.")
 @click.option("--force", is_flag=True, help="Also resubmit tasks in an UNKNOWN state (their jobs are gone).")
 @resource_options
 @_guard
@@ -561,7 +572,7 @@ def show(file: str, name: str | None) -> None:
 @main.command(epilog="Example: pypet-hpc combine week1.h5 week2.h5 -o all.h5 --trial-parameter seed")
 @click.argument("first", type=click.Path())
 @click.argument("second", type=click.Path())
-@click.option("-o", "--output", type=click.Path(), required=True, help="The new trajectory file.")
+@click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v), required=True, help="The new trajectory file.")
 @click.option("--remove-duplicates", is_flag=True, help="Drop runs of SECOND whose point is already in FIRST.")
 @click.option("--trial-parameter", help="Integer parameter counting repetitions: SECOND's trials follow FIRST's.")
 @_guard

@@ -120,12 +120,19 @@ def import_sweep(target: str) -> Any:
         sys.path.insert(0, str(path.parent))
         try:
             spec.loader.exec_module(module)
+        except SystemExit as exc:  # sys.exit() at import: a sweep file must not end the command
+            del sys.modules[mod_name]
+            raise WorkdirError(f"{target} called sys.exit({exc.code!r}) while it was imported; "
+                               "put script code under `if __name__ == \"__main__\":`") from None
         except Exception as exc:
             del sys.modules[mod_name]
             raise WorkdirError(f"{target} does not import: {type(exc).__name__}: {exc}") from exc
         return module
     try:
         return importlib.import_module(target)
+    except SystemExit as exc:
+        raise WorkdirError(f"module {target!r} called sys.exit({exc.code!r}) while it was imported; "
+                           "put script code under `if __name__ == \"__main__\":`") from None
     except Exception as exc:
         raise WorkdirError(f"module {target!r} does not import: {type(exc).__name__}: {exc}") from exc
 

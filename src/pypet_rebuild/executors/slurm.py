@@ -200,8 +200,9 @@ class SlurmExecutor(Executor):
             res = _run(["sbatch", "--test-only"], script)
             if res is None:
                 raise SubmissionError(f"sbatch --test-only did not answer within {COMMAND_TIMEOUT:.0f} s")
-            if res.returncode != 0:
-                raise SubmissionError(f"sbatch refused the job: {_first_error(res.stderr) or res.returncode}")
+            if res.returncode != 0:  # the options given (exit 2), not a refusal of a real submission (1)
+                raise PypetError(f"sbatch refused the job: {_first_error(res.stderr) or res.returncode} "
+                                 "(checked with sbatch --test-only; nothing was submitted)")
         self._checked_with_cluster = True
 
     # -- the executor protocol ------------------------------------------------------------------
