@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pypet_rebuild import Environment, Pickled, Trajectory, load_trajectory
 from pypet_rebuild.cli import main as cli_main
 from pypet_rebuild.environment import merge_workdir
 from pypet_rebuild.errors import DamagedFileError
@@ -237,3 +238,39 @@ def test_odd_sweep_files_and_an_empty_output_are_one_line_exit_2(tmp_path: Path)
             assert out.exit_code == 2 and f"{wd.manifest_path}: " in out.output and needle in out.output, out.output
             assert len(out.output.strip().splitlines()) == 1, out.output
     wd.manifest_path.write_text(manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pickled parameters on every executor
+
+
+class Shape:
+    """A value the codec cannot store as it is: it travels pickled."""
+
+    def __init__(self, sides: int) -> None:
+        self.sides = sides
+
+
+def uses_pickled(traj: Trajectory) -> None:
+    shape = traj.parameters["shape"].value
+    sides = shape.value.sides if isinstance(shape, Pickled) else shape.sides
+    traj.add_result("z", sides * traj.x)
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_a_pickled_parameter_works_on_every_executor(tmp_path: Path, executor: str) -> None:
+    traj = Trajectory("pick")
+    traj.add_parameter("x", 0)
+    traj.add_parameter("shape", Pickled(Shape(3)))
+    env = Environment(traj, executor=executor, workdir=tmp_path / "wd", runs_per_task=2)
+    handle = env.submit(uses_pickled, space={"x": [1, 2, 3, 4]})
+    handle.wait(timeout=120)
+    assert Workdir(tmp_path / "wd").manifest().allow_pickle
+    report = handle.merge(tmp_path / "m.h5")
+    assert report.ok == 4, report.summary()
+    assert load_trajectory(tmp_path / "m.h5", allow_pickle=True).get_from_runs("z").tolist() == [3, 6, 9, 12]
+
+
+def test_a_sweep_without_pickled_values_never_unpickles(tmp_path: Path) -> None:
+    wd = make_workdir(tmp_path, 2, runs_per_task=1, executor="inline")
+    assert not wd.manifest().allow_pickle

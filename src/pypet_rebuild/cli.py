@@ -23,7 +23,7 @@ from .errors import DamagedFileError, NoSpaceError, PypetError, SubmissionError
 from .executors import make_executor
 from .exploration import cartesian_product, plural
 from .formats.records import JobRecord, Provenance
-from .formats.trajfile import load_trajectory, summarize
+from .formats.trajfile import summarize
 from .merge import LOCK_TIMEOUT
 from .model import Trajectory
 from .status import SweepStatus, failed_runs, sweep_status
@@ -351,7 +351,7 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
         runs = failed_runs(wd)
         if not runs:
             click.echo("\nno failed runs")
-        explored = load_trajectory(wd.skeleton).explored if runs else {}
+        explored = wd.load_skeleton().explored if runs else {}
         for run in runs:
             point = ", ".join(f"{k}={v[run['run']]!r}" for k, v in explored.items())
             click.echo(f"\n--- run {run['run']} ({point}), task {run['task']}: {run['type']}: {run['message']}")

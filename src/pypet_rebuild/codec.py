@@ -35,6 +35,17 @@ class Pickled:
     value: Any
 
 
+def holds_pickled(value: Any) -> bool:
+    """Whether ``value`` is, or contains, a :class:`Pickled` value."""
+    if isinstance(value, Pickled):
+        return True
+    if type(value) in (list, tuple):
+        return any(holds_pickled(v) for v in value)
+    if type(value) is dict:
+        return any(holds_pickled(v) for v in value.values())
+    return False
+
+
 def describe(value: Any) -> str:
     return type(value).__qualname__
 

@@ -245,7 +245,7 @@ def expand_workdir(wd: Workdir, traj: Trajectory, points: Mapping[str, Sequence[
     """Add ``points`` to the sweep in ``wd`` (those it has keep their run index) and submit the
     tasks that are now incomplete. ``traj`` is rebuilt on the workdir's points first, so the
     order in which the caller explored does not matter. Returns (runs added, tasks submitted)."""
-    before = load_trajectory(wd.skeleton)
+    before = wd.load_skeleton()
     traj.explore(before.explored)
     added = traj.expand(points)
     manifest = wd.manifest()

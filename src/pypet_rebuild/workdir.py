@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .codec import holds_pickled
 from .errors import WorkdirError
 from .exploration import Plan
 from .formats.files import atomic_write, hdf5_version
@@ -137,6 +138,12 @@ def import_sweep(target: str) -> Any:
         raise WorkdirError(f"module {target!r} does not import: {type(exc).__name__}: {exc}") from exc
 
 
+def _holds_pickled(traj: Trajectory) -> bool:
+    leaves = [leaf.value for branch in traj.state.leaves.values() for leaf in branch.values()]
+    return any(holds_pickled(v) for v in leaves) or any(
+        holds_pickled(v) for values in traj.state.explored.values() for v in values)
+
+
 class Workdir:
     """A sweep directory on disk."""
 
@@ -196,7 +203,8 @@ class Workdir:
             function = self.save_function(fn)
         write_skeleton(self.skeleton, traj, plan.n_runs, digest)
         manifest = Manifest(name=traj.name, plan=plan, plan_hash=digest, function=function,
-                            executor=executor, sys_path=[p for p in sys.path if p])
+                            executor=executor, sys_path=[p for p in sys.path if p],
+                            allow_pickle=_holds_pickled(traj))
         self.write_manifest(manifest)
         provenance(fn).write(self.path / "provenance.json")
         os.chmod(self.path, 0o777 & ~_umask())
@@ -205,7 +213,7 @@ class Workdir:
     def expand(self, traj: Trajectory, plan: Plan) -> Manifest:
         """Grow the sweep to ``traj``'s points; the points it had must come first, unchanged."""
         old = self.manifest()
-        before = load_trajectory(self.skeleton)
+        before = self.load_skeleton(old)
         if plan.runs_per_task != old.plan.runs_per_task:
             raise WorkdirError(f"expand keeps the task size: {old.plan.runs_per_task} runs per task, "
                                f"not {plan.runs_per_task}")
@@ -224,9 +232,16 @@ class Workdir:
         write_skeleton(self.skeleton, traj, plan.n_runs, digest)
         manifest = Manifest(name=old.name, plan=plan, plan_hash=digest, function=old.function,
                             executor=old.executor, sys_path=old.sys_path,
-                            earlier_hashes=[*old.earlier_hashes, old.plan_hash], created=old.created)
+                            earlier_hashes=[*old.earlier_hashes, old.plan_hash], created=old.created,
+                            allow_pickle=old.allow_pickle or _holds_pickled(traj))
         self.write_manifest(manifest)
         return manifest
+
+    def load_skeleton(self, manifest: Manifest | None = None) -> Trajectory:
+        """The sweep's trajectory as submitted; its Pickled values are unpickled only when the
+        submitter stored them (the manifest records that), never for a file put there later."""
+        manifest = manifest or self.manifest()
+        return load_trajectory(self.skeleton, allow_pickle=manifest.allow_pickle)
 
     def save_function(self, fn: Simulation) -> dict[str, Any]:
         """Cloudpickle the simulation once into the workdir; returns its manifest entry.

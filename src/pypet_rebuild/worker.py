@@ -21,7 +21,6 @@ from typing import Any
 from .errors import StorageError, TaskBusyError
 from .formats.schema import RunStatus
 from .formats.shard import ShardWriter
-from .formats.trajfile import load_trajectory
 from .model import Trajectory
 from .runstore import MemoryRunStore
 from .workdir import Simulation, Workdir
@@ -89,7 +88,7 @@ def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
                        earlier_hashes=frozenset(manifest.earlier_hashes))
     keep = traj is not None
     if traj is None:
-        traj = load_trajectory(wd.skeleton)
+        traj = wd.load_skeleton(manifest)
         traj.state.run_store = MemoryRunStore()
     if fn is None:
         fn = wd.load_function(manifest)

@@ -52,6 +52,7 @@ class Manifest:
     executor: dict[str, Any] = field(default_factory=dict)
     sys_path: list[str] = field(default_factory=list)
     earlier_hashes: list[str] = field(default_factory=list)  # plans this sweep grew from (expand)
+    allow_pickle: bool = False  # the submitter stored Pickled values: its workers may unpickle the skeleton
     created: float = field(default_factory=time.time)
     version: str = __version__
     format_version: int = MANIFEST_VERSION
