@@ -4,11 +4,14 @@ damaged merge target refused and rebuilt, ``pypet-hpc verify``; a merge onto a f
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import resource
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -19,6 +22,7 @@ from pypet_rebuild import Environment, Pickled, Trajectory, load_trajectory
 from pypet_rebuild.cli import main as cli_main
 from pypet_rebuild.environment import merge_workdir
 from pypet_rebuild.errors import DamagedFileError
+from pypet_rebuild.merge import merge_lock
 from pypet_rebuild.workdir import Workdir
 
 from .test_reliability import check_merged, make_workdir, run_inline
@@ -274,3 +278,35 @@ def test_a_pickled_parameter_works_on_every_executor(tmp_path: Path, executor: s
 def test_a_sweep_without_pickled_values_never_unpickles(tmp_path: Path) -> None:
     wd = make_workdir(tmp_path, 2, runs_per_task=1, executor="inline")
     assert not wd.manifest().allow_pickle
+
+
+# ---------------------------------------------------------------------------------------------
+# The merge lock
+
+
+def _hold_lock(target: str, ready: Any, release: Any) -> None:
+    with merge_lock(Path(target)):
+        ready.set()
+        release.wait(60)
+
+
+def test_a_merge_waiting_for_a_held_lock_names_the_holder_and_gives_up(merged: Workdir) -> None:
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(merged.default_output), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        proc = subprocess.run([sys.executable, "-m", "pypet_rebuild.cli", "merge", str(merged.path),
+                               "--lock-timeout", "3"], capture_output=True, text=True, timeout=60)
+    finally:
+        release.set()
+        holder.join(30)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in text, text
+    assert f"waiting for another merge (pid {holder.pid} on host {socket.gethostname()})" in text
+    assert f"another merge (pid {holder.pid} on host {socket.gethostname()}) has held" in text
+    assert "raise --lock-timeout" in text
+    # the holder is gone: its lock went with it, the next merge goes through at once
+    out = CliRunner().invoke(cli_main, ["merge", str(merged.path), "--lock-timeout", "0"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output

@@ -19,7 +19,7 @@ import numpy as np
 from .codec import value_kind
 from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir, verify_path
 from .environment import resubmit as resubmit_workdir
-from .errors import DamagedFileError, NoSpaceError, PypetError, SubmissionError
+from .errors import DamagedFileError, LockBusyError, NoSpaceError, PypetError, SubmissionError
 from .executors import make_executor
 from .exploration import cartesian_product, plural
 from .formats.records import JobRecord, Provenance
@@ -60,7 +60,7 @@ def _guard(fn: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (SubmissionError, DamagedFileError, NoSpaceError) as exc:
+        except (SubmissionError, DamagedFileError, NoSpaceError, LockBusyError) as exc:
             fail(str(exc), 1)
         except PypetError as exc:
             fail(str(exc), 2)

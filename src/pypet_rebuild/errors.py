@@ -45,3 +45,7 @@ class DamagedFileError(StorageError):
 
 class NoSpaceError(StorageError):
     """A disk, quota or file size limit is full: nothing was replaced, no temp file is left."""
+
+
+class LockBusyError(StorageError):
+    """Another process has held a lock for longer than the wait allowed."""
