@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from pypet_rebuild.taskstate import RESUMABLE, ShardFacts, TaskState, classify
+from pypet_rebuild.taskstate import (
+    LOST,
+    LOST_AFTER,
+    RESUMABLE,
+    SCHEDULER_STATES,
+    ShardFacts,
+    TaskState,
+    classify,
+)
 
 S = TaskState
 DAMAGE = "shard_00001.h5: unreadable shard (OSError: truncated)"
@@ -106,3 +114,28 @@ def test_states_print_and_serialise_as_their_words() -> None:
     assert S.COMPLETED == "COMPLETED"
     assert f"{S.TIMEOUT:<9}|{S.NODE_FAIL}" == "TIMEOUT  |NODE_FAIL"
     assert json.dumps({"state": S.UNKNOWN}) == '{"state": "UNKNOWN"}'
+
+
+# a task the scheduler neither lists nor recorded: UNKNOWN while its job may still run, lost after
+# LOST_AFTER seconds since its submission (when the scheduler answered: age is not None)
+LOST_CASES: list[tuple[str, float | None, TaskState, str | None]] = [
+    ("absent", None, S.UNKNOWN, None),                      # the scheduler could not be asked
+    ("absent", 10.0, S.UNKNOWN, None),                      # accounting may lag a fresh submission
+    ("absent", LOST_AFTER + 1, S.CANCELLED, LOST),          # cancelled while pending: resubmit takes it
+    ("partial", LOST_AFTER + 1, S.CANCELLED, RESUMABLE),
+    ("partial", 10.0, S.UNKNOWN, None),
+]
+
+
+@pytest.mark.parametrize(("shard", "age", "state", "problem"), LOST_CASES)
+def test_an_unknown_task_is_lost_only_after_the_grace(shard: str, age: float | None, state: TaskState,
+                                                        problem: str | None) -> None:
+    got = classify(SHARDS[shard], S.UNKNOWN, age)
+    assert got == (state, problem)
+    assert got[0].may_run(force=False) is (state is S.UNKNOWN)  # a plain resubmit takes the lost one
+
+
+@pytest.mark.parametrize("word", [s for s in SCHEDULER_STATES if s is not S.UNKNOWN])
+def test_age_changes_only_unknown(word: TaskState) -> None:
+    for shard in SHARDS.values():
+        assert classify(shard, word, LOST_AFTER * 10) == classify(shard, word)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,18 +64,21 @@ def sweep_status(wd: Workdir) -> SweepStatus:
     note = None
     submitted = _submission_times(wd)
     sched: dict[int, TaskState]
+    now: float | None = time.time()  # None: the scheduler did not answer, so nothing counts as lost
     try:
         executor = make_executor(manifest.executor["name"], **manifest.executor.get("options", {}))
         sched = executor.states(wd)
     except (PypetError, OSError) as exc:  # a submitted task may still run: UNKNOWN, not NOT_SUBMITTED
         sched, note = dict.fromkeys(submitted, TaskState.UNKNOWN), f"scheduler state unavailable: {exc}"
+        now = None
     tasks: list[TaskStatus] = []
     for task in range(plan.n_tasks):
         runs = plan.task_runs(task)
         final, partial = wd.shard(task), partial_path(wd.shard(task))
         path = final if final.exists() else partial if partial.exists() else None
         facts = None if path is None else _shard_facts(path, path is final, len(runs), submitted.get(task, 0.0))
-        state, problem = classify(facts, sched.get(task))
+        age = None if now is None or task not in submitted else now - submitted[task]
+        state, problem = classify(facts, sched.get(task), age)
         tasks.append(TaskStatus(task, runs.start, len(runs), state, facts.ok if facts else 0,
                                 facts.failed if facts else 0, path.name if path else None, problem))
     counts = {"ok": sum(t.ok for t in tasks), "failed": sum(t.failed for t in tasks)}

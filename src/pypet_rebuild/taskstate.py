@@ -74,9 +74,21 @@ class ShardFacts:
     retry_after: bool = False
 
 
-def classify(shard: ShardFacts | None, scheduler: TaskState | None) -> tuple[TaskState, str | None]:
+LOST_AFTER = 900.0  # seconds after its submission a job the scheduler neither lists nor recorded is lost
+LOST = ("lost: the scheduler no longer lists it and never recorded it (cancelled while pending?); "
+        "resubmit runs it")
+
+
+def classify(shard: ShardFacts | None, scheduler: TaskState | None,
+             age: float | None = None) -> tuple[TaskState, str | None]:
     """A task's (state, problem) from its shard (None: it has none) and what the scheduler says
     of it (None: it never saw the task). Pure: it reads nothing.
+
+    - ``age``: seconds since the task was last submitted, when the scheduler answered (None when
+      it could not be asked). A task it calls UNKNOWN (neither listed nor recorded) for longer
+      than :data:`LOST_AFTER` since its submission is CANCELLED (lost): its job cannot still run,
+      since a queued or running job is listed and an ended one recorded. Sooner, it may be a job
+      the accounting has not caught up with, and it stays UNKNOWN.
 
     - A readable final shard makes the task COMPLETED, unless the task is queued or running
       (a retry of its failed runs is under way) or it is UNKNOWN and was resubmitted after the
@@ -88,8 +100,11 @@ def classify(shard: ShardFacts | None, scheduler: TaskState | None) -> tuple[Tas
     if scheduler is not None and scheduler not in SCHEDULER_STATES:
         raise ValueError(f"{scheduler} is not a state a scheduler reports")
     state = TaskState.NOT_SUBMITTED if scheduler is None else scheduler
+    lost = state is TaskState.UNKNOWN and age is not None and age > LOST_AFTER
+    if lost:
+        state = TaskState.CANCELLED
     if shard is None:
-        return state, None
+        return state, LOST if lost else None
     if shard.damage is not None:
         if shard.final:
             return TaskState.DAMAGED, shard.damage
