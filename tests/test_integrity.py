@@ -18,10 +18,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pypet_rebuild import Environment, Pickled, Trajectory, load_trajectory
+from pypet_rebuild import (
+    Environment,
+    HDF5StorageService,
+    Pickled,
+    PypetError,
+    Trajectory,
+    cartesian_product,
+    load_trajectory,
+)
 from pypet_rebuild.cli import main as cli_main
 from pypet_rebuild.environment import merge_workdir
-from pypet_rebuild.errors import DamagedFileError
+from pypet_rebuild.errors import ArgumentTypeError, DamagedFileError
 from pypet_rebuild.merge import merge_lock
 from pypet_rebuild.workdir import Workdir
 
@@ -310,3 +318,37 @@ def test_a_merge_waiting_for_a_held_lock_names_the_holder_and_gives_up(merged: W
     # the holder is gone: its lock went with it, the next merge goes through at once
     out = CliRunner().invoke(cli_main, ["merge", str(merged.path), "--lock-timeout", "0"], catch_exceptions=False)
     assert out.exit_code == 0, out.output
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python API checks argument types at its boundary
+
+
+def _traj() -> Trajectory:
+    traj = Trajectory("t")
+    traj.add_parameter("x", 0)
+    return traj
+
+
+API_TYPE_CASES: dict[str, tuple[Any, str]] = {
+    "Environment(None)": (lambda: Environment(None), "Environment(trajectory=...) must be a Trajectory"),
+    "Environment('t')": (lambda: Environment("t"), "Environment(trajectory=...) must be a Trajectory"),
+    "workdir=123": (lambda: Environment(_traj(), workdir=123), "Environment(workdir=...) must be a path"),
+    "executor=None": (lambda: Environment(_traj(), executor=None), "Environment(executor=...) must be"),
+    "storage='x.h5'": (lambda: Environment(_traj(), storage="x.h5"), "Environment(storage=...) must be"),
+    "runs_per_task='2'": (lambda: Environment(_traj(), runs_per_task="2"), "Environment(runs_per_task=...)"),
+    "HDF5StorageService(1)": (lambda: HDF5StorageService(1), "HDF5StorageService(file_path=...) must be a path"),
+    "load_trajectory(123)": (lambda: load_trajectory(123), "load_trajectory(path) must be a path"),
+    "cartesian_product([1, 2])": (lambda: cartesian_product([1, 2]), "the exploration space must be a dict"),
+    "run_exploration(space=[...])": (lambda: Environment(_traj()).run_exploration(uses_pickled, space=[1, 2]),
+                                     "the exploration space must be a dict"),
+}
+
+
+@pytest.mark.parametrize("case", list(API_TYPE_CASES))
+def test_api_argument_types_are_checked_with_one_line(case: str) -> None:
+    call, needle = API_TYPE_CASES[case]
+    with pytest.raises(ArgumentTypeError) as info:
+        call()
+    assert isinstance(info.value, TypeError) and isinstance(info.value, PypetError)
+    assert needle in str(info.value) and "\n" not in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -11,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import PypetError, StorageError, WorkdirError
+from .errors import ArgumentTypeError, PypetError, StorageError, WorkdirError, check_type
 from .executors import Executor, make_executor
 from .exploration import Plan, cartesian_product
 from .formats.files import verify_h5
@@ -157,6 +158,16 @@ class Environment:
                  runs_per_task: int | None = None, n_tasks: int | None = None,
                  max_array_size: int | None = None, stop_on_error: bool = False,
                  **executor_options: Any) -> None:
+        check_type(trajectory, Trajectory, "Environment(trajectory=...)", "a Trajectory")
+        if storage is not None and not isinstance(getattr(storage, "file_path", None), Path):
+            raise ArgumentTypeError(f"Environment(storage=...) must be a storage service such as "
+                                    f"HDF5StorageService(path), not {type(storage).__name__}")
+        check_type(executor, (str, Executor), "Environment(executor=...)",
+                   "an executor name ('inline', 'local', 'slurm') or an Executor")
+        check_type(workdir, (str, os.PathLike, type(None)), "Environment(workdir=...)", "a path or None")
+        for name, number in (("runs_per_task", runs_per_task), ("n_tasks", n_tasks),
+                             ("max_array_size", max_array_size)):
+            check_type(number, (int, type(None)), f"Environment({name}=...)", "an int or None")
         self.trajectory = trajectory
         self.storage = storage
         if isinstance(executor, str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PypetError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -49,3 +51,15 @@ class NoSpaceError(StorageError):
 
 class LockBusyError(StorageError):
     """Another process has held a lock for longer than the wait allowed."""
+
+
+class ArgumentTypeError(PypetError, TypeError):
+    """A function of the API was given an argument of the wrong type."""
+
+
+def check_type(value: Any, types: type | tuple[type, ...], what: str, expected: str) -> None:
+    """Raise :class:`ArgumentTypeError` (one line) unless ``value`` is one of ``types``; bools
+    never pass for numbers."""
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in (types if isinstance(types, tuple)
+                                                                                   else (types,))):
+        raise ArgumentTypeError(f"{what} must be {expected}, not {type(value).__name__} ({value!r:.60})")

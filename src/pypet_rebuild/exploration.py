@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ExplorationError
+from .errors import ExplorationError, check_type
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # tasks per array when nothing else says
 
@@ -24,6 +24,7 @@ def cartesian_product(
     groups named in ``combined`` come first, in that order, then the other parameters.
     Returns one list per parameter, ready for ``traj.explore``.
     """
+    check_type(space, Mapping, "the exploration space", "a dict of parameter name -> list of values")
     if not space:
         raise ExplorationError("the exploration space is empty: give at least one parameter with values")
     for name, values in space.items():

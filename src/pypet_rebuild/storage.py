@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from .errors import check_type
 from .formats.files import get_attr, open_h5
 from .formats.trajfile import FORMAT_VERSION, load_trajectory, trajectory_group
 from .model import Trajectory
@@ -27,6 +28,7 @@ class HDF5StorageService:
     """Store the trajectory in one HDF5 file at ``file_path`` (written atomically by merge)."""
 
     def __init__(self, file_path: str | os.PathLike[str]) -> None:
+        check_type(file_path, (str, os.PathLike), "HDF5StorageService(file_path=...)", "a path")
         self.file_path = Path(file_path)
 
     def load(self, name: str | None = None, allow_pickle: bool = False) -> Trajectory:

@@ -43,7 +43,7 @@ from ..codec import (
     read_value,
     write_value,
 )
-from ..errors import StorageError
+from ..errors import StorageError, check_type
 from ..model import Parameter, Result, Trajectory, loaded_leaf
 from ..naming import run_name, run_set_name
 from ..runstore import BRANCHES, RUN_BRANCHES, TrajectoryState, masked_column
@@ -286,6 +286,7 @@ def load_trajectory(
     Parameters and explored values are read at once; run data is read when touched.
     Pickled values are only unpickled when ``allow_pickle=True``.
     """
+    check_type(path, (str, os.PathLike), "load_trajectory(path)", "a path")
     p = Path(path)
     with open_h5(p) as f:
         grp = trajectory_group(f, name)
