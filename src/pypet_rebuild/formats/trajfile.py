@@ -40,6 +40,7 @@ from ..codec import (
     column_element,
     column_spec,
     read_value,
+    scalar_column,
     write_value,
 )
 from ..errors import StorageError
@@ -136,11 +137,16 @@ def write_leaf(branch_group: h5py.Group, name: str, leaf: Parameter[Any] | Resul
 
 def write_column(group: h5py.Group, name: str, values: Sequence[Any]) -> None:
     """A column of explored values, with the codec's kind so each element comes back typed."""
-    specs = {column_spec(v) for v in values}
-    if len(specs) != 1 or None in specs:
-        raise StorageError(f"explored parameter {name!r}: values must be scalars or same-shaped arrays")
-    spec: ColumnSpec = specs.pop()  # type: ignore[assignment]
-    ds = group.create_dataset(name, data=column_array(spec, list(values)), dtype=column_dtype(spec))
+    fast = scalar_column(values)
+    if fast is not None:
+        spec, data = fast
+    else:
+        specs = {column_spec(v) for v in values}
+        if len(specs) != 1 or None in specs:
+            raise StorageError(f"explored parameter {name!r}: values must be scalars or same-shaped arrays")
+        spec = specs.pop()  # type: ignore[assignment]
+        data = column_array(spec, list(values))
+    ds = group.create_dataset(name, data=data, dtype=column_dtype(spec))
     set_attrs(ds, kind=spec[0], dtype=spec[1])
 
 
