@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 
 from .errors import StorageError
 from .formats.files import replace_durably
-from .formats.trajfile import merge_shards, plan_hash_of
+from .formats.trajfile import merge_shards, nothing_new, plan_hash_of
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,10 @@ def merge(
         for stale in target.parent.glob(f".{glob.escape(target.name)}.merging-*"):
             stale.unlink()  # left by a killed merge (we hold the lock: no other merge is running)
         target_hash = _target_hash(target, plan_hash, earlier_hashes)
+        quick = nothing_new(target, shards) if target_hash == plan_hash else None
+        if quick is not None:  # every shard is in the target already: leave it untouched
+            return MergeReport(target, quick[0], skipped_shards=[p.name for p in sorted(shards)], ok=quick[1],
+                               failed=quick[2])
         # a target of an earlier, smaller plan (expand) is rebuilt from the skeleton and all shards
         shutil.copyfile(target if target_hash == plan_hash else skeleton, tmp)
         merger, ok, failed = merge_shards(tmp, shards, plan_hash, target, earlier_hashes, provenance, progress)
