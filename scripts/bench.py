@@ -2,6 +2,7 @@
 
     uv run python scripts/bench.py            # full sizes (a few minutes)
     uv run python scripts/bench.py --quick    # small sizes, same code paths (CI)
+    uv run python scripts/bench.py --growth   # how each cost grows: 100k and 1M runs (--large adds 10M)
 
 Prints one table: what was measured, the floor or peer, the ratio, the target and whether it is
 met. Times are medians of several repetitions; these machines are shared and noisy.
@@ -215,14 +216,125 @@ def slurm_rows(submit_runs: int, e2e_runs: int | None) -> list[Row]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# -- the growth table: each cost at growing run counts, beside the floor measured in the same run
+
+_GROWTH_SUBMIT = """
+import sys, time
+from pathlib import Path
+from pypet_rebuild import Trajectory, cartesian_product
+from pypet_rebuild.exploration import Plan
+from pypet_rebuild.workdir import Workdir
+sys.path.insert(0, sys.argv[3])
+import baselines
+n = int(sys.argv[1])
+t = time.perf_counter()
+xs, ys = baselines.sweep_axes(n)
+traj = Trajectory("growth")
+traj.add_parameter("x", 0.0)
+traj.add_parameter("y", 0.0)
+traj.explore(cartesian_product({"x": xs, "y": ys}))
+Workdir(sys.argv[2]).create(traj, Plan.make(n), "bench:simulate", {"executor": "local"})
+HWM
+print(hwm(), time.perf_counter() - t)
+"""
+
+_GROWTH_FLOOR_SUBMIT = """
+import sys, time
+import h5py, numpy as np
+sys.path.insert(0, sys.argv[3])
+import baselines
+n = int(sys.argv[1])
+t = time.perf_counter()
+xs, ys = baselines.sweep_axes(n)
+x, y = (a.ravel() for a in np.meshgrid(np.array(xs), np.array(ys), indexing="ij"))
+with h5py.File(sys.argv[2], "w") as f:
+    f["x"], f["y"] = x, y
+HWM
+print(hwm(), time.perf_counter() - t)
+"""
+
+
+def _child(code: str, *args: str) -> tuple[float, float]:
+    """(peak RSS in MB, seconds) of ``code`` run in a fresh interpreter."""
+    res = subprocess.run([sys.executable, "-c", code.replace("HWM", _HWM + "\n"), *args], capture_output=True,
+                         text=True, check=True)
+    rss, secs = res.stdout.split()[-2:]
+    return float(rss), float(secs)
+
+
+def task_per_run(n: int, tmp: Path) -> float:
+    """Seconds per run inside a task: the benchmark simulation (2 shortcut reads, 3 scalar results)."""
+    traj = sweep_traj(n)
+    traj.state.run_store = MemoryRunStore()
+    final = tmp / "growth-task.h5"
+    for p in (final, final.with_name(final.name + ".partial")):
+        p.unlink(missing_ok=True)
+    sink = ShardWriter(final, "bench", 0)
+    t = time.perf_counter()
+    execute(traj, simulate, range(n), sink, keep=False)
+    sink.finish()
+    return (time.perf_counter() - t) / n
+
+
+def growth_rows(sizes: list[int], tmp: Path) -> list[list[str]]:
+    """One row per size: submit, task per run, merge (time, peak RSS), status and a column load,
+    each beside the floor process measured in the same run."""
+    from pypet_rebuild.status import sweep_status
+
+    here = str(Path(__file__).resolve().parent)
+    rows = []
+    for n in sizes:
+        wd_path = tmp / f"growth-{n}"
+        sub_rss, sub_s = _child(_GROWTH_SUBMIT, str(n), str(wd_path), here)
+        floor_rss, floor_s = _child(_GROWTH_FLOOR_SUBMIT, str(n), str(tmp / "growth-floor.h5"), here)
+        shutil.rmtree(wd_path)
+        per_run = task_per_run(min(n, 200_000), tmp)
+        runs_per_task = max(1, n // 100)
+        wd = make_sweep_shards(tmp, n, runs_per_task, simulate, f"growth_sweep_{n}")
+        t = time.perf_counter()
+        sweep_status(wd)
+        status_s = time.perf_counter() - t
+        merged = tmp / f"growth-{n}.h5"
+        merge_rss, merge_s = merge_peak_rss(wd, merged)
+        load_s = median_of(lambda m=merged: column_load(m), 3)
+        floor_file = tmp / "growth-floor-sweep.h5"
+        sweep_floor = baselines.floor_sweep(n, floor_file)
+        read_floor = median_of(lambda f=floor_file: baselines.floor_read(f), 3)
+        rows.append([f"{n:,}", f"{sub_s:.2f} s / {sub_rss:.0f} MB", f"{floor_s:.2f} s / {floor_rss:.0f} MB",
+                     f"{per_run * 1e6:.1f} us", f"{merge_s:.2f} s / {merge_rss:.0f} MB",
+                     f"{sweep_floor:.2f} s", f"{status_s * 1e3:.0f} ms ({wd.manifest().plan.n_tasks} tasks)",
+                     f"{load_s * 1e3:.1f} ms", f"{read_floor * 1e3:.1f} ms"])
+        shutil.rmtree(wd.path)
+        merged.unlink()
+    return rows
+
+
+def print_growth(rows: list[list[str]]) -> None:
+    heads = ["runs", "submit (time / peak RSS)", "floor: explore+write columns", "task per run",
+             "merge (time / peak RSS)", "floor: whole sweep", "status", "load one column", "floor: h5py read"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes for CI (same code paths)")
     ap.add_argument("--pypet-python", help="a Python >= 3.12 for the pypet 0.7.0 baseline")
     ap.add_argument("--no-pypet", action="store_true", help="skip the pypet baseline")
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--growth", action="store_true", help="only the growth table: 100k and 1M runs")
+    ap.add_argument("--large", action="store_true", help="with --growth: 10M runs too")
     args = ap.parse_args(argv)
     q = args.quick
+    if args.growth:
+        sizes_g = [10_000, 100_000] if q else [100_000, 1_000_000, *([10_000_000] if args.large else [])]
+        print(f"# pypet-hpc growth table {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
+        with tempfile.TemporaryDirectory(prefix="pypet-growth-", dir=os.environ.get("BENCH_DIR")) as tmp_g:
+            print_growth(growth_rows(sizes_g, Path(tmp_g)))
+        return 0
     sizes = {
         "overhead": 20_000 if q else 100_000, "e2e": 10_000 if q else 100_000, "pypet": 200 if q else 1_000,
         "shards": 100 if q else 1_000, "bulk_mb": 128 if q else 512, "peak_mb": 256 if q else 2_048,

@@ -126,6 +126,45 @@ def test_numpy_float_is_fine_for_a_float_default_and_ints_widen() -> None:
     assert len(traj) == 2
 
 
+def test_large_explored_lists_are_checked_hashed_and_stored_at_numpy_speed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning costs must not grow with per-element Python calls: a list of one scalar type is
+    checked, hashed and written as one array; every value still decides the hash."""
+    from pypet_rebuild import codec, model, workdir
+    from pypet_rebuild.formats import trajfile
+
+    calls = {"n": 0}
+
+    def counting(real):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(model, "_explored_value", counting(model._explored_value))
+    monkeypatch.setattr(workdir, "_digest", counting(workdir._digest))
+    monkeypatch.setattr(trajfile, "column_spec", counting(codec.column_spec))
+    n = 10_000
+    traj = make()
+    traj.explore({"traffic.ncars": list(range(n)), "traffic.speed": list(range(n))})  # ints widen to floats
+    assert traj.explored["traffic.speed"][:3] == [0.0, 1.0, 2.0]
+    assert type(traj.explored["traffic.speed"][1]) is float
+    plan = Plan.make(n)
+    digest = workdir.plan_hash(traj, plan)
+    import io
+
+    import h5py
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        trajfile.write_column(f, "x", traj.explored["traffic.speed"])
+        assert f["x"].dtype == np.float64 and f["x"][5] == 5.0
+    assert calls["n"] < 100, calls
+    other = make()
+    other.explore({"traffic.ncars": [*range(n - 1), n], "traffic.speed": list(range(n))})
+    assert workdir.plan_hash(other, plan) != digest
+    with pytest.raises(UnsupportedValueError, match="64 bits"):  # the value-by-value path still names it
+        make().explore({"traffic.ncars": [1, 2**70]})
+
+
 def test_plan_arithmetic() -> None:
     plan = Plan.make(10, runs_per_task=3, max_array_size=2)
     assert plan.n_tasks == 4
@@ -227,3 +266,67 @@ def test_pypet_abbreviations_and_cartesian_order_tuple() -> None:
     out = cartesian_product({"a": [1, 2], "b": [3, 4], "c": [0, 1]}, ("c", ("a", "b")))
     assert out == {"a": [1, 2, 1, 2], "b": [3, 4, 3, 4], "c": [0, 0, 1, 1]}
     assert cartesian_product({"a": [1, 2], "b": [3, 4]}, ("a", "b")) == {"a": [1, 1, 2, 2], "b": [3, 4, 3, 4]}
+
+
+def test_results_added_in_runs_check_each_name_once_and_still_refuse_bad_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pypet_rebuild import model
+    from pypet_rebuild.runstore import MemoryRunStore
+
+    seen: list[str] = []
+    real = model.split_name
+
+    def counting(name: str, reserved: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        seen.append(name)
+        return real(name, reserved)
+
+    monkeypatch.setattr(model, "split_name", counting)
+    traj = make()
+    traj.explore({"traffic.ncars": list(range(200))})
+    traj.state.run_store = store = MemoryRunStore()
+    with traj.running() as begin:
+        for i in range(200):
+            begin(i)
+            traj.add_result("flow", traj.ncars * 1.5)
+            traj.add_result("count", traj.ncars)
+        with pytest.raises(NamingError, match="keys"):
+            traj.add_result("keys", 1.0)  # a view method's name stays refused
+        with pytest.raises(UnsupportedValueError, match="result 'bad'"):
+            traj.add_result("bad", object())
+        with pytest.raises(NamingError, match="already added"):
+            traj.add_result("flow", 2.0)
+    assert seen.count("flow") <= 1 and seen.count("count") <= 1, seen[:5]
+    assert store.column("results", "count", 200).tolist() == list(range(200))
+    assert isinstance(store.get(3, "results", "flow"), Result) and store.get(3, "results", "flow").value == 4.5
+
+
+def test_shortcut_reads_in_runs_are_resolved_once_per_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pypet_rebuild.runstore import MemoryRunStore
+
+    traj = make()
+    traj.add_parameter("a.level", 1)
+    traj.add_parameter("b.level", 2)  # 'level' is ambiguous: it must stay an error in a run
+    traj.explore({"traffic.ncars": [10, 20, 30]})
+    traj.state.run_store = MemoryRunStore()
+    calls = {"n": 0}
+    real = Trajectory._shortcut
+
+    def counting(self: Trajectory, name: str, value: bool) -> object:
+        calls["n"] += 1
+        return real(self, name, value)
+
+    monkeypatch.setattr(Trajectory, "_shortcut", counting)
+    seen = []
+    with traj.running() as begin:
+        for i in range(3):
+            begin(i)
+            seen.append((traj.ncars, traj.speed, traj.parameters["traffic.ncars"].value))
+        assert calls["n"] == 0
+        with pytest.raises(PypetError, match="ambiguous"):
+            _ = traj.level
+        with pytest.raises(LockedParameterError):
+            traj.ncars = 5
+    assert seen == [(10, 1.5, 10), (20, 1.5, 20), (30, 1.5, 30)]
+    assert traj.ncars == 10 and "ncars" not in vars(traj)  # the default again, resolved as before
+    traj.ncars = 7  # outside a run the parameter can be set again
+    assert traj.parameters["traffic.ncars"].value == 7

@@ -297,3 +297,22 @@ def test_resubmit_retries_failed_runs_of_an_unfinished_task(tmp_path: Path) -> N
     cli("resubmit", str(wd), "--wait", cwd=tmp_path)
     traj = load_trajectory(wd / "merged.h5")
     assert traj.get_from_runs("z").tolist() == [0, 2, 4, 6, 8, 10]
+
+
+def test_a_merge_with_nothing_new_leaves_the_target_untouched(tmp_path: Path) -> None:
+    traj = make_traj(30)
+    handle = Environment(traj, executor="local", workdir=tmp_path / "wd", runs_per_task=10).submit(simulate)
+    handle.wait(timeout=60)
+    wd = Workdir(tmp_path / "wd")
+    target = tmp_path / "m.h5"
+    first = merge_workdir(wd, target)
+    before = (target.stat().st_mtime_ns, target.stat().st_ino, target.read_bytes())
+    again = merge_workdir(wd, target)
+    assert (target.stat().st_mtime_ns, target.stat().st_ino, target.read_bytes()) == before
+    assert again.merged_shards == [] and again.skipped_shards == [s.name for s in wd.shard_files()]
+    assert (again.ok, again.failed, again.n_runs, again.missing) == (first.ok, first.failed, first.n_runs, 0)
+    # a shard that changed (a retry rewrote it) is merged again, through the full path
+    shard = wd.shard_files()[0]
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
+    third = merge_workdir(wd, target)
+    assert target.stat().st_ino != before[1] and third.ok == first.ok

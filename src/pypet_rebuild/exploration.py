@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from .codec import scalar_column
 from .errors import ExplorationError, check_type
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # tasks per array when nothing else says
@@ -48,13 +50,21 @@ def cartesian_product(
         grouped.update(group)
     # the groups named in `combined` come first, in its order, then the other parameters
     order = groups + [(name,) for name in space if name not in grouped]
-    axes = [list(zip(*(space[n] for n in group), strict=True)) for group in order]
-    out: dict[str, list[Any]] = {n: [] for n in space}
-    for point in itertools.product(*axes):
-        for group, values in zip(order, point, strict=True):
-            for name, value in zip(group, values, strict=True):
-                out[name].append(value)
-    return out
+    # point i takes element (i // stride) % length of each group's axis: index arithmetic in numpy
+    lengths = [len(space[group[0]]) for group in order]
+    n_points = math.prod(lengths)
+    points = np.arange(n_points, dtype=np.int64)
+    out: dict[str, list[Any]] = {}
+    stride = n_points
+    for group, length in zip(order, lengths, strict=True):
+        stride //= length
+        idx = (points // stride) % length
+        for name in group:
+            axis = list(space[name])
+            fast = scalar_column(axis)
+            taken: list[Any] = fast[1][idx].tolist() if fast is not None else [axis[i] for i in idx.tolist()]
+            out[name] = taken
+    return {n: out[n] for n in space}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 
 from .errors import DamagedFileError, LockBusyError, NoSpaceError, StorageError
 from .formats.files import atomic_write, disk_full, os_reason, replace_durably, reserve, verify_h5
-from .formats.trajfile import merge_shards, plan_hash_of
+from .formats.trajfile import merge_shards, nothing_new, plan_hash_of
 
 log = logging.getLogger(__name__)
 LOCK_TIMEOUT = 600.0  # seconds a merge waits for another merge of the same target
@@ -125,6 +125,10 @@ def _merge_locked(skeleton: Path, shards: Sequence[Path], target: Path, plan_has
         for stale in target.parent.glob(f".{glob.escape(target.name)}.merging-*"):
             stale.unlink()  # left by a killed merge (we hold the lock: no other merge is running)
         target_hash = None if rebuild else _target_hash(target, plan_hash, earlier_hashes)
+        quick = nothing_new(target, shards) if target_hash == plan_hash else None
+        if quick is not None:  # every shard is in the target already: leave it untouched
+            return MergeReport(target, quick[0], skipped_shards=[p.name for p in sorted(shards)], ok=quick[1],
+                               failed=quick[2])
         if target_hash is not None:
             damage = verify_h5(target)
             if damage is not None:

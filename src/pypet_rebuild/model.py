@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from . import analysis
-from .codec import check_value, value_kind
+from .codec import check_value, scalar_column, value_kind
 from .errors import ExplorationError, LockedParameterError, NamingError, PypetError
 from .naming import run_name, split_name
 from .runstore import BRANCHES, RUN_BRANCHES, RunStore, TrajectoryState
@@ -294,6 +294,12 @@ class Trajectory:
 
     def add_result(self, item: Result[Any] | str, value: Any = None, comment: str = "") -> Result[Any]:
         """Add a result; during a run it belongs to that run."""
+        if self._in_run and type(item) is str:  # the per-run hot path: no dataclass machinery
+            result = _run_result(item, value, comment)
+            store = self._state.run_store
+            assert store is not None and self._current_run is not None
+            store.add(self._current_run, "results", result)
+            return result
         result = item if isinstance(item, Result) else Result(name=item, value=value, comment=comment)
         self._add_leaf("results", result)
         return result
@@ -382,7 +388,7 @@ class Trajectory:
                     "explored lists must have equal lengths (use cartesian_product for all combinations)"
                 )
             length = (name, len(values))
-            out[name] = [_explored_value(name, params[name].value, v) for v in values]
+            out[name] = _explored_values(name, params[name].value, values)
         return out
 
     @property
@@ -431,12 +437,22 @@ class Trajectory:
         """Run mode, for the worker: parameters are locked and results added go to the current
         run. Yields ``begin(i)``, which enters run ``i`` (explored parameters take its values)."""
         params = self._state.leaves["parameters"]
-        slots = [(params[n], v) for n, v in self._state.explored.items()]
+        # shortcut reads (``traj.x``) resolved once per task: the unique short names of the
+        # (locked) parameters live in the instance dict for the task, so a read is a dict hit
+        shortcuts = self._run_shortcuts()
+        cached = self.__dict__
+        slots = [(params[n], v, shortcuts.pop(n, [])) for n, v in self._state.explored.items()]
+        for name, shorts in shortcuts.items():
+            for short in shorts:
+                cached[short] = params[name].value
 
         def begin(idx: int) -> None:
             self._current_run = idx
-            for param, values in slots:
-                _set(param, "value", values[idx])
+            for param, values, shorts in slots:
+                value = values[idx]
+                _set(param, "value", value)
+                for short in shorts:
+                    cached[short] = value
 
         for p in params.values():
             p.lock()
@@ -444,10 +460,29 @@ class Trajectory:
         try:
             yield begin
         finally:
+            for _, _, shorts in slots:
+                for short in shorts:
+                    cached.pop(short, None)
+            for fixed in shortcuts.values():
+                for short in fixed:
+                    cached.pop(short, None)
             for p in params.values():
                 p.lock(False)
             self._in_run = False
             self.set_run(None)
+
+    def _run_shortcuts(self) -> dict[str, list[str]]:
+        """parameter name -> the attribute names that resolve to it alone (``traj.x``), leaving
+        out any that a method, property or attribute of the trajectory already answers."""
+        self._shortcut_index()
+        out: dict[str, list[str]] = {}
+        for short, hits in (self._shortcuts or {}).items():
+            if len(hits) != 1 or not hits[0][0].startswith("parameters.") or "." in short:
+                continue
+            if short.startswith("_") or short in _OWN_ATTRS or hasattr(type(self), short) or short in self.__dict__:
+                continue
+            out.setdefault(hits[0][0].removeprefix("parameters."), []).append(short)
+        return out
 
     # -- lookup ---------------------------------------------------------------------------
     def _names(self, branch: str) -> list[str]:
@@ -526,15 +561,7 @@ class Trajectory:
     def _shortcut(self, name: str, value: bool) -> Any:
         """Resolve a short name: trajectory-level leaves first (the shallowest, as in pypet), then
         the current run's data (or all runs' when no run is set)."""
-        index = self._shortcuts
-        if index is None:  # every dotted suffix of every trajectory-level leaf, built once
-            index = self._shortcuts = {}
-            for branch in BRANCHES:
-                for full, leaf in self._state.leaves[branch].items():
-                    parts = full.split(".")
-                    for k in range(len(parts)):
-                        index.setdefault(".".join(parts[k:]), []).append((f"{branch}.{full}", leaf))
-        hits = index.get(name)
+        hits = self._shortcut_index().get(name)
         if hits is not None and len(hits) == 1:
             return hits[0][1].value if value else hits[0][1]
         if hits:
@@ -555,6 +582,18 @@ class Trajectory:
         branch, full = matches[0]
         node = self._views[branch][full]
         return node.value if value and isinstance(node, Parameter | Result) else node
+
+    def _shortcut_index(self) -> dict[str, list[tuple[str, Any]]]:
+        """Every dotted suffix of every trajectory-level leaf -> (full name, leaf), built once."""
+        index = self._shortcuts
+        if index is None:
+            index = self._shortcuts = {}
+            for branch in BRANCHES:
+                for full, leaf in self._state.leaves[branch].items():
+                    parts = full.split(".")
+                    for k in range(len(parts)):
+                        index.setdefault(".".join(parts[k:]), []).append((f"{branch}.{full}", leaf))
+        return index
 
     # -- analysis ---------------------------------------------------------------------------
     def get_from_runs(self, name: str, branch: str = "results") -> np.ma.MaskedArray:
@@ -589,6 +628,37 @@ class Trajectory:
 
 
 _OWN_ATTRS = frozenset({"name", "comment", "file_path"})
+
+
+_RUN_RESULT_NAMES: set[str] = set()  # names a run has added: each is checked once per process
+
+
+def _run_result(name: str, value: Any, comment: str) -> Result[Any]:
+    """``Result(name, value, comment)`` for a run's result, validated as the constructor does,
+    with the name checked once per name rather than once per run."""
+    if name not in _RUN_RESULT_NAMES:
+        split_name(name, VIEW_RESERVED)
+        _RUN_RESULT_NAMES.add(name)
+    if type(value) is not float:  # every Python float can be stored
+        check_value(value, f"result {name!r}")
+    result: Result[Any] = object.__new__(Result)
+    slots = result.__dict__
+    slots["name"], slots["value"], slots["comment"] = name, value, comment
+    return result
+
+
+def _explored_values(name: str, default: Any, values: list[Any]) -> list[Any]:
+    """``values`` checked against the default's kind; a list of one Python scalar type is checked
+    at numpy speed, anything else value by value."""
+    fast = scalar_column(values)
+    if fast is not None:
+        want, got = value_kind(default), fast[0][0]
+        if got == want:
+            return values
+        if want == "float" and got == "int":
+            converted: list[Any] = fast[1].astype(np.float64).tolist()
+            return converted
+    return [_explored_value(name, default, v) for v in values]
 
 
 def _explored_value(name: str, default: Any, value: Any) -> Any:

@@ -41,6 +41,7 @@ from ..codec import (
     column_spec,
     new_dataset,
     read_value,
+    scalar_column,
     write_value,
 )
 from ..errors import StorageError, check_type
@@ -147,11 +148,16 @@ def write_leaf(branch_group: h5py.Group, name: str, leaf: Parameter[Any] | Resul
 
 def write_column(group: h5py.Group, name: str, values: Sequence[Any]) -> None:
     """A column of explored values, with the codec's kind so each element comes back typed."""
-    specs = {column_spec(v) for v in values}
-    if len(specs) != 1 or None in specs:
-        raise StorageError(f"explored parameter {name!r}: values must be scalars or same-shaped arrays")
-    spec: ColumnSpec = specs.pop()  # type: ignore[assignment]
-    ds = new_dataset(group, name, data=column_array(spec, list(values)), dtype=column_dtype(spec))
+    fast = scalar_column(values)
+    if fast is not None:
+        spec, data = fast
+    else:
+        specs = {column_spec(v) for v in values}
+        if len(specs) != 1 or None in specs:
+            raise StorageError(f"explored parameter {name!r}: values must be scalars or same-shaped arrays")
+        spec = specs.pop()  # type: ignore[assignment]
+        data = column_array(spec, list(values))
+    ds = new_dataset(group, name, data=data, dtype=column_dtype(spec))
     set_attrs(ds, kind=spec[0], dtype=spec[1])
 
 
@@ -331,6 +337,32 @@ def plan_hash_of(path: Path) -> str | None:
         return None
 
 
+def _file_key(path: Path) -> list[int]:
+    """What identifies a shard file's bytes without reading them: a complete shard is never
+    rewritten in place (a retry replaces it, with a new size or modification time)."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def nothing_new(target: Path, shards: Sequence[Path]) -> tuple[int, int, int] | None:
+    """(runs, ok, failed) of ``target`` when every shard is one a merge into it has seen (same
+    name, size and modification time), read without writing anything; None when there may be
+    something to merge. Costs a stat per shard and one read of the status column."""
+    try:
+        with open_h5(target) as f:
+            grp = only_trajectory(f)
+            if "merge_log" not in grp:
+                return None
+            seen = json.loads(get_attr(grp["merge_log"], "seen_files", "{}"))
+            if any(seen.get(path.name) != _file_key(path) for path in shards):
+                return None
+            status = grp["run_info/status"][...]
+            return (int(get_attr(grp, "n_runs")), int(np.count_nonzero(status == RunStatus.OK)),
+                    int(np.count_nonzero(status == RunStatus.FAILED)))
+    except (StorageError, OSError, ValueError):
+        return None
+
+
 def merge_shards(working_copy: Path, shards: Sequence[Path], plan_hash: str, target: Path,
                  earlier_hashes: Sequence[str] = (), provenance: str | None = None,
                  progress: Callable[[int], None] | None = None) -> tuple[ShardMerger, int, int]:
@@ -381,6 +413,7 @@ class ShardMerger:
         self.damaged_shards: list[str] = []  # "name: what is wrong", not merged
         self.log_grp = grp.require_group("merge_log")
         self.merged_ids = set(json.loads(get_attr(self.log_grp, "shard_ids", "[]")))
+        self.seen_files: dict[str, list[int]] = json.loads(get_attr(self.log_grp, "seen_files", "{}"))
         self.item_counts: dict[str, dict[str, int]] = {
             b: json.loads(get_attr(grp[b].require_group("runs"), "item_counts", "{}")) for b in RUN_BRANCHES
         }
@@ -414,6 +447,7 @@ class ShardMerger:
                     continue
                 if reader.shard_id in self.merged_ids:
                     self.skipped_shards.append(path.name)
+                    self.seen_files[path.name] = _file_key(path)
                     continue
                 problem = reader.checksum_problem()  # new shards only: cost grows with new work
                 if problem is not None:
@@ -438,6 +472,7 @@ class ShardMerger:
                                        "and resubmit") from None
                 self.merged_ids.add(reader.shard_id)
             self.merged_shards.append(path.name)
+            self.seen_files[path.name] = _file_key(path)
             if progress is not None:
                 progress(1)
         self._write_back()
@@ -628,7 +663,8 @@ class ShardMerger:
             "idx": np.array(runs, dtype=np.int64),
             **{col: np.array([self.errors[r][i] for r in runs], dtype=object)
                for i, col in enumerate(("type", "message", "traceback"))}})
-        set_attrs(self.log_grp, shard_ids=json.dumps(sorted(self.merged_ids)))
+        set_attrs(self.log_grp, shard_ids=json.dumps(sorted(self.merged_ids)),
+                  seen_files=json.dumps(self.seen_files))  # lets a merge with nothing new skip the copy
         for branch, counts_b in self.item_counts.items():
             set_attrs(self.grp[branch]["runs"], item_counts=json.dumps(counts_b))
 
