@@ -19,9 +19,10 @@ import numpy as np
 from .codec import value_kind
 from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir
 from .environment import resubmit as resubmit_workdir
-from .errors import PypetError, SubmissionError
+from .errors import PypetError, SubmissionError, SweepStopped
 from .executors import make_executor
 from .exploration import cartesian_product, plural
+from .failures import FailureRule, group_failures
 from .formats.records import JobRecord, Provenance
 from .formats.trajfile import load_trajectory, summarize
 from .model import Trajectory
@@ -42,6 +43,12 @@ class RunFailure(click.ClickException):
     exit_code = 1
 
 
+def example(command: str) -> str:
+    """A help epilog with one example command, kept on one line (click would rewrap it);
+    tests/test_cli.py runs every one."""
+    return f"\b\nExample: {command}"
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     raise (UserError if code == 2 else RunFailure)(message)
 
@@ -52,7 +59,7 @@ def _guard(fn: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except SubmissionError as exc:
+        except (SubmissionError, SweepStopped) as exc:
             fail(str(exc), 1)
         except PypetError as exc:
             fail(str(exc), 2)
@@ -60,7 +67,7 @@ def _guard(fn: Any) -> Any:
     return wrapper
 
 
-@click.group(epilog="Example: pypet-hpc submit examples/first_steps.py --executor local --wait")
+@click.group(epilog=example("pypet-hpc submit examples/first_steps.py --executor local --wait"))
 @click.version_option(package_name="pypet-hpc")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level) to stderr.")
 def main(verbose: bool) -> None:
@@ -100,15 +107,26 @@ def _cli_space(traj: Trajectory, items: tuple[str, ...]) -> dict[str, list[Any]]
     params = traj.state.leaves["parameters"]
     for item in items:
         name, sep, values = item.partition("=")
-        name = name.strip().removeprefix("parameters.")
+        name = name.strip()
         if not sep or not name or not values:
             fail(f"-p {item!r}: write -p name=value1,value2,...")
-        if name not in params:
-            fail(f"-p {item!r}: unknown parameter {name!r} (known: {', '.join(sorted(params)) or 'none'})")
+        try:
+            name = traj.parameter_name(name)  # a full name or a unique short one, as traj.zeta
+        except PypetError as exc:
+            fail(f"-p {item!r}: {str(exc).replace('cannot explore unknown', 'unknown')}")
         if name in space:
             fail(f"-p {name} is given twice")
         space[name] = [_parse_token(name, params[name].value, t) for t in values.split(",")]
     return space
+
+
+def _full_name(traj: Trajectory, name: str) -> str:
+    """A space key under its full name, so that -p overrides it whichever name either uses
+    (an unknown one is left for explore to name)."""
+    try:
+        return traj.parameter_name(name)
+    except PypetError:
+        return name
 
 
 def load_sweep(sweep: str, function: str, params: tuple[str, ...]) -> tuple[Trajectory, str, Path | None]:
@@ -130,7 +148,7 @@ def load_sweep(sweep: str, function: str, params: tuple[str, ...]) -> tuple[Traj
         traj = getattr(module, "traj", None) or getattr(module, "trajectory", None)
     if not isinstance(traj, Trajectory):
         fail(f"{sweep} must define make_trajectory() returning a Trajectory (or a module-level `traj`)")
-    space = dict(getattr(module, "space", None) or {})
+    space = {_full_name(traj, k): v for k, v in dict(getattr(module, "space", None) or {}).items()}
     space.update(_cli_space(traj, params))
     if space:
         if traj.state.explored and getattr(module, "space", None) is None:
@@ -183,13 +201,14 @@ def executor_options(max_parallel: int | None, **given: Any) -> dict[str, Any]:
     return opts
 
 
-@main.command(epilog="Example: pypet-hpc submit examples/first_steps.py --executor local -p x=1,2,3 --wait")
+@main.command(epilog=example("pypet-hpc submit examples/first_steps.py --executor local -p zeta=0.1,0.2 --wait"))
 @click.argument("sweep")
 @click.option("--executor", type=click.Choice(["inline", "local", "slurm"]), default="local", show_default=True,
               help="Where tasks run: this process, worker processes here, or SLURM job arrays.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Sweep directory [default: runs/<trajectory name>].")
 @click.option("--function", default="simulate", show_default=True, help="Name of the simulation function in SWEEP.")
-@click.option("--runs-per-task", type=int, help="Runs per task [default: up to 100].")
+@click.option("--runs-per-task", type=int, help="Runs per task [default: inline one task; local 4 tasks per worker (--max-parallel); "
+                   "slurm up to 100 runs per task].")
 @click.option("--tasks", "n_tasks", type=int, help="Number of tasks (instead of --runs-per-task).")
 @click.option("--max-parallel", type=int, help="Tasks running at once [default: CPUs here; SLURM array throttle].")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=V1,V2,...",
@@ -197,13 +216,16 @@ def executor_options(max_parallel: int | None, **given: Any) -> dict[str, Any]:
 @click.option("--dry-run", is_flag=True, help="Print the plan (and SLURM batch script) and submit nothing.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
 @click.option("-o", "--output", type=click.Path(), help="Merge target for --wait [default: WORKDIR/merged.h5].")
+@click.option("--max-failures", default="auto", show_default=True, metavar="auto|N|FRACTION|off",
+              help="Stop the sweep early: auto when the first 20 finished runs all fail with one error; N or a "
+                   "fraction of the runs (e.g. 0.1) also when more runs fail; off never.")
 @click.option("--expand", is_flag=True,
               help="WORKDIR holds an earlier version of this sweep: add the points it lacks and run only those.")
 @resource_options
 @_guard
 def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_per_task: int | None,
            n_tasks: int | None, max_parallel: int | None, params: tuple[str, ...], dry_run: bool, wait: bool,
-           output: str | None, expand: bool, **resources: Any) -> None:
+           output: str | None, max_failures: str, expand: bool, **resources: Any) -> None:
     """Submit the sweep in SWEEP (a .py file or module).
 
     SWEEP defines `simulate(traj)` and `make_trajectory()`, which returns the Trajectory with its
@@ -215,6 +237,7 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
             fail(f"{flag} must be at least 1, got {value}")
     if runs_per_task is not None and n_tasks is not None:
         fail("give --runs-per-task or --tasks, not both")
+    rule = FailureRule.parse(max_failures)
     traj, ref, sweep_path = load_sweep(sweep, function, params)
     if expand:
         _expand(Workdir(workdir or Path("runs") / traj.name), traj, wait, output)
@@ -235,7 +258,8 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
                 click.echo(script)
         click.echo("dry run: nothing submitted")
         return
-    wd.create(traj, plan, ref, {"name": ex.name, "options": ex.options()}, sweep_file=sweep_path)
+    wd.create(traj, plan, ref, {"name": ex.name, "options": ex.options()}, sweep_file=sweep_path,
+              max_failures=str(rule))
     ids = ex.submit(wd, range(plan.n_tasks))
     click.echo(f"submitted {plan.describe()} to {executor} (jobs {', '.join(ids)})")
     click.echo(f"workdir: {wd.path}")
@@ -259,6 +283,8 @@ def _wait_and_merge(handle: SweepHandle, output: str | None) -> None:
     path = handle.workdir.path
     try:
         st = handle.wait(progress=True)
+    except SweepStopped as exc:
+        fail(f"{exc}; see: pypet-hpc status {path} --failed", 1)
     except KeyboardInterrupt:
         click.echo(f"\nstopped waiting; the tasks go on running. Later: pypet-hpc status {path}, "
                    f"pypet-hpc merge {path}; to stop them: pypet-hpc cancel {path}", err=True)
@@ -301,18 +327,21 @@ def _workdir(path: str) -> Workdir:
     return wd
 
 
-@main.command(epilog="Example: pypet-hpc status runs/mysweep --failed")
+@main.command(epilog=example("pypet-hpc status runs/mysweep --failed"))
 @click.argument("workdir", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
-@click.option("--failed", is_flag=True, help="List the failed runs with their tracebacks.")
+@click.option("--failed", is_flag=True,
+              help="Group the failed runs by error: count, example runs, one traceback per group.")
+@click.option("--run", "run", type=int, metavar="I", help="Print the traceback of failed run I.")
+@click.option("--all", "show_all", is_flag=True, help="Print every failed run with its traceback.")
 @_guard
-def status(workdir: str, as_json: bool, failed: bool) -> None:
+def status(workdir: str, as_json: bool, failed: bool, run: int | None, show_all: bool) -> None:
     """Show done / failed / running / pending runs and a per-task table. Never blocks."""
     wd = _workdir(workdir)
     st = sweep_status(wd)
     if as_json:
         data = st.to_dict()
-        if failed:
+        if failed or show_all:
             data["failed_runs"] = failed_runs(wd)
         click.echo(json.dumps(data, indent=1))
         return
@@ -322,6 +351,9 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
                f"not submitted/lost {c['missing']}")
     if st.scheduler_note:
         click.echo(f"  note: {st.scheduler_note}")
+    stop = wd.stopped()
+    if stop is not None:
+        click.echo(f"  {stop.reason}" + (f" (task {stop.task})" if stop.task is not None else ""))
     by_state: dict[TaskState, int] = {}
     for t in st.tasks:
         by_state[t.state] = by_state.get(t.state, 0) + 1
@@ -335,15 +367,48 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
     for t in st.tasks:
         span = f"{t.first_run}-{t.first_run + t.n_runs - 1}"
         click.echo(f"{t.task:>6} {span:>15} {t.state:<14} {t.ok:>6} {t.failed:>6}  {t.problem or t.shard or ''}")
-    if failed:
-        runs = failed_runs(wd)
-        if not runs:
-            click.echo("\nno failed runs")
-        explored = load_trajectory(wd.skeleton).explored if runs else {}
-        for run in runs:
-            point = ", ".join(f"{k}={v[run['run']]!r}" for k, v in explored.items())
-            click.echo(f"\n--- run {run['run']} ({point}), task {run['task']}: {run['type']}: {run['message']}")
-            click.echo(run["traceback"].rstrip())
+    if failed or run is not None or show_all:
+        _print_failures(wd, run, show_all)
+
+
+def _print_failures(wd: Workdir, run: int | None, show_all: bool) -> None:
+    """The failed runs grouped by error (count, example runs, one traceback each); one run's
+    traceback with ``run``; every failed run's with ``show_all``."""
+    runs = failed_runs(wd)
+    explored = load_trajectory(wd.skeleton).explored if runs else {}
+
+    def header(r: dict[str, Any]) -> str:
+        point = ", ".join(f"{k}={_plain(v[r['run']])}" for k, v in explored.items())
+        return f"run {r['run']} ({point}), task {r['task']}: {r['type']}: {r['message']}"
+
+    if run is not None:
+        hits = [r for r in runs if r["run"] == run]
+        if not hits:
+            fail(f"--run {run}: that run has not failed (failed runs: {_tasks([r['run'] for r in runs]) or 'none'})")
+        click.echo(f"\n--- {header(hits[0])}")
+        click.echo(hits[0]["traceback"].rstrip())
+        return
+    if not runs:
+        click.echo("\nno failed runs")
+        return
+    if show_all:
+        for r in runs:
+            click.echo(f"\n--- {header(r)}")
+            click.echo(r["traceback"].rstrip())
+        return
+    groups = group_failures(runs)
+    click.echo(f"\n{plural(len(runs), 'failed run')} in {plural(len(groups), 'group')} "
+               "(by exception type and message, numbers masked):")
+    for i, g in enumerate(groups, start=1):
+        click.echo(f"\n[{i}] {g.summary()}")
+        click.echo(f"    e.g. {header(g.example)}")
+        click.echo(g.example["traceback"].rstrip())
+    click.echo(f"\none run: pypet-hpc status {wd.path} --run I; every failed run: pypet-hpc status {wd.path} --all")
+
+
+def _plain(value: Any) -> str:
+    """A value as a user writes it: 0.5, not np.float64(0.5)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _killed_by_scheduler(wd: Workdir, st: SweepStatus) -> list[str]:
@@ -396,7 +461,7 @@ def _per_job(wd: Workdir, st: SweepStatus) -> dict[str, dict[TaskState, int]]:
     return out
 
 
-@main.command(epilog="Example: pypet-hpc merge runs/mysweep -o results.h5")
+@main.command(epilog=example("pypet-hpc merge runs/mysweep -o results.h5"))
 @click.argument("workdir", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), help="Trajectory file to write [default: WORKDIR/merged.h5].")
 @click.option("--require-complete", is_flag=True, help="Fail (exit 1) unless every run is complete.")
@@ -422,7 +487,7 @@ def merge(workdir: str, output: str | None, require_complete: bool) -> None:
         sys.exit(1)
 
 
-@main.command(epilog="Example: pypet-hpc resubmit runs/mysweep --time 2:00:00")
+@main.command(epilog=example("pypet-hpc resubmit runs/mysweep --time 2:00:00"))
 @click.argument("workdir", type=click.Path())
 @click.option("--max-parallel", type=int, help="Tasks running at once.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
@@ -448,7 +513,7 @@ def resubmit(workdir: str, max_parallel: int | None, wait: bool, output: str | N
         _wait_and_merge(SweepHandle(wd), output)
 
 
-@main.command(epilog="Example: pypet-hpc cancel runs/mysweep")
+@main.command(epilog=example("pypet-hpc cancel runs/mysweep"))
 @click.argument("workdir", type=click.Path())
 @_guard
 def cancel(workdir: str) -> None:
@@ -458,7 +523,7 @@ def cancel(workdir: str) -> None:
     click.echo(f"cancelled {n} task(s); pypet-hpc resubmit {wd.path} runs what is left")
 
 
-@main.command(epilog="Example: pypet-hpc logs runs/mysweep --run 17")
+@main.command(epilog=example("pypet-hpc logs runs/mysweep --run 17"))
 @click.argument("workdir", type=click.Path())
 @click.option("--task", type=int, help="Print this task's log.")
 @click.option("--run", "run", type=int, help="Print this run's traceback (if it failed) and its task's log.")
@@ -492,7 +557,7 @@ def logs(workdir: str, task: int | None, run: int | None) -> None:
 # show
 
 
-@main.command(epilog="Example: pypet-hpc show runs/mysweep/merged.h5")
+@main.command(epilog=example("pypet-hpc show runs/mysweep/merged.h5"))
 @click.argument("file", type=click.Path())
 @click.option("--name", help="Trajectory name, when the file holds several.")
 @_guard
@@ -538,7 +603,7 @@ def show(file: str, name: str | None) -> None:
     click.echo(f"merged shards: {info.merged_shards}")
 
 
-@main.command(epilog="Example: pypet-hpc combine week1.h5 week2.h5 -o all.h5 --trial-parameter seed")
+@main.command(epilog=example("pypet-hpc combine week1.h5 week2.h5 -o all.h5 --remove-duplicates"))
 @click.argument("first", type=click.Path())
 @click.argument("second", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), required=True, help="The new trajectory file.")

@@ -37,3 +37,16 @@ class SubmissionError(PypetError, RuntimeError):
 
 class TaskBusyError(PypetError, RuntimeError):
     """A task's shard is being written by another worker: the task runs elsewhere already."""
+
+
+class SweepStopped(PypetError, RuntimeError):
+    """The sweep was stopped early by its failure rule (``max_failures``): the message says why."""
+
+
+class RunsFailed(PypetError, RuntimeError):
+    """Runs of a sweep failed (``fail_on_error=True``); ``failed`` holds them, one dict per run
+    (``run``, ``task``, ``type``, ``message``, ``traceback``)."""
+
+    def __init__(self, message: str, failed: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.failed = failed

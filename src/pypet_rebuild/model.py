@@ -356,6 +356,22 @@ class Trajectory:
         self._state.n_runs += added
         return added
 
+    def parameter_name(self, name: str) -> str:
+        """The full name of parameter ``name``: a full name (``drive.zeta``, ``parameters.drive.zeta``)
+        or a unique short one (``zeta``), as ``traj.zeta`` accepts."""
+        params = self._state.leaves["parameters"]
+        full = name.removeprefix("parameters.")
+        if full in params:
+            return full
+        hits = [p for p in params if p.endswith("." + full)]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise ExplorationError(f"parameter {name!r} is ambiguous: it could be {', '.join(sorted(hits)[:10])}; "
+                                   "use the full name")
+        known = ", ".join(sorted(params)) or "none"
+        raise ExplorationError(f"cannot explore unknown parameter {name!r} (known: {known})")
+
     def _checked_space(self, space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
         if not isinstance(space, Mapping) or not space:
             raise ExplorationError("the exploration space is empty: give at least one parameter with values")
@@ -363,10 +379,7 @@ class Trajectory:
         out: dict[str, list[Any]] = {}
         length: tuple[str, int] | None = None
         for raw_name, values in space.items():
-            name = raw_name.removeprefix("parameters.")
-            if name not in params:
-                known = ", ".join(sorted(params)) or "none"
-                raise ExplorationError(f"cannot explore unknown parameter {raw_name!r} (known: {known})")
+            name = self.parameter_name(raw_name)
             if name in out:
                 raise ExplorationError(f"parameter {name!r} appears twice in the exploration space")
             if isinstance(values, str | bytes) or not isinstance(values, Sequence | np.ndarray):
