@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import PypetError
-from .runstore import TrajectoryState
+from .runstore import RunStatus, TrajectoryState
 
 
 class Trajectory(Protocol):
@@ -90,7 +90,8 @@ def to_table(traj: Trajectory) -> np.ma.MaskedArray:
 
 
 def to_pandas(traj: Trajectory) -> Any:
-    """:func:`to_table` as a pandas DataFrame (missing values are NaN); needs pandas installed."""
+    """:func:`to_table` as a pandas DataFrame (missing values are NaN; ``status`` a categorical of
+    "missing", "ok", "failed"); needs pandas installed."""
     try:
         import pandas as pd
     except ImportError:
@@ -101,7 +102,9 @@ def to_pandas(traj: Trajectory) -> Any:
         col = table[name]
         mask = np.ma.getmaskarray(col)
         values = np.asarray(col.data)
-        if not mask.any():
+        if name == "status":  # the words, not the codes
+            data[name] = pd.Categorical.from_codes(values.astype(np.int64), [str(s) for s in RunStatus])
+        elif not mask.any():
             data[name] = values
         elif values.dtype.kind in "iubfc":
             data[name] = np.where(mask, np.nan, values.astype(complex if values.dtype.kind == "c" else float))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -249,7 +250,9 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
     if dry_run:
         click.echo(f"sweep {traj.name!r}: {plan.describe()}")
         click.echo(f"explored: {', '.join(f'{k} ({len(set(map(repr, v)))} values)' for k, v in traj.state.explored.items()) or 'nothing (one run)'}")
-        click.echo(f"executor: {executor} {ex.options()}")
+        settings = ", ".join(f"{k}={v}" for k, v in ex.options().items() if v not in (None, [], {}))
+        click.echo(f"executor: {executor}" + (f" ({settings})" if settings else ""))
+        click.echo(f"max failures: {rule}")
         click.echo(f"workdir: {wd.path}")
         for i, tasks in enumerate(plan.arrays()):
             script = ex.batch_script(wd, tasks)
@@ -305,9 +308,8 @@ def _explain_missing(handle: SweepHandle, missing: int) -> None:
     # not complete, and not because runs failed in a finished task or because it is under way
     stopped = [t for t in st.tasks if t.state is not TaskState.COMPLETED and not t.state.active and not t.complete]
     timed_out = [t for t in stopped if t.state is TaskState.TIMEOUT]
-    in_partial = sum(t.ok + t.failed for t in stopped if t.shard and t.shard.endswith(".partial"))
-    if in_partial:
-        click.echo(f"{in_partial} finished runs wait in unfinished tasks' shards; resubmit completes those tasks")
+    if st.counts["unmerged"]:
+        click.echo(st.unmerged_note())
     if timed_out:
         limit = handle.manifest.executor.get("options", {}).get("time_limit")
         click.echo(f"{len(timed_out)} tasks hit the time limit ({limit}); resubmit with a longer --time, "
@@ -345,10 +347,8 @@ def status(workdir: str, as_json: bool, failed: bool, run: int | None, show_all:
             data["failed_runs"] = failed_runs(wd)
         click.echo(json.dumps(data, indent=1))
         return
-    c = st.counts
-    click.echo(f"{wd.path}: {st.n_runs} runs in {len(st.tasks)} tasks")
-    click.echo(f"  ok {c['ok']}  failed {c['failed']}  running {c['running']}  pending {c['pending']}  "
-               f"not submitted/lost {c['missing']}")
+    click.echo(f"{wd.path}: {plural(st.n_runs, 'run')} in {plural(len(st.tasks), 'task')}")
+    click.echo(f"  {st.counts_line()}")
     if st.scheduler_note:
         click.echo(f"  note: {st.scheduler_note}")
     stop = wd.stopped()
@@ -363,10 +363,7 @@ def status(workdir: str, as_json: bool, failed: bool, run: int | None, show_all:
         click.echo(f"  job {job}: {counts}")
     for line in _killed_by_scheduler(wd, st):
         click.echo(f"  {line}")
-    click.echo(f"{'task':>6} {'runs':>15} {'state':<14} {'ok':>6} {'failed':>6}  shard / problem")
-    for t in st.tasks:
-        span = f"{t.first_run}-{t.first_run + t.n_runs - 1}"
-        click.echo(f"{t.task:>6} {span:>15} {t.state:<14} {t.ok:>6} {t.failed:>6}  {t.problem or t.shard or ''}")
+    click.echo(st.table())
     if failed or run is not None or show_all:
         _print_failures(wd, run, show_all)
 
@@ -482,6 +479,9 @@ def merge(workdir: str, output: str | None, require_complete: bool) -> None:
     for problem in report.damaged_shards:
         click.echo(f"damaged shard {problem}; pypet-hpc resubmit {wd.path} computes its task again", err=True)
     if report.missing:
+        st = sweep_status(wd)
+        if st.counts["unmerged"]:
+            click.echo(f"not in the file: {st.unmerged_note()}")
         click.echo(f"not complete yet: see pypet-hpc status {wd.path}")
     if report.damaged_shards:
         sys.exit(1)
@@ -598,7 +598,7 @@ def show(file: str, name: str | None) -> None:
         git = p.git or {}
         click.echo("provenance:")
         click.echo(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
-        click.echo(f"  submitted by {p.user} on {p.host}: {' '.join(p.argv)}")
+        click.echo(f"  submitted by {p.user} on {p.host}: {shlex.join(p.argv)}")
         click.echo("  versions: " + ", ".join(f"{k} {v}" for k, v in p.versions.items()))
     click.echo(f"merged shards: {info.merged_shards}")
 
@@ -617,7 +617,17 @@ def combine(first: str, second: str, output: str, remove_duplicates: bool, trial
     if Path(output).is_dir():
         fail(f"-o {output}: is a directory; give a file name")
     report = combine_files(first, second, output, remove_duplicates, trial_parameter)
-    click.echo(report.summary())
+    click.echo(report.summary("file"))
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        logging.getLogger().setLevel(logging.INFO)
+
+
+for _command in main.commands.values():  # -v also after the subcommand: pypet-hpc merge W -v
+    _command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_verbose,
+                                        help="Log what happens (INFO level) to stderr."))
 
 
 if __name__ == "__main__":

@@ -134,8 +134,11 @@ def merge_workdir(wd: Workdir, output: Path, require_complete: bool = False,
         st = sweep_status(wd)
         todo = [t for t in st.tasks if not t.complete]
         if todo:
-            missing = st.n_runs - st.counts["ok"]
-            raise PypetError(f"{missing} of {st.n_runs} runs are not complete (tasks "
+            final = [t for t in st.tasks if t.shard is not None and not t.shard.endswith(".partial")]
+            ok, failed, unmerged = sum(t.ok for t in final), sum(t.failed for t in final), st.counts["unmerged"]
+            kept = f", {unmerged} finished in unfinished shards" if unmerged else ""
+            raise PypetError(f"{st.n_runs - ok} of {st.n_runs} runs are not complete ({failed} failed"
+                             f"{kept}, {st.n_runs - ok - failed - unmerged} not run; tasks "
                              f"{', '.join(str(t.task) for t in todo[:10])}{' ...' if len(todo) > 10 else ''}); "
                              "resubmit them or merge without --require-complete")
     shards = wd.shard_files()

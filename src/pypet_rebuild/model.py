@@ -577,7 +577,8 @@ class Trajectory:
         return self._state.run_store.column(branch, name.removeprefix(branch + "."), len(self))
 
     def run_info(self) -> dict[str, np.ndarray]:
-        """Status (0 not run, 1 ok, 2 failed), start, end, host and error of every run, as columns."""
+        """Status (a :class:`RunStatus` code: ``info["status"] == RunStatus.OK``), start, end, host
+        and error of every run, as columns."""
         if self._state.run_store is None:
             raise PypetError("this trajectory has no runs yet")
         return self._state.run_store.run_info(len(self))
@@ -597,8 +598,12 @@ class Trajectory:
         return analysis.to_pandas(self)
 
     def __repr__(self) -> str:
-        counts = ", ".join(f"{b}: {len(self._state.leaves[b])}" for b in BRANCHES)
-        return f"<Trajectory {self.name!r}: {len(self)} runs, {counts}>"
+        store = self._state.run_store
+        parts = []
+        for b in BRANCHES:
+            per_run = len(store.names(b)) if store is not None and b in RUN_BRANCHES else 0
+            parts.append(f"{b}: {len(self._state.leaves[b])}" + (f" + {per_run} per run" if per_run else ""))
+        return f"<Trajectory {self.name!r}: {len(self)} runs, {', '.join(parts)}>"
 
 
 _OWN_ATTRS = frozenset({"name", "comment", "file_path"})

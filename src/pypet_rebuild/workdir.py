@@ -134,7 +134,7 @@ class Workdir:
     """A sweep directory on disk."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path).absolute()
+        self.path = Path(os.path.normpath(Path(path).absolute()))  # p/../mine/wd -> mine/wd
         self.shards = self.path / "shards"
         self.logs = self.path / "logs"
         self.skeleton = self.path / "trajectory.h5"
