@@ -51,3 +51,16 @@ def test_analyse_works_on_any_sweep_and_fails_in_one_line(tmp_path: Path) -> Non
                          timeout=120)
     assert bad.returncode == 2 and "--result vec: not a scalar numeric result" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_heatmap_plots_a_gridded_sweep_through_xarray(tmp_path: Path) -> None:
+    import pytest
+
+    pytest.importorskip("xarray")
+    cli("submit", str(ROOT / "examples" / "first_steps.py"), "--workdir", "wd", "--wait", "-o", "osc.h5",
+        cwd=tmp_path)
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "heatmap.py"), "osc.h5", "--plot", "hm.png"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "drive.zeta" in out.stdout and "heat map saved to hm.png" in out.stdout
+    assert (tmp_path / "hm.png").read_bytes().startswith(b"\x89PNG")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -227,3 +229,26 @@ def test_pypet_abbreviations_and_cartesian_order_tuple() -> None:
     out = cartesian_product({"a": [1, 2], "b": [3, 4], "c": [0, 1]}, ("c", ("a", "b")))
     assert out == {"a": [1, 2, 1, 2], "b": [3, 4, 3, 4], "c": [0, 0, 1, 1]}
     assert cartesian_product({"a": [1, 2], "b": [3, 4]}, ("a", "b")) == {"a": [1, 1, 2, 2], "b": [3, 4, 3, 4]}
+
+
+def test_dir_offers_natural_names_and_html_shows_the_tree(tmp_path: Path) -> None:
+    from pypet_rebuild import Environment, HDF5StorageService, load_trajectory
+
+    traj = Trajectory("tab")
+    traj.add_parameter("traffic.ncars", 10, comment="cars")
+    traj.add_parameter("traffic.speed", 1.5)
+    traj.explore({"traffic.ncars": [10, 20, 30]})
+
+    def simulate(t: Trajectory) -> None:
+        if t.ncars == 30:
+            raise ValueError("jam")
+        t.add_result("flow", t.ncars * t.speed)
+
+    Environment(traj, storage=HDF5StorageService(tmp_path / "tab.h5")).run_exploration(simulate)
+    t = load_trajectory(tmp_path / "tab.h5")
+    assert {"ncars", "speed", "flow", "parameters", "results"} <= set(dir(t))
+    assert {"traffic"} <= set(dir(t.parameters)) and {"ncars", "speed"} <= set(dir(t.parameters.traffic))
+    assert "runs" in dir(t.results) and "keys" in dir(t.parameters)
+    html = t._repr_html_()
+    assert "<b>Trajectory tab</b>: 3 runs" in html and "ok: 2, failed: 1" in html
+    assert "<code>traffic.ncars</code> = 10 <i>cars</i>" in html and "per run: <code>flow</code>" in html

@@ -82,10 +82,13 @@ def test_verbose_after_the_subcommand_and_normalised_paths(tmp_path: Path) -> No
 def test_show_quotes_the_command_line_and_combine_says_files(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path, n=2)
     cli("submit", str(sweep), "--workdir", "my wd", "--wait", "-o", "a.h5", cwd=tmp_path)
-    shown = cli("show", "a.h5", cwd=tmp_path).stdout
+    shown = cli("show", "a.h5", cwd=tmp_path, env={"COLUMNS": "1000"}).stdout
     line = next(x for x in shown.splitlines() if "submitted by" in x)
     argv = shlex.split(line.split(": ", 1)[1])
     assert argv[argv.index("--workdir") + 1] == "my wd"
+    narrow = cli("show", "a.h5", cwd=tmp_path, env={"COLUMNS": "60"}).stdout
+    assert max(len(x) for x in narrow.splitlines() if " " in x.strip()) <= 60  # a word longer than 60 may stay
+    assert "versions: python" in narrow
     both = cli("combine", "a.h5", "a.h5", "-o", "ab.h5", cwd=tmp_path).stdout
     assert "2 new files merged" in both and "shard" not in both
 
@@ -120,3 +123,36 @@ def test_status_merge_and_require_complete_agree_after_a_stopped_task(tmp_path: 
                      rf"{20 - kept} not run", strict.stderr), strict.stderr
     cli("resubmit", "wd", "--time", "10:00", "--wait", cwd=tmp_path)
     assert "20 ok, 0 failed, 0 missing of 20 runs" in cli("merge", "wd", cwd=tmp_path).stdout
+
+
+def test_progress_bar_shows_counts_on_a_terminal_and_is_quiet_otherwise() -> None:
+    import io
+    import os
+    import pty
+
+    from pypet_rebuild.progress import Progress
+
+    quiet = io.StringIO()
+    bar = Progress(10, "runs", stream=quiet)
+    bar.update_to(5, "5 ok, 0 failed")
+    bar.close()
+    assert quiet.getvalue() == ""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a bar on its terminal
+        with open("/dev/tty", "w") as tty:
+            loud = Progress(10, "runs", stream=tty)
+            for i in range(11):
+                loud.update_to(i, f"{i} ok, 0 failed")
+            loud.close()
+        os._exit(0)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    assert b"10/10" in out and b"10 ok, 0 failed" in out and b"[####" in out

@@ -10,7 +10,9 @@ import functools
 import json
 import logging
 import shlex
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -563,44 +565,51 @@ def logs(workdir: str, task: int | None, run: int | None) -> None:
 @_guard
 def show(file: str, name: str | None) -> None:
     """Show a trajectory file: tree, run table summary, result columns, provenance."""
+    width = shutil.get_terminal_size((100, 24)).columns
+
+    def out(line: str) -> None:  # long lines wrap to the terminal, their rest indented
+        indent = " " * (len(line) - len(line.lstrip()) + 4)
+        click.echo(textwrap.fill(line, width, subsequent_indent=indent, break_on_hyphens=False,
+                                 break_long_words=False) if len(line) > width else line)
+
     info = summarize(file, name)
-    click.echo(f"trajectory {info.name!r} ({info.n_runs} runs), format {info.format_version}, "
+    out(f"trajectory {info.name!r} ({info.n_runs} runs), format {info.format_version}, "
                f"written by pypet-hpc {info.library_version}")
     if info.comment:
-        click.echo(f"  comment: {info.comment}")
-    click.echo("runs: " + ", ".join(f"{k} {v}" for k, v in info.counts.items()))
+        out(f"  comment: {info.comment}")
+    out("runs: " + ", ".join(f"{k} {v}" for k, v in info.counts.items()))
     dur = info.durations
     if len(dur):
-        click.echo(f"  run time: median {np.median(dur) * 1e3:.3g} ms, max {dur.max() * 1e3:.3g} ms, "
+        out(f"  run time: median {np.median(dur) * 1e3:.3g} ms, max {dur.max() * 1e3:.3g} ms, "
                    f"total {dur.sum():.3g} s")
         for col, seen in info.where.items():
-            click.echo(f"  {col}s ({len(seen)}): {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
+            out(f"  {col}s ({len(seen)}): {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
     for branch, leaves in info.leaves.items():
         if leaves:
-            click.echo(f"{branch}:")
+            out(f"{branch}:")
             for leaf in leaves:
                 size = f" {leaf.shape}" if leaf.shape else ""
-                click.echo(f"  {leaf.name}: {leaf.kind}{size}{'  [explored]' if leaf.explored else ''}")
+                out(f"  {leaf.name}: {leaf.kind}{size}{'  [explored]' if leaf.explored else ''}")
     for branch, entries in info.run_data.items():
-        click.echo(f"{branch} per run:")
+        out(f"{branch} per run:")
         columns = [e for e in entries if e.column is not None]
         per_run = [e for e in entries if e.column is None]
         for e in columns:
             assert e.column is not None
             kind, dtype, shape = e.column
-            click.echo(f"  {branch}.runs.{e.name}: column {kind} {dtype} shape {shape} in {e.runs} runs")
+            out(f"  {branch}.runs.{e.name}: column {kind} {dtype} shape {shape} in {e.runs} runs")
         for e in per_run[:20]:
-            click.echo(f"  {branch}.runs.{e.name}: stored per run, in {e.runs} runs")
+            out(f"  {branch}.runs.{e.name}: stored per run, in {e.runs} runs")
         if len(per_run) > 20:
-            click.echo(f"  ... and {len(per_run) - 20} more per-run names")
+            out(f"  ... and {len(per_run) - 20} more per-run names")
     if info.provenance:
         p = Provenance.from_json(info.provenance, file)
         git = p.git or {}
-        click.echo("provenance:")
-        click.echo(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
-        click.echo(f"  submitted by {p.user} on {p.host}: {shlex.join(p.argv)}")
-        click.echo("  versions: " + ", ".join(f"{k} {v}" for k, v in p.versions.items()))
-    click.echo(f"merged shards: {info.merged_shards}")
+        out("provenance:")
+        out(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
+        out(f"  submitted by {p.user} on {p.host}: {shlex.join(p.argv)}")
+        out("  versions: " + ", ".join(f"{k} {v}" for k, v in p.versions.items()))
+    out(f"merged shards: {info.merged_shards}")
 
 
 @main.command(epilog=example("pypet-hpc combine week1.h5 week2.h5 -o all.h5 --remove-duplicates"))

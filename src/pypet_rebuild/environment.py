@@ -66,8 +66,9 @@ class SweepHandle:
                     if stopping is not None:  # cancel the rest, then wait until they have ended
                         n = self.cancel()
                         log.warning("%s; cancelled %s", stopping, plural(n, "queued or running task"))
-                bar.update_to(st.counts["ok"] + st.counts["failed"],
-                              f"{st.counts['running']} running, {st.counts['pending']} pending")
+                c = st.counts
+                bar.update_to(c["ok"] + c["failed"], f"{c['ok']} ok, {c['failed']} failed, "
+                              f"{c['running']} to do in running tasks, {c['pending']} pending")
                 now = time.monotonic()
                 unknown_since = {t.task: unknown_since.get(t.task, now) for t in st.tasks
                                  if t.state is TaskState.UNKNOWN}

@@ -13,7 +13,7 @@ from . import analysis
 from .codec import check_value, value_kind
 from .errors import ExplorationError, LockedParameterError, NamingError, PypetError
 from .naming import run_name, split_name
-from .runstore import BRANCHES, RUN_BRANCHES, RunStore, TrajectoryState
+from .runstore import BRANCHES, RUN_BRANCHES, RunStatus, RunStore, TrajectoryState
 
 T = TypeVar("T")
 _set = object.__setattr__  # sets a leaf's field without the lock check (the trajectory's own moves)
@@ -132,6 +132,10 @@ class GroupView(Mapping[str, Any]):
         kids = self._children()
         shown = ", ".join(kids[:8]) + (", ..." if len(kids) > 8 else "")
         return f"<{self.path} group: {len(kids)} children: {shown}>"
+
+    def __dir__(self) -> list[str]:
+        """The children too, so that tab completion (IPython, Jupyter) offers natural naming."""
+        return sorted(set(super().__dir__()) | {c for c in self._children() if c.isidentifier()})
 
 
 VIEW_RESERVED = frozenset(
@@ -536,18 +540,22 @@ class Trajectory:
             return False
         return True
 
-    def _shortcut(self, name: str, value: bool) -> Any:
-        """Resolve a short name: trajectory-level leaves first (the shallowest, as in pypet), then
-        the current run's data (or all runs' when no run is set)."""
+    def _shortcut_index(self) -> dict[str, list[tuple[str, Any]]]:
+        """Every dotted suffix of every trajectory-level leaf -> the leaves it names (built once)."""
         index = self._shortcuts
-        if index is None:  # every dotted suffix of every trajectory-level leaf, built once
+        if index is None:
             index = self._shortcuts = {}
             for branch in BRANCHES:
                 for full, leaf in self._state.leaves[branch].items():
                     parts = full.split(".")
                     for k in range(len(parts)):
                         index.setdefault(".".join(parts[k:]), []).append((f"{branch}.{full}", leaf))
-        hits = index.get(name)
+        return index
+
+    def _shortcut(self, name: str, value: bool) -> Any:
+        """Resolve a short name: trajectory-level leaves first (the shallowest, as in pypet), then
+        the current run's data (or all runs' when no run is set)."""
+        hits = self._shortcut_index().get(name)
         if hits is not None and len(hits) == 1:
             return hits[0][1].value if value else hits[0][1]
         if hits:
@@ -597,6 +605,52 @@ class Trajectory:
         """:meth:`to_table` as a pandas DataFrame indexed by run (pandas is an optional extra)."""
         return analysis.to_pandas(self)
 
+    def __dir__(self) -> list[str]:
+        """The branches and the unique short names too, so that tab completion offers them."""
+        index = self._shortcut_index()
+        short = {name for name, hits in index.items() if len(hits) == 1 and name.isidentifier()}
+        store = self._state.run_store
+        if store is not None:
+            for branch in RUN_BRANCHES:
+                short |= {n.rpartition(".")[2] for n in store.names(branch)}
+        return sorted(set(super().__dir__()) | set(BRANCHES) | short)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: runs and their status, the tree of each branch, the per-run results."""
+        from html import escape
+
+        store = self._state.run_store
+        rows = [f"<b>Trajectory {escape(self.name)}</b>: {len(self)} runs"]
+        if self.comment:
+            rows.append(f"<i>{escape(self.comment)}</i>")
+        if store is not None and len(self):
+            status = self.run_info()["status"]
+            rows.append(", ".join(f"{s}: {int(np.count_nonzero(status == s))}" for s in RunStatus))
+        if self._state.explored:
+            rows.append("explored: " + ", ".join(f"{escape(n)} ({len({repr(v) for v in vals})} values)"
+                                                  for n, vals in self._state.explored.items()))
+        tree: list[str] = []
+        for branch in BRANCHES:
+            leaves = list(self._state.leaves[branch].values())
+            per_run = store.names(branch) if store is not None and branch in RUN_BRANCHES else []
+            if not leaves and not per_run:
+                continue
+            items = [f"<li><code>{escape(leaf.name)}</code> = {escape(_short_repr(leaf.value))}"
+                     f"{' <i>' + escape(leaf.comment) + '</i>' if leaf.comment else ''}</li>" for leaf in leaves[:50]]
+            if len(leaves) > 50:
+                items.append(f"<li>... {len(leaves) - 50} more</li>")
+            if per_run:
+                shown = ", ".join(f"<code>{escape(n)}</code>" for n in per_run[:30])
+                items.append(f"<li>per run: {shown}{' ...' if len(per_run) > 30 else ''}</li>")
+            tree.append(f"<details open><summary>{branch} ({len(leaves) + len(per_run)})</summary>"
+                        f"<ul>{''.join(items)}</ul></details>")
+        return "<div>" + "<br>".join(rows) + "".join(tree) + "</div>"
+
+    def to_xarray(self) -> Any:
+        """The sweep as an ``xarray.Dataset``: a dimension per explored parameter (or zipped
+        group) when the points form a grid, else a ``run`` dimension (xarray is an optional extra)."""
+        return analysis.to_xarray(self)
+
     def __repr__(self) -> str:
         store = self._state.run_store
         parts = []
@@ -607,6 +661,11 @@ class Trajectory:
 
 
 _OWN_ATTRS = frozenset({"name", "comment", "file_path"})
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _explored_value(name: str, default: Any, value: Any) -> Any:
