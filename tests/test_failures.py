@@ -102,6 +102,9 @@ def test_cli_stops_early_exits_1_and_resubmit_clears_the_stop(tmp_path: Path) ->
     proc = cli("submit", "typo.py", "--workdir", "wd2", "--max-failures", "off", "--tasks", "2",
                "-p", "x=1,2,3", cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr
+    inline = cli("submit", "typo.py", "--executor", "inline", "--workdir", "wd3", cwd=tmp_path, check=False)
+    assert inline.returncode == 1 and len(inline.stderr.strip().splitlines()) == 1, inline.stderr
+    assert inline.stderr.startswith("Error: stopped early") and "pypet-hpc status" in inline.stderr
     bad = cli("submit", "typo.py", "--max-failures", "lots", "--dry-run", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "max failures 'lots'" in bad.stderr
 
@@ -144,3 +147,12 @@ def test_fail_on_error_raises_runs_failed_with_the_runs(tmp_path: Path) -> None:
     with pytest.raises(RunsFailed, match="6 of 9 runs failed with 2 distinct errors") as info:
         env.run_exploration(flaky)
     assert sorted(r["run"] for r in info.value.failed) == [0, 1, 3, 4, 6, 7]
+
+
+def test_a_stopped_inline_sweep_leaves_no_temporary_workdir(tmp_path: Path) -> None:
+    from pypet_rebuild import HDF5StorageService
+
+    env = Environment(sweep_of(100), storage=HDF5StorageService(tmp_path / "out.h5"))
+    with pytest.raises(SweepStopped):
+        env.run_exploration(typo)
+    assert not list(tmp_path.glob(".pypet-sweep-*"))

@@ -265,7 +265,10 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
         return
     wd.create(traj, plan, ref, {"name": ex.name, "options": ex.options()}, sweep_file=sweep_path,
               max_failures=str(rule))
-    ids = ex.submit(wd, range(plan.n_tasks))
+    try:
+        ids = ex.submit(wd, range(plan.n_tasks))
+    except SweepStopped as exc:  # inline: the runs happened in this process
+        fail(f"{exc}; see: pypet-hpc status {wd.path} --failed", 1)
     click.echo(f"submitted {plan.describe()} to {executor} (jobs {', '.join(ids)})")
     click.echo(f"workdir: {wd.path}")
     if not wait:

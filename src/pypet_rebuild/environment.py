@@ -65,7 +65,7 @@ class SweepHandle:
                     stopping, alike = self._stop_reason(st, rule, alike)
                     if stopping is not None:  # cancel the rest, then wait until they have ended
                         n = self.cancel()
-                        log.warning("%s; cancelled %s", stopping, plural(n, "queued or running task"))
+                        log.info("%s; cancelled %s", stopping, plural(n, "queued or running task"))
                 c = st.counts
                 bar.update_to(c["ok"] + c["failed"], f"{c['ok']} ok, {c['failed']} failed, "
                               f"{c['running']} to do in running tasks, {c['pending']} pending")
@@ -212,7 +212,12 @@ class Environment:
     def run_exploration(self, simulate: Simulation, space: Mapping[str, Sequence[Any]] | None = None,
                         combined: Sequence[Sequence[str]] | None = None) -> Trajectory:
         """Run ``simulate`` at every point of ``space`` (a cartesian product) and store the results."""
-        handle = self.submit(simulate, space, combined)
+        try:
+            handle = self.submit(simulate, space, combined)
+        except SweepStopped:  # an inline sweep stopped by its failure rule: no temporary workdir left
+            if self._temporary is not None:
+                shutil.rmtree(self._temporary, ignore_errors=True)
+            raise
         in_process = self.executor.in_process  # then the runs are done and in self.trajectory
         if not in_process:
             st = handle.wait(progress=sys.stderr.isatty())

@@ -115,12 +115,14 @@ def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
         execute(traj, fn, todo, sink, keep, stop_on_error, stop, watch)
     except BaseException as exc:
         sink.close()
+        # a stop by the failure rule is said once, by whoever reports it (the caller, or the task log)
+        level = logging.INFO if isinstance(exc, SweepStopped) else logging.WARNING
         if isinstance(exc, SweepStopped):
             wd.record_stop(str(exc), task)
-            log.error("task %d: %s", task, exc)
+            log.info("task %d: %s", task, exc)
         if isinstance(exc, StorageError):
             log.error("task %d: %s", task, exc)
-        log.warning("task %d: stopped; %d runs are safe in %s", task, len(sink.done), sink.partial.name)
+        log.log(level, "task %d: stopped; %d runs are safe in %s", task, len(sink.done), sink.partial.name)
         raise
     finally:
         _restore_handlers(previous)
