@@ -84,3 +84,49 @@ def test_loading_reads_only_what_is_asked(tmp_path: Path, sweep_file: Path) -> N
     finally:
         h5py.Dataset.__getitem__ = original  # type: ignore[method-assign]
     assert reads and all(r.endswith("/z") for r in reads), reads
+
+
+def test_to_xarray_puts_a_grid_on_its_dims_with_failed_runs_as_nan(sweep_file: Path) -> None:
+    pytest.importorskip("xarray")
+    t = load_trajectory(sweep_file)
+    ds = t.to_xarray()
+    assert list(ds["z"].dims) == ["x", "y"] and dict(ds.sizes) == {"x": 3, "y": 2, "arr_dim_0": 3}
+    for i in range(len(t)):
+        point = {name: t.explored[name][i] for name in ds["z"].dims}
+        z = float(ds["z"].sel(point))
+        if t.explored["x"][i] == 2 and t.explored["y"][i] == 0.5:
+            assert np.isnan(z) and ds["status"].sel(point).item() == "failed"
+        else:
+            assert z == t.explored["x"][i] * t.explored["y"][i]
+    assert ds["arr"].dims[-1] == "arr_dim_0" and ds["arr"].shape[-1] == 3
+
+
+def test_to_xarray_zipped_groups_share_a_dim_and_scattered_points_get_a_run_dim(tmp_path: Path) -> None:
+    pytest.importorskip("xarray")
+    from pypet_rebuild import cartesian_product
+
+    traj = Trajectory("zip")
+    for name in ("a", "b", "c"):
+        traj.add_parameter(name, 0)
+    traj.explore(cartesian_product({"a": [1, 2, 3], "b": [10, 20, 30], "c": [5, 6]}, [("a", "b")]))
+
+    def simulate(t: Trajectory) -> None:
+        t.add_result("s", t.a + t.b + t.c)
+
+    Environment(traj, storage=HDF5StorageService(tmp_path / "zip.h5")).run_exploration(simulate)
+    ds = load_trajectory(tmp_path / "zip.h5").to_xarray()
+    assert dict(ds.sizes) == {"a": 3, "c": 2}
+    assert list(ds["b"].dims) == ["a"] and list(ds["b"].values) == [10, 20, 30]
+    assert float(ds["s"].sel(a=2, c=6)) == 2 + 20 + 6
+    loose = Trajectory("loose")
+    loose.add_parameter("a", 0)
+    loose.add_parameter("b", 0)
+    loose.explore({"a": [1, 2, 2], "b": [1, 1, 5]})  # not every combination: no grid
+    Environment(loose, storage=HDF5StorageService(tmp_path / "loose.h5")).run_exploration(simulate_ab)
+    flat = load_trajectory(tmp_path / "loose.h5").to_xarray()
+    assert dict(flat.sizes) == {"run": 3} and list(flat["a"].values) == [1, 2, 2]
+    assert list(flat["s"].values) == [2.0, 3.0, 7.0]
+
+
+def simulate_ab(t: Trajectory) -> None:
+    t.add_result("s", t.a + t.b)

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pypet_rebuild"
 # Lowest first. A module may import its own layer and the ones before it, never a later one.
 LAYERS: list[set[str]] = [
     {"_version", "errors", "naming", "timefmt", "progress", "taskstate"},
+    {"failures"},
     {"codec", "exploration"},
     {"runstore"},
     {"analysis"},

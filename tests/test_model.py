@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -330,3 +332,24 @@ def test_shortcut_reads_in_runs_are_resolved_once_per_task(monkeypatch: pytest.M
     assert traj.ncars == 10 and "ncars" not in vars(traj)  # the default again, resolved as before
     traj.ncars = 7  # outside a run the parameter can be set again
     assert traj.parameters["traffic.ncars"].value == 7
+def test_dir_offers_natural_names_and_html_shows_the_tree(tmp_path: Path) -> None:
+    from pypet_rebuild import Environment, HDF5StorageService, load_trajectory
+
+    traj = Trajectory("tab")
+    traj.add_parameter("traffic.ncars", 10, comment="cars")
+    traj.add_parameter("traffic.speed", 1.5)
+    traj.explore({"traffic.ncars": [10, 20, 30]})
+
+    def simulate(t: Trajectory) -> None:
+        if t.ncars == 30:
+            raise ValueError("jam")
+        t.add_result("flow", t.ncars * t.speed)
+
+    Environment(traj, storage=HDF5StorageService(tmp_path / "tab.h5")).run_exploration(simulate)
+    t = load_trajectory(tmp_path / "tab.h5")
+    assert {"ncars", "speed", "flow", "parameters", "results"} <= set(dir(t))
+    assert {"traffic"} <= set(dir(t.parameters)) and {"ncars", "speed"} <= set(dir(t.parameters.traffic))
+    assert "runs" in dir(t.results) and "keys" in dir(t.parameters)
+    html = t._repr_html_()
+    assert "<b>Trajectory tab</b>: 3 runs" in html and "ok: 2, failed: 1" in html
+    assert "<code>traffic.ncars</code> = 10 <i>cars</i>" in html and "per run: <code>flow</code>" in html

@@ -53,3 +53,14 @@ def test_newer_format_version_is_refused(tmp_path: Path) -> None:
         f["trajectories/multiplication"].attrs["format_version"] = FORMAT_VERSION + 1
     with pytest.raises(StorageError, match="newer than this pypet-hpc understands"):
         load_trajectory(tmp_path / "example.h5")
+
+
+def test_the_readme_first_sweep_runs_as_written_and_stores_a_column(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]  # the first code block of the page
+    assert 'add_result("product", traj.x * traj.y)' in code
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[10 20 20 40 30 60]"
+    with h5py.File(tmp_path / "example.h5", "r") as f:
+        assert "trajectories/multiplication/results/runs/columns/product" in f

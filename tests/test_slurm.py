@@ -415,13 +415,32 @@ def test_failing_runs_show_their_traceback(tmp_path: Path, sweeps: list[Path]) -
     sweeps.append(wd)
     st = wait_finished(wd)
     assert st.counts["failed"] == 2 and st.counts["ok"] == 18
-    out = cli("status", str(wd), "--failed", cwd=tmp_path).stdout
+    out = cli("status", str(wd), "--all", cwd=tmp_path).stdout
     headers = [line for line in out.splitlines() if line.startswith("--- run ")]
     assert len(headers) == 2 and all(h.endswith(": ValueError: unlucky 3") for h in headers), out
     assert "Traceback (most recent call last)" in out and "in simulate" in out
+    grouped = cli("status", str(wd), "--failed", cwd=tmp_path).stdout
+    assert "2 runs failed with ValueError: unlucky # (runs 3, 13)" in grouped and grouped.count("Traceback") == 1
     # the SLURM jobs themselves succeed: a failing run is data, not a crashed task
     wait_for(lambda: set(SlurmExecutor().states(Workdir(wd)).values()) == {"COMPLETED"}, 30,
              "sacct to say COMPLETED")
+
+
+def test_a_typo_stops_the_sweep_and_cancels_the_other_tasks(tmp_path: Path, sweeps: list[Path]) -> None:
+    """Every run fails alike: the waiting side cancels what is queued and exits 1, saying why."""
+    (tmp_path / "typo.py").write_text(
+        "from pypet_rebuild import Trajectory\n"
+        "def make_trajectory():\n    t = Trajectory('typo')\n    t.add_parameter('x', 0)\n    return t\n"
+        "space = {'x': list(range(400))}\n"
+        "def simulate(traj):\n    traj.add_result('y', traj.x * sigmaa)\n")
+    wd = tmp_path / "wd"
+    sweeps.append(wd)
+    proc = cli("submit", str(tmp_path / "typo.py"), "--executor", "slurm", "--workdir", str(wd), "--runs-per-task",
+               "25", "--max-parallel", "2", "--time", "5", "--wait", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "stopped early: the first" in proc.stderr, proc.stderr
+    st = sweep_status(Workdir(wd))
+    assert st.counts["ok"] == 0 and st.counts["failed"] < 400 and st.finished
+    assert any(t.state == "CANCELLED" for t in st.tasks), st.tasks
 
 
 def test_python_api_runs_on_slurm(tmp_path: Path, sweeps: list[Path]) -> None:

@@ -11,13 +11,16 @@ from .errors import (
     LockedParameterError,
     NamingError,
     PypetError,
+    RunsFailed,
     StorageError,
     SubmissionError,
+    SweepStopped,
     UnsupportedValueError,
     WorkdirError,
 )
 from .exploration import Plan, cartesian_product
 from .model import Parameter, Result, Trajectory
+from .runstore import RunStatus
 from .storage import HDF5StorageService, StorageService, load_trajectory
 
 if TYPE_CHECKING:
@@ -44,10 +47,13 @@ __all__ = [
     "Plan",
     "PypetError",
     "Result",
+    "RunStatus",
+    "RunsFailed",
     "StorageError",
     "StorageService",
     "SubmissionError",
     "SweepHandle",
+    "SweepStopped",
     "Trajectory",
     "UnsupportedValueError",
     "WorkdirError",

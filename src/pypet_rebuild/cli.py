@@ -9,7 +9,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shlex
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,9 +22,17 @@ import numpy as np
 from .codec import value_kind
 from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir, verify_path
 from .environment import resubmit as resubmit_workdir
-from .errors import DamagedFileError, LockBusyError, NoSpaceError, PypetError, SubmissionError
+from .errors import (
+    DamagedFileError,
+    LockBusyError,
+    NoSpaceError,
+    PypetError,
+    SubmissionError,
+    SweepStopped,
+)
 from .executors import make_executor
 from .exploration import cartesian_product, plural
+from .failures import FailureRule, group_failures
 from .formats.records import JobRecord, Provenance
 from .formats.trajfile import summarize
 from .merge import LOCK_TIMEOUT
@@ -43,6 +54,12 @@ class RunFailure(click.ClickException):
     exit_code = 1
 
 
+def example(command: str) -> str:
+    """A help epilog with one example command, kept on one line (click would rewrap it);
+    tests/test_cli.py runs every one."""
+    return f"\b\nExample: {command}"
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     raise (UserError if code == 2 else RunFailure)(message)
 
@@ -60,7 +77,7 @@ def _guard(fn: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (SubmissionError, DamagedFileError, NoSpaceError, LockBusyError) as exc:
+        except (SubmissionError, SweepStopped, DamagedFileError, NoSpaceError, LockBusyError) as exc:
             fail(str(exc), 1)
         except PypetError as exc:
             fail(str(exc), 2)
@@ -68,7 +85,7 @@ def _guard(fn: Any) -> Any:
     return wrapper
 
 
-@click.group(epilog="Example: pypet-hpc submit examples/first_steps.py --executor local --wait")
+@click.group(epilog=example("pypet-hpc submit examples/first_steps.py --executor local --wait"))
 @click.version_option(package_name="pypet-hpc")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (INFO level) to stderr.")
 def main(verbose: bool) -> None:
@@ -108,15 +125,26 @@ def _cli_space(traj: Trajectory, items: tuple[str, ...]) -> dict[str, list[Any]]
     params = traj.state.leaves["parameters"]
     for item in items:
         name, sep, values = item.partition("=")
-        name = name.strip().removeprefix("parameters.")
+        name = name.strip()
         if not sep or not name or not values:
             fail(f"-p {item!r}: write -p name=value1,value2,...")
-        if name not in params:
-            fail(f"-p {item!r}: unknown parameter {name!r} (known: {', '.join(sorted(params)) or 'none'})")
+        try:
+            name = traj.parameter_name(name)  # a full name or a unique short one, as traj.zeta
+        except PypetError as exc:
+            fail(f"-p {item!r}: {str(exc).replace('cannot explore unknown', 'unknown')}")
         if name in space:
             fail(f"-p {name} is given twice")
         space[name] = [_parse_token(name, params[name].value, t) for t in values.split(",")]
     return space
+
+
+def _full_name(traj: Trajectory, name: str) -> str:
+    """A space key under its full name, so that -p overrides it whichever name either uses
+    (an unknown one is left for explore to name)."""
+    try:
+        return traj.parameter_name(name)
+    except PypetError:
+        return name
 
 
 def load_sweep(sweep: str, function: str, params: tuple[str, ...]) -> tuple[Trajectory, str, Path | None]:
@@ -142,7 +170,7 @@ def load_sweep(sweep: str, function: str, params: tuple[str, ...]) -> tuple[Traj
     if not isinstance(file_space, dict):
         fail(f"{sweep}: `space` must be a dict of parameter name -> list of values, "
              f"not a {type(file_space).__name__}")
-    space = dict(file_space)
+    space = {_full_name(traj, k): v for k, v in file_space.items()}
     space.update(_cli_space(traj, params))
     if space:
         if traj.state.explored and getattr(module, "space", None) is None:
@@ -195,13 +223,14 @@ def executor_options(max_parallel: int | None, **given: Any) -> dict[str, Any]:
     return opts
 
 
-@main.command(epilog="Example: pypet-hpc submit examples/first_steps.py --executor local -p x=1,2,3 --wait")
+@main.command(epilog=example("pypet-hpc submit examples/first_steps.py --executor local -p zeta=0.1,0.2 --wait"))
 @click.argument("sweep")
 @click.option("--executor", type=click.Choice(["inline", "local", "slurm"]), default="local", show_default=True,
               help="Where tasks run: this process, worker processes here, or SLURM job arrays.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Sweep directory [default: runs/<trajectory name>].")
 @click.option("--function", default="simulate", show_default=True, help="Name of the simulation function in SWEEP.")
-@click.option("--runs-per-task", type=int, help="Runs per task [default: up to 100].")
+@click.option("--runs-per-task", type=int, help="Runs per task [default: inline one task; local 4 tasks per worker (--max-parallel); "
+                   "slurm up to 100 runs per task].")
 @click.option("--tasks", "n_tasks", type=int, help="Number of tasks (instead of --runs-per-task).")
 @click.option("--max-parallel", type=int, help="Tasks running at once [default: CPUs here; SLURM array throttle].")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=V1,V2,...",
@@ -209,13 +238,16 @@ def executor_options(max_parallel: int | None, **given: Any) -> dict[str, Any]:
 @click.option("--dry-run", is_flag=True, help="Print the plan (and SLURM batch script) and submit nothing.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
 @click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v), help="Merge target for --wait [default: WORKDIR/merged.h5].")
+@click.option("--max-failures", default="auto", show_default=True, metavar="auto|N|FRACTION|off",
+              help="Stop the sweep early: auto when the first 20 finished runs all fail with one error; N or a "
+                   "fraction of the runs (e.g. 0.1) also when more runs fail; off never.")
 @click.option("--expand", is_flag=True,
               help="WORKDIR holds an earlier version of this sweep: add the points it lacks and run only those.")
 @resource_options
 @_guard
 def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_per_task: int | None,
            n_tasks: int | None, max_parallel: int | None, params: tuple[str, ...], dry_run: bool, wait: bool,
-           output: str | None, expand: bool, **resources: Any) -> None:
+           output: str | None, max_failures: str, expand: bool, **resources: Any) -> None:
     """Submit the sweep in SWEEP (a .py file or module).
 
     SWEEP defines `simulate(traj)` and `make_trajectory()`, which returns the Trajectory with its
@@ -227,6 +259,7 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
             fail(f"{flag} must be at least 1, got {value}")
     if runs_per_task is not None and n_tasks is not None:
         fail("give --runs-per-task or --tasks, not both")
+    rule = FailureRule.parse(max_failures)
     traj, ref, sweep_path = load_sweep(sweep, function, params)
     if expand:
         _expand(Workdir(workdir or Path("runs") / traj.name), traj, wait, output)
@@ -238,7 +271,9 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
     if dry_run:
         click.echo(f"sweep {traj.name!r}: {plan.describe()}")
         click.echo(f"explored: {', '.join(f'{k} ({len(set(map(repr, v)))} values)' for k, v in traj.state.explored.items()) or 'nothing (one run)'}")
-        click.echo(f"executor: {executor} {ex.options()}")
+        settings = ", ".join(f"{k}={v}" for k, v in ex.options().items() if v not in (None, [], {}))
+        click.echo(f"executor: {executor}" + (f" ({settings})" if settings else ""))
+        click.echo(f"max failures: {rule}")
         click.echo(f"workdir: {wd.path}")
         for i, tasks in enumerate(plan.arrays()):
             script = ex.batch_script(wd, tasks)
@@ -247,8 +282,12 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
                 click.echo(script)
         click.echo("dry run: nothing submitted")
         return
-    wd.create(traj, plan, ref, {"name": ex.name, "options": ex.options()}, sweep_file=sweep_path)
-    ids = ex.submit(wd, range(plan.n_tasks))
+    wd.create(traj, plan, ref, {"name": ex.name, "options": ex.options()}, sweep_file=sweep_path,
+              max_failures=str(rule))
+    try:
+        ids = ex.submit(wd, range(plan.n_tasks))
+    except SweepStopped as exc:  # inline: the runs happened in this process
+        fail(f"{exc}; see: pypet-hpc status {wd.path} --failed", 1)
     click.echo(f"submitted {plan.describe()} to {executor} (jobs {', '.join(ids)})")
     click.echo(f"workdir: {wd.path}")
     if not wait:
@@ -271,6 +310,8 @@ def _wait_and_merge(handle: SweepHandle, output: str | None) -> None:
     path = handle.workdir.path
     try:
         st = handle.wait(progress=True)
+    except SweepStopped as exc:
+        fail(f"{exc}; see: pypet-hpc status {path} --failed", 1)
     except KeyboardInterrupt:
         click.echo(f"\nstopped waiting; the tasks go on running. Later: pypet-hpc status {path}, "
                    f"pypet-hpc merge {path}; to stop them: pypet-hpc cancel {path}", err=True)
@@ -291,9 +332,8 @@ def _explain_missing(handle: SweepHandle, missing: int) -> None:
     # not complete, and not because runs failed in a finished task or because it is under way
     stopped = [t for t in st.tasks if t.state is not TaskState.COMPLETED and not t.state.active and not t.complete]
     timed_out = [t for t in stopped if t.state is TaskState.TIMEOUT]
-    in_partial = sum(t.ok + t.failed for t in stopped if t.shard and t.shard.endswith(".partial"))
-    if in_partial:
-        click.echo(f"{in_partial} finished runs wait in unfinished tasks' shards; resubmit completes those tasks")
+    if st.counts["unmerged"]:
+        click.echo(st.unmerged_note())
     if timed_out:
         limit = handle.manifest.executor.get("options", {}).get("time_limit")
         click.echo(f"{len(timed_out)} tasks hit the time limit ({limit}); resubmit with a longer --time, "
@@ -313,27 +353,31 @@ def _workdir(path: str) -> Workdir:
     return wd
 
 
-@main.command(epilog="Example: pypet-hpc status runs/mysweep --failed")
+@main.command(epilog=example("pypet-hpc status runs/mysweep --failed"))
 @click.argument("workdir", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
-@click.option("--failed", is_flag=True, help="List the failed runs with their tracebacks.")
+@click.option("--failed", is_flag=True,
+              help="Group the failed runs by error: count, example runs, one traceback per group.")
+@click.option("--run", "run", type=int, metavar="I", help="Print the traceback of failed run I.")
+@click.option("--all", "show_all", is_flag=True, help="Print every failed run with its traceback.")
 @_guard
-def status(workdir: str, as_json: bool, failed: bool) -> None:
+def status(workdir: str, as_json: bool, failed: bool, run: int | None, show_all: bool) -> None:
     """Show done / failed / running / pending runs and a per-task table. Never blocks."""
     wd = _workdir(workdir)
     st = sweep_status(wd)
     if as_json:
         data = st.to_dict()
-        if failed:
+        if failed or show_all:
             data["failed_runs"] = failed_runs(wd)
         click.echo(json.dumps(data, indent=1))
         return
-    c = st.counts
-    click.echo(f"{wd.path}: {st.n_runs} runs in {len(st.tasks)} tasks")
-    click.echo(f"  ok {c['ok']}  failed {c['failed']}  running {c['running']}  pending {c['pending']}  "
-               f"not submitted/lost {c['missing']}")
+    click.echo(f"{wd.path}: {plural(st.n_runs, 'run')} in {plural(len(st.tasks), 'task')}")
+    click.echo(f"  {st.counts_line()}")
     if st.scheduler_note:
         click.echo(f"  note: {st.scheduler_note}")
+    stop = wd.stopped()
+    if stop is not None:
+        click.echo(f"  {stop.reason}" + (f" (task {stop.task})" if stop.task is not None else ""))
     by_state: dict[TaskState, int] = {}
     for t in st.tasks:
         by_state[t.state] = by_state.get(t.state, 0) + 1
@@ -343,19 +387,49 @@ def status(workdir: str, as_json: bool, failed: bool) -> None:
         click.echo(f"  job {job}: {counts}")
     for line in _killed_by_scheduler(wd, st):
         click.echo(f"  {line}")
-    click.echo(f"{'task':>6} {'runs':>15} {'state':<14} {'ok':>6} {'failed':>6}  shard / problem")
-    for t in st.tasks:
-        span = f"{t.first_run}-{t.first_run + t.n_runs - 1}"
-        click.echo(f"{t.task:>6} {span:>15} {t.state:<14} {t.ok:>6} {t.failed:>6}  {t.problem or t.shard or ''}")
-    if failed:
-        runs = failed_runs(wd)
-        if not runs:
-            click.echo("\nno failed runs")
-        explored = wd.load_skeleton().explored if runs else {}
-        for run in runs:
-            point = ", ".join(f"{k}={v[run['run']]!r}" for k, v in explored.items())
-            click.echo(f"\n--- run {run['run']} ({point}), task {run['task']}: {run['type']}: {run['message']}")
-            click.echo(run["traceback"].rstrip())
+    click.echo(st.table())
+    if failed or run is not None or show_all:
+        _print_failures(wd, run, show_all)
+
+
+def _print_failures(wd: Workdir, run: int | None, show_all: bool) -> None:
+    """The failed runs grouped by error (count, example runs, one traceback each); one run's
+    traceback with ``run``; every failed run's with ``show_all``."""
+    runs = failed_runs(wd)
+    explored = wd.load_skeleton().explored if runs else {}
+
+    def header(r: dict[str, Any]) -> str:
+        point = ", ".join(f"{k}={_plain(v[r['run']])}" for k, v in explored.items())
+        return f"run {r['run']} ({point}), task {r['task']}: {r['type']}: {r['message']}"
+
+    if run is not None:
+        hits = [r for r in runs if r["run"] == run]
+        if not hits:
+            fail(f"--run {run}: that run has not failed (failed runs: {_tasks([r['run'] for r in runs]) or 'none'})")
+        click.echo(f"\n--- {header(hits[0])}")
+        click.echo(hits[0]["traceback"].rstrip())
+        return
+    if not runs:
+        click.echo("\nno failed runs")
+        return
+    if show_all:
+        for r in runs:
+            click.echo(f"\n--- {header(r)}")
+            click.echo(r["traceback"].rstrip())
+        return
+    groups = group_failures(runs)
+    click.echo(f"\n{plural(len(runs), 'failed run')} in {plural(len(groups), 'group')} "
+               "(by exception type and message, numbers masked):")
+    for i, g in enumerate(groups, start=1):
+        click.echo(f"\n[{i}] {g.summary()}")
+        click.echo(f"    e.g. {header(g.example)}")
+        click.echo(g.example["traceback"].rstrip())
+    click.echo(f"\none run: pypet-hpc status {wd.path} --run I; every failed run: pypet-hpc status {wd.path} --all")
+
+
+def _plain(value: Any) -> str:
+    """A value as a user writes it: 0.5, not np.float64(0.5)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _killed_by_scheduler(wd: Workdir, st: SweepStatus) -> list[str]:
@@ -408,7 +482,7 @@ def _per_job(wd: Workdir, st: SweepStatus) -> dict[str, dict[TaskState, int]]:
     return out
 
 
-@main.command(epilog="Example: pypet-hpc merge runs/mysweep -o results.h5")
+@main.command(epilog=example("pypet-hpc merge runs/mysweep -o results.h5"))
 @click.argument("workdir", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v), help="Trajectory file to write [default: WORKDIR/merged.h5].")
 @click.option("--require-complete", is_flag=True, help="Fail (exit 1) unless every run is complete.")
@@ -434,12 +508,15 @@ def merge(workdir: str, output: str | None, require_complete: bool, rebuild: boo
     for problem in report.damaged_shards:
         click.echo(f"damaged shard {problem}; pypet-hpc resubmit {wd.path} computes its task again", err=True)
     if report.missing:
+        st = sweep_status(wd)
+        if st.counts["unmerged"]:
+            click.echo(f"not in the file: {st.unmerged_note()}")
         click.echo(f"not complete yet: see pypet-hpc status {wd.path}")
     if report.damaged_shards:
         sys.exit(1)
 
 
-@main.command(epilog="Example: pypet-hpc resubmit runs/mysweep --time 2:00:00")
+@main.command(epilog=example("pypet-hpc resubmit runs/mysweep --time 2:00:00"))
 @click.argument("workdir", type=click.Path())
 @click.option("--max-parallel", type=int, help="Tasks running at once.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
@@ -465,7 +542,7 @@ def resubmit(workdir: str, max_parallel: int | None, wait: bool, output: str | N
         _wait_and_merge(SweepHandle(wd), output)
 
 
-@main.command(epilog="Example: pypet-hpc verify runs/mysweep")
+@main.command(epilog=example("pypet-hpc verify runs/mysweep"))
 @click.argument("path", type=click.Path())
 @_guard
 def verify(path: str) -> None:
@@ -479,7 +556,7 @@ def verify(path: str) -> None:
         sys.exit(1)
 
 
-@main.command(epilog="Example: pypet-hpc cancel runs/mysweep")
+@main.command(epilog=example("pypet-hpc cancel runs/mysweep"))
 @click.argument("workdir", type=click.Path())
 @_guard
 def cancel(workdir: str) -> None:
@@ -489,7 +566,7 @@ def cancel(workdir: str) -> None:
     click.echo(f"cancelled {n} task(s); pypet-hpc resubmit {wd.path} runs what is left")
 
 
-@main.command(epilog="Example: pypet-hpc logs runs/mysweep --run 17")
+@main.command(epilog=example("pypet-hpc logs runs/mysweep --run 17"))
 @click.argument("workdir", type=click.Path())
 @click.option("--task", type=int, help="Print this task's log.")
 @click.option("--run", "run", type=int, help="Print this run's traceback (if it failed) and its task's log.")
@@ -523,53 +600,60 @@ def logs(workdir: str, task: int | None, run: int | None) -> None:
 # show
 
 
-@main.command(epilog="Example: pypet-hpc show runs/mysweep/merged.h5")
+@main.command(epilog=example("pypet-hpc show runs/mysweep/merged.h5"))
 @click.argument("file", type=click.Path())
 @click.option("--name", help="Trajectory name, when the file holds several.")
 @_guard
 def show(file: str, name: str | None) -> None:
     """Show a trajectory file: tree, run table summary, result columns, provenance."""
+    width = shutil.get_terminal_size((100, 24)).columns
+
+    def out(line: str) -> None:  # long lines wrap to the terminal, their rest indented
+        indent = " " * (len(line) - len(line.lstrip()) + 4)
+        click.echo(textwrap.fill(line, width, subsequent_indent=indent, break_on_hyphens=False,
+                                 break_long_words=False) if len(line) > width else line)
+
     info = summarize(file, name)
-    click.echo(f"trajectory {info.name!r} ({info.n_runs} runs), format {info.format_version}, "
+    out(f"trajectory {info.name!r} ({info.n_runs} runs), format {info.format_version}, "
                f"written by pypet-hpc {info.library_version}")
     if info.comment:
-        click.echo(f"  comment: {info.comment}")
-    click.echo("runs: " + ", ".join(f"{k} {v}" for k, v in info.counts.items()))
+        out(f"  comment: {info.comment}")
+    out("runs: " + ", ".join(f"{k} {v}" for k, v in info.counts.items()))
     dur = info.durations
     if len(dur):
-        click.echo(f"  run time: median {np.median(dur) * 1e3:.3g} ms, max {dur.max() * 1e3:.3g} ms, "
+        out(f"  run time: median {np.median(dur) * 1e3:.3g} ms, max {dur.max() * 1e3:.3g} ms, "
                    f"total {dur.sum():.3g} s")
         for col, seen in info.where.items():
-            click.echo(f"  {col}s ({len(seen)}): {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
+            out(f"  {col}s ({len(seen)}): {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
     for branch, leaves in info.leaves.items():
         if leaves:
-            click.echo(f"{branch}:")
+            out(f"{branch}:")
             for leaf in leaves:
                 size = f" {leaf.shape}" if leaf.shape else ""
-                click.echo(f"  {leaf.name}: {leaf.kind}{size}{'  [explored]' if leaf.explored else ''}")
+                out(f"  {leaf.name}: {leaf.kind}{size}{'  [explored]' if leaf.explored else ''}")
     for branch, entries in info.run_data.items():
-        click.echo(f"{branch} per run:")
+        out(f"{branch} per run:")
         columns = [e for e in entries if e.column is not None]
         per_run = [e for e in entries if e.column is None]
         for e in columns:
             assert e.column is not None
             kind, dtype, shape = e.column
-            click.echo(f"  {branch}.runs.{e.name}: column {kind} {dtype} shape {shape} in {e.runs} runs")
+            out(f"  {branch}.runs.{e.name}: column {kind} {dtype} shape {shape} in {e.runs} runs")
         for e in per_run[:20]:
-            click.echo(f"  {branch}.runs.{e.name}: stored per run, in {e.runs} runs")
+            out(f"  {branch}.runs.{e.name}: stored per run, in {e.runs} runs")
         if len(per_run) > 20:
-            click.echo(f"  ... and {len(per_run) - 20} more per-run names")
+            out(f"  ... and {len(per_run) - 20} more per-run names")
     if info.provenance:
         p = Provenance.from_json(info.provenance, file)
         git = p.git or {}
-        click.echo("provenance:")
-        click.echo(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
-        click.echo(f"  submitted by {p.user} on {p.host}: {' '.join(p.argv)}")
-        click.echo("  versions: " + ", ".join(f"{k} {v}" for k, v in p.versions.items()))
-    click.echo(f"merged shards: {info.merged_shards}")
+        out("provenance:")
+        out(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
+        out(f"  submitted by {p.user} on {p.host}: {shlex.join(p.argv)}")
+        out("  versions: " + ", ".join(f"{k} {v}" for k, v in p.versions.items()))
+    out(f"merged shards: {info.merged_shards}")
 
 
-@main.command(epilog="Example: pypet-hpc combine week1.h5 week2.h5 -o all.h5 --trial-parameter seed")
+@main.command(epilog=example("pypet-hpc combine week1.h5 week2.h5 -o all.h5 --remove-duplicates"))
 @click.argument("first", type=click.Path())
 @click.argument("second", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v), required=True, help="The new trajectory file.")
@@ -583,7 +667,17 @@ def combine(first: str, second: str, output: str, remove_duplicates: bool, trial
     if Path(output).is_dir():
         fail(f"-o {output}: is a directory; give a file name")
     report = combine_files(first, second, output, remove_duplicates, trial_parameter)
-    click.echo(report.summary())
+    click.echo(report.summary("file"))
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        logging.getLogger().setLevel(logging.INFO)
+
+
+for _command in main.commands.values():  # -v also after the subcommand: pypet-hpc merge W -v
+    _command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, callback=_verbose,
+                                        help="Log what happens (INFO level) to stderr."))
 
 
 if __name__ == "__main__":

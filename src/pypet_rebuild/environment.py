@@ -12,15 +12,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ArgumentTypeError, PypetError, StorageError, WorkdirError, check_type
+from .errors import (
+    ArgumentTypeError,
+    PypetError,
+    RunsFailed,
+    StorageError,
+    SweepStopped,
+    WorkdirError,
+    check_type,
+)
 from .executors import Executor, make_executor
-from .exploration import Plan, cartesian_product
+from .exploration import Plan, cartesian_product, plural
+from .failures import WINDOW, FailureRule, group_failures, signature
 from .formats.files import verify_h5
 from .formats.records import Manifest
 from .merge import LOCK_TIMEOUT, MergeReport, merge
 from .model import Trajectory
 from .progress import Progress
-from .status import SweepStatus, sweep_status
+from .status import SweepStatus, failed_runs, sweep_status
 from .storage import HDF5StorageService, StorageService, load_trajectory
 from .taskstate import TaskState
 from .workdir import Simulation, Workdir, check_signature
@@ -46,17 +55,30 @@ class SweepHandle:
              unknown_grace: float = 120.0) -> SweepStatus:
         """Poll the shards and the scheduler until no task is pending or running.
 
+        When the sweep's failure rule trips (in a task, or over the sweep), the other tasks are
+        cancelled and, once they have ended, :class:`SweepStopped` says why.
+
         A task the scheduler has lost track of (UNKNOWN: in neither sacct nor squeue) for
         ``unknown_grace`` seconds counts as finished, so a vanished job never hangs the caller.
         """
         start = time.monotonic()
-        bar = Progress(self.manifest.plan.n_runs, "runs", enabled=progress)
+        manifest = self.manifest
+        bar = Progress(manifest.plan.n_runs, "runs", enabled=progress)
         unknown_since: dict[int, float] = {}
+        rule = FailureRule.parse(manifest.max_failures)
+        alike = rule.same_error  # still worth reading the failures' signatures
+        stopping: str | None = None
         try:
             while True:
                 st = self.status()
-                bar.update_to(st.counts["ok"] + st.counts["failed"],
-                              f"{st.counts['running']} running, {st.counts['pending']} pending")
+                if stopping is None:
+                    stopping, alike = self._stop_reason(st, rule, alike)
+                    if stopping is not None:  # cancel the rest, then wait until they have ended
+                        n = self.cancel()
+                        log.info("%s; cancelled %s", stopping, plural(n, "queued or running task"))
+                c = st.counts
+                bar.update_to(c["ok"] + c["failed"], f"{c['ok']} ok, {c['failed']} failed, "
+                              f"{c['running']} to do in running tasks, {c['pending']} pending")
                 now = time.monotonic()
                 unknown_since = {t.task: unknown_since.get(t.task, now) for t in st.tasks
                                  if t.state is TaskState.UNKNOWN}
@@ -67,12 +89,30 @@ class SweepHandle:
                         log.warning("tasks %s: the scheduler lost track of them; if they are gone, "
                                     "resubmit(force=True) (pypet-hpc resubmit --force) runs what they left",
                                     sorted(lost))
+                    if st.counts["failed"]:
+                        warn_failures(self.workdir)
+                    if stopping is not None:
+                        raise SweepStopped(stopping)
                     return st
                 if timeout is not None and time.monotonic() - start > timeout:
                     raise TimeoutError(f"sweep in {self.workdir.path} not finished after {timeout:.0f} s")
                 time.sleep(poll)
         finally:
             bar.close()
+
+    def _stop_reason(self, st: SweepStatus, rule: FailureRule, alike: bool) -> tuple[str | None, bool]:
+        """Why the sweep must stop (a task's rule tripped, or the rule over the whole sweep),
+        and whether the first failures' signatures are still worth reading (read once only)."""
+        record = self.workdir.stopped()
+        if record is not None:
+            return record.reason, alike
+        ok, failed = st.counts["ok"], st.counts["failed"]
+        signatures: list[str] = []
+        if alike and (ok or failed >= WINDOW):
+            if not ok:
+                signatures = [signature(r["type"], r["message"]) for r in failed_runs(self.workdir)]
+            alike = False
+        return rule.check(st.n_runs, ok, failed, signatures), alike
 
     def merge(self, output: str | Path | None = None, require_complete: bool = False,
               progress: bool = False, rebuild: bool = False, lock_timeout: float = LOCK_TIMEOUT) -> MergeReport:
@@ -84,6 +124,14 @@ class SweepHandle:
 
     def resubmit(self, force: bool = False, **overrides: Any) -> Resubmitted:
         return resubmit(self.workdir, force, **overrides)
+
+
+def warn_failures(wd: Workdir) -> list[dict[str, Any]]:
+    """Log one WARNING line per distinct error among the failed runs; returns the failed runs."""
+    runs = failed_runs(wd)
+    for group in group_failures(runs):
+        log.warning("%s; see: pypet-hpc status %s --failed", group.summary(), wd.path)
+    return runs
 
 
 def executor_of(wd: Workdir, **overrides: Any) -> Executor:
@@ -98,8 +146,11 @@ def merge_workdir(wd: Workdir, output: Path, require_complete: bool = False,
         st = sweep_status(wd)
         todo = [t for t in st.tasks if not t.complete]
         if todo:
-            missing = st.n_runs - st.counts["ok"]
-            raise PypetError(f"{missing} of {st.n_runs} runs are not complete (tasks "
+            final = [t for t in st.tasks if t.shard is not None and not t.shard.endswith(".partial")]
+            ok, failed, unmerged = sum(t.ok for t in final), sum(t.failed for t in final), st.counts["unmerged"]
+            kept = f", {unmerged} finished in unfinished shards" if unmerged else ""
+            raise PypetError(f"{st.n_runs - ok} of {st.n_runs} runs are not complete ({failed} failed"
+                             f"{kept}, {st.n_runs - ok - failed - unmerged} not run; tasks "
                              f"{', '.join(str(t.task) for t in todo[:10])}{' ...' if len(todo) > 10 else ''}); "
                              "resubmit them or merge without --require-complete")
     shards = wd.shard_files()
@@ -151,12 +202,17 @@ class Environment:
     ``executor`` is ``"inline"`` (this process, the default), ``"local"`` (worker processes) or
     ``"slurm"`` (job arrays), or an executor object. ``workdir`` is where the sweep's manifest,
     shards and logs go (a temporary directory for inline sweeps when not given).
+    ``max_failures`` stops the sweep early (:class:`SweepStopped`): ``"auto"`` when the first 20
+    finished runs all failed with one error, a count N or a fraction of the runs when more failed
+    (and the "auto" rule too), ``"off"`` never. ``fail_on_error=True`` makes ``run_exploration``
+    raise :class:`RunsFailed` (with the failed runs) when any run failed, after storing the rest.
     """
 
     def __init__(self, trajectory: Trajectory, storage: StorageService | None = None,
                  executor: str | Executor = "inline", workdir: str | Path | None = None,
                  runs_per_task: int | None = None, n_tasks: int | None = None,
                  max_array_size: int | None = None, stop_on_error: bool = False,
+                 max_failures: str | int | float | None = "auto", fail_on_error: bool = False,
                  **executor_options: Any) -> None:
         check_type(trajectory, Trajectory, "Environment(trajectory=...)", "a Trajectory")
         if storage is not None and not isinstance(getattr(storage, "file_path", None), Path):
@@ -169,6 +225,8 @@ class Environment:
                              ("max_array_size", max_array_size)):
             check_type(number, (int, type(None)), f"Environment({name}=...)", "an int or None")
         self.trajectory = trajectory
+        self.fail_on_error = fail_on_error
+        self.max_failures = FailureRule.parse(max_failures)
         self.storage = storage
         if isinstance(executor, str):
             if executor == "inline":
@@ -190,11 +248,19 @@ class Environment:
     def run_exploration(self, simulate: Simulation, space: Mapping[str, Sequence[Any]] | None = None,
                         combined: Sequence[Sequence[str]] | None = None) -> Trajectory:
         """Run ``simulate`` at every point of ``space`` (a cartesian product) and store the results."""
-        handle = self.submit(simulate, space, combined)
+        try:
+            handle = self.submit(simulate, space, combined)
+        except SweepStopped:  # an inline sweep stopped by its failure rule: no temporary workdir left
+            if self._temporary is not None:
+                shutil.rmtree(self._temporary, ignore_errors=True)
+            raise
         in_process = self.executor.in_process  # then the runs are done and in self.trajectory
         if not in_process:
             st = handle.wait(progress=sys.stderr.isatty())
             log.info("sweep finished: %s", st.counts)
+            failed = failed_runs(handle.workdir) if st.counts["failed"] and self.fail_on_error else []
+        else:
+            failed = warn_failures(handle.workdir) if handle.status().counts["failed"] else []
         output = self.storage.file_path if self.storage is not None else None
         try:
             if output is not None or not in_process:
@@ -207,6 +273,11 @@ class Environment:
         finally:
             if self._temporary is not None:
                 shutil.rmtree(self._temporary, ignore_errors=True)
+        if failed and self.fail_on_error:
+            groups = group_failures(failed)
+            raise RunsFailed(f"{len(failed)} of {len(self.trajectory)} runs failed with "
+                             f"{plural(len(groups), 'distinct error')}, the most frequent: {groups[0].summary()}",
+                             failed)
         return self.trajectory
 
     def expand(self, simulate: Simulation, space: Mapping[str, Sequence[Any]] | None = None,
@@ -244,7 +315,8 @@ class Environment:
         wd = Workdir(wd_path)  # an empty directory is fine for a new sweep
         self.executor.preflight()  # e.g. an unknown SLURM partition: fail before the workdir is written
         wd.create(traj, plan, None if in_process else simulate,
-                  {"name": self.executor.name, "options": self.executor.options()})
+                  {"name": self.executor.name, "options": self.executor.options()},
+                  max_failures=str(self.max_failures))
         self.executor.bind(traj, simulate)
         self.executor.submit(wd, range(plan.n_tasks))
         output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
@@ -275,6 +347,7 @@ def _submit_incomplete(wd: Workdir, executor: Executor, force: bool = False) -> 
     if alive or unknown:
         log.info("not resubmitted: tasks %s queued or running, tasks %s in an unknown state", alive, unknown)
     if todo:
+        wd.clear_stop()
         manifest = wd.manifest()
         if "inline" not in manifest.function:
             wd.load_function(manifest)  # it must still import: say so now, not in every task's log

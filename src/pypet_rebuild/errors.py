@@ -63,3 +63,14 @@ def check_type(value: Any, types: type | tuple[type, ...], what: str, expected: 
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in (types if isinstance(types, tuple)
                                                                                    else (types,))):
         raise ArgumentTypeError(f"{what} must be {expected}, not {type(value).__name__} ({value!r:.60})")
+class SweepStopped(PypetError, RuntimeError):
+    """The sweep was stopped early by its failure rule (``max_failures``): the message says why."""
+
+
+class RunsFailed(PypetError, RuntimeError):
+    """Runs of a sweep failed (``fail_on_error=True``); ``failed`` holds them, one dict per run
+    (``run``, ``task``, ``type``, ``message``, ``traceback``)."""
+
+    def __init__(self, message: str, failed: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.failed = failed

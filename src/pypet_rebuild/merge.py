@@ -47,10 +47,11 @@ class MergeReport:
     def missing(self) -> int:
         return self.n_runs - self.ok - self.failed
 
-    def summary(self) -> str:
+    def summary(self, what: str = "shard") -> str:
+        """One line; ``what`` names the inputs (``combine`` merges files, not shards)."""
         new, bad = len(self.merged_shards), len(self.damaged_shards)
         return (f"{self.target}: {self.ok} ok, {self.failed} failed, {self.missing} missing of "
-                f"{self.n_runs} runs ({new} new shard{'' if new == 1 else 's'} merged"
+                f"{self.n_runs} runs ({new} new {what}{'' if new == 1 else 's'} merged"
                 f"{f', {bad} damaged shard(s) skipped' if bad else ''})")
 
 

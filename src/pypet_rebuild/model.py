@@ -13,7 +13,7 @@ from . import analysis
 from .codec import check_value, scalar_column, value_kind
 from .errors import ExplorationError, LockedParameterError, NamingError, PypetError
 from .naming import run_name, split_name
-from .runstore import BRANCHES, RUN_BRANCHES, RunStore, TrajectoryState
+from .runstore import BRANCHES, RUN_BRANCHES, RunStatus, RunStore, TrajectoryState
 
 T = TypeVar("T")
 _set = object.__setattr__  # sets a leaf's field without the lock check (the trajectory's own moves)
@@ -132,6 +132,10 @@ class GroupView(Mapping[str, Any]):
         kids = self._children()
         shown = ", ".join(kids[:8]) + (", ..." if len(kids) > 8 else "")
         return f"<{self.path} group: {len(kids)} children: {shown}>"
+
+    def __dir__(self) -> list[str]:
+        """The children too, so that tab completion (IPython, Jupyter) offers natural naming."""
+        return sorted(set(super().__dir__()) | {c for c in self._children() if c.isidentifier()})
 
 
 VIEW_RESERVED = frozenset(
@@ -362,6 +366,22 @@ class Trajectory:
         self._state.n_runs += added
         return added
 
+    def parameter_name(self, name: str) -> str:
+        """The full name of parameter ``name``: a full name (``drive.zeta``, ``parameters.drive.zeta``)
+        or a unique short one (``zeta``), as ``traj.zeta`` accepts."""
+        params = self._state.leaves["parameters"]
+        full = name.removeprefix("parameters.")
+        if full in params:
+            return full
+        hits = [p for p in params if p.endswith("." + full)]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise ExplorationError(f"parameter {name!r} is ambiguous: it could be {', '.join(sorted(hits)[:10])}; "
+                                   "use the full name")
+        known = ", ".join(sorted(params)) or "none"
+        raise ExplorationError(f"cannot explore unknown parameter {name!r} (known: {known})")
+
     def _checked_space(self, space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
         if not isinstance(space, Mapping) or not space:
             raise ExplorationError("the exploration space is empty: give at least one parameter with values")
@@ -369,10 +389,7 @@ class Trajectory:
         out: dict[str, list[Any]] = {}
         length: tuple[str, int] | None = None
         for raw_name, values in space.items():
-            name = raw_name.removeprefix("parameters.")
-            if name not in params:
-                known = ", ".join(sorted(params)) or "none"
-                raise ExplorationError(f"cannot explore unknown parameter {raw_name!r} (known: {known})")
+            name = self.parameter_name(raw_name)
             if name in out:
                 raise ExplorationError(f"parameter {name!r} appears twice in the exploration space")
             if isinstance(values, str | bytes) or not isinstance(values, Sequence | np.ndarray):
@@ -603,7 +620,8 @@ class Trajectory:
         return self._state.run_store.column(branch, name.removeprefix(branch + "."), len(self))
 
     def run_info(self) -> dict[str, np.ndarray]:
-        """Status (0 not run, 1 ok, 2 failed), start, end, host and error of every run, as columns."""
+        """Status (a :class:`RunStatus` code: ``info["status"] == RunStatus.OK``), start, end, host
+        and error of every run, as columns."""
         if self._state.run_store is None:
             raise PypetError("this trajectory has no runs yet")
         return self._state.run_store.run_info(len(self))
@@ -622,9 +640,59 @@ class Trajectory:
         """:meth:`to_table` as a pandas DataFrame indexed by run (pandas is an optional extra)."""
         return analysis.to_pandas(self)
 
+    def __dir__(self) -> list[str]:
+        """The branches and the unique short names too, so that tab completion offers them."""
+        index = self._shortcut_index()
+        short = {name for name, hits in index.items() if len(hits) == 1 and name.isidentifier()}
+        store = self._state.run_store
+        if store is not None:
+            for branch in RUN_BRANCHES:
+                short |= {n.rpartition(".")[2] for n in store.names(branch)}
+        return sorted(set(super().__dir__()) | set(BRANCHES) | short)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: runs and their status, the tree of each branch, the per-run results."""
+        from html import escape
+
+        store = self._state.run_store
+        rows = [f"<b>Trajectory {escape(self.name)}</b>: {len(self)} runs"]
+        if self.comment:
+            rows.append(f"<i>{escape(self.comment)}</i>")
+        if store is not None and len(self):
+            status = self.run_info()["status"]
+            rows.append(", ".join(f"{s}: {int(np.count_nonzero(status == s))}" for s in RunStatus))
+        if self._state.explored:
+            rows.append("explored: " + ", ".join(f"{escape(n)} ({len({repr(v) for v in vals})} values)"
+                                                  for n, vals in self._state.explored.items()))
+        tree: list[str] = []
+        for branch in BRANCHES:
+            leaves = list(self._state.leaves[branch].values())
+            per_run = store.names(branch) if store is not None and branch in RUN_BRANCHES else []
+            if not leaves and not per_run:
+                continue
+            items = [f"<li><code>{escape(leaf.name)}</code> = {escape(_short_repr(leaf.value))}"
+                     f"{' <i>' + escape(leaf.comment) + '</i>' if leaf.comment else ''}</li>" for leaf in leaves[:50]]
+            if len(leaves) > 50:
+                items.append(f"<li>... {len(leaves) - 50} more</li>")
+            if per_run:
+                shown = ", ".join(f"<code>{escape(n)}</code>" for n in per_run[:30])
+                items.append(f"<li>per run: {shown}{' ...' if len(per_run) > 30 else ''}</li>")
+            tree.append(f"<details open><summary>{branch} ({len(leaves) + len(per_run)})</summary>"
+                        f"<ul>{''.join(items)}</ul></details>")
+        return "<div>" + "<br>".join(rows) + "".join(tree) + "</div>"
+
+    def to_xarray(self) -> Any:
+        """The sweep as an ``xarray.Dataset``: a dimension per explored parameter (or zipped
+        group) when the points form a grid, else a ``run`` dimension (xarray is an optional extra)."""
+        return analysis.to_xarray(self)
+
     def __repr__(self) -> str:
-        counts = ", ".join(f"{b}: {len(self._state.leaves[b])}" for b in BRANCHES)
-        return f"<Trajectory {self.name!r}: {len(self)} runs, {counts}>"
+        store = self._state.run_store
+        parts = []
+        for b in BRANCHES:
+            per_run = len(store.names(b)) if store is not None and b in RUN_BRANCHES else 0
+            parts.append(f"{b}: {len(self._state.leaves[b])}" + (f" + {per_run} per run" if per_run else ""))
+        return f"<Trajectory {self.name!r}: {len(self)} runs, {', '.join(parts)}>"
 
 
 _OWN_ATTRS = frozenset({"name", "comment", "file_path"})
@@ -659,6 +727,9 @@ def _explored_values(name: str, default: Any, values: list[Any]) -> list[Any]:
             converted: list[Any] = fast[1].astype(np.float64).tolist()
             return converted
     return [_explored_value(name, default, v) for v in values]
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _explored_value(name: str, default: Any, value: Any) -> Any:

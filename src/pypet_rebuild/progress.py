@@ -1,39 +1,35 @@
-"""A small progress bar on stderr, quiet when stderr is not a terminal."""
+"""A progress bar on stderr (click's: bar, percent, ETA, a note such as ok/failed counts),
+quiet when stderr is not a terminal."""
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import TextIO
+from typing import Any, TextIO
+
+import click
 
 
 class Progress:
-    """``Progress(total, "runs")``; ``advance(n)`` or ``update_to(done)``; ``close()`` ends the line."""
+    """``Progress(total, "runs")``; ``advance(n)`` or ``update_to(done, note)``; ``close()`` ends the line."""
 
     def __init__(self, total: int, unit: str, enabled: bool = True, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.enabled = enabled and self.stream.isatty()
         self.total, self.unit, self.done = total, unit, 0
-        self.start = time.monotonic()
         self.note = ""
-        self._last = 0.0
+        self._bar: Any = None
+        if self.enabled:
+            self._bar = click.progressbar(length=max(total, 1), label=unit, file=self.stream, show_eta=True,
+                                          show_pos=True, item_show_func=lambda note: note, width=30)
 
     def advance(self, n: int = 1) -> None:
-        self.update_to(self.done + n)
+        self.update_to(self.done + n, self.note)
 
     def update_to(self, done: int, note: str = "") -> None:
-        self.done = done
-        self.note = note
-        now = time.monotonic()
-        if self.enabled and (now - self._last > 0.1 or done >= self.total):
-            self._last = now
-            frac = done / self.total if self.total else 1.0
-            bar = "#" * int(30 * frac)
-            rate = done / max(now - self.start, 1e-9)
-            note = f", {self.note}" if self.note else ""
-            self.stream.write(f"\r[{bar:<30}] {done}/{self.total} {self.unit} ({rate:.0f}/s{note})  ")
-            self.stream.flush()
+        step, self.done, self.note = done - self.done, done, note
+        if self._bar is not None:
+            self._bar.update(max(step, 0), note or None)
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
+        if self._bar is not None:
+            self._bar.render_finish()

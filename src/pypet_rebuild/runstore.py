@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,6 +17,18 @@ from .codec import column_array, column_spec
 from .errors import NamingError
 
 RunKey = tuple[str, str]  # (branch, dotted name)
+
+
+class RunStatus(IntEnum):
+    """A run's outcome, as stored in ``run_info/status`` and given by ``run_info()["status"]``
+    (compare with it: ``info["status"] == RunStatus.OK``); ``to_pandas`` shows the words."""
+
+    MISSING = 0
+    OK = 1
+    FAILED = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
 
 
 class RunStore(Protocol):

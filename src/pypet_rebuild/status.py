@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import PypetError, StorageError
 from .executors import make_executor
+from .exploration import plural
 from .formats.shard import ShardReader, partial_path
 from .taskstate import ShardFacts, TaskState, classify
 from .workdir import Workdir
@@ -50,6 +51,39 @@ class SweepStatus:
     def incomplete_tasks(self) -> list[TaskStatus]:
         return [t for t in self.tasks if not t.complete]
 
+    def counts_line(self) -> str:
+        c = self.counts
+        line = (f"ok {c['ok']}  failed {c['failed']}  to do in running tasks {c['running']}  "
+                f"in pending tasks {c['pending']}  not submitted/lost {c['missing']}")
+        if c.get("unmerged"):
+            line += f"\n  {self.unmerged_note()}"
+        return line
+
+    def unmerged_note(self) -> str:
+        """What the ok and failed runs in .partial shards are (the one explanation status, merge
+        and merge --require-complete give)."""
+        n = self.counts.get("unmerged", 0)
+        return (f"{plural(n, 'finished run')} of these {'is' if n == 1 else 'are'} in unfinished shards (.partial): "
+                "kept, and merged once their task completes (a stopped task completes on resubmit)")
+
+    def table(self) -> str:
+        """One line per task: its runs, state, ok and failed counts, shard or problem."""
+        lines = [f"{'task':>6} {'runs':>15} {'state':<14} {'ok':>6} {'failed':>6}  shard / problem"]
+        for t in self.tasks:
+            span = f"{t.first_run}-{t.first_run + t.n_runs - 1}"
+            lines.append(f"{t.task:>6} {span:>15} {t.state:<14} {t.ok:>6} {t.failed:>6}  {t.problem or t.shard or ''}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        c = self.counts
+        state = "finished" if self.finished else "under way"
+        return (f"<SweepStatus {self.workdir}: {self.n_runs} runs in {len(self.tasks)} tasks, {state}; "
+                f"ok {c['ok']}, failed {c['failed']}, running {c['running']}, pending {c['pending']}, "
+                f"missing {c['missing']}>")
+
+    def __str__(self) -> str:
+        return f"{self.workdir}: {self.n_runs} runs in {len(self.tasks)} tasks\n  {self.counts_line()}\n{self.table()}"
+
 
 def read_counts(path: Path, live: bool = False) -> tuple[int, int]:
     """(ok, failed) runs in a shard; ``live`` opens without locking (the writer may hold it)."""
@@ -85,6 +119,9 @@ def sweep_status(wd: Workdir) -> SweepStatus:
     counts["running"] = sum(t.n_runs - t.ok - t.failed for t in tasks if t.state is TaskState.RUNNING)
     counts["pending"] = sum(t.n_runs - t.ok - t.failed for t in tasks if t.state is TaskState.PENDING)
     counts["missing"] = plan.n_runs - sum(counts.values())
+    # of the ok and failed runs, those in .partial shards: safe (never run again), but merged only
+    # once their task completes and its shard takes its final name (a final shard is complete)
+    counts["unmerged"] = sum(t.ok + t.failed for t in tasks if t.shard is not None and t.shard.endswith(".partial"))
     return SweepStatus(str(wd.path), plan.n_runs, tasks, note, counts)
 
 

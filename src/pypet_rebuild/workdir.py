@@ -38,7 +38,7 @@ from .codec import holds_pickled, scalar_column
 from .errors import WorkdirError
 from .exploration import Plan
 from .formats.files import atomic_write, hdf5_version
-from .formats.records import JobRecord, Manifest, Provenance, append_job, read_jobs
+from .formats.records import JobRecord, Manifest, Provenance, StopRecord, append_job, read_jobs
 from .formats.shard import shard_path
 from .formats.trajfile import load_trajectory, write_skeleton
 from .model import Trajectory
@@ -153,7 +153,7 @@ class Workdir:
     """A sweep directory on disk."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path).absolute()
+        self.path = Path(os.path.normpath(Path(path).absolute()))  # p/../mine/wd -> mine/wd
         self.shards = self.path / "shards"
         self.logs = self.path / "logs"
         self.skeleton = self.path / "trajectory.h5"
@@ -175,7 +175,7 @@ class Workdir:
         return shard_path(self.shards, task)
 
     def create(self, traj: Trajectory, plan: Plan, fn: Simulation | str | None, executor: dict[str, Any],
-               sweep_file: Path | None = None) -> Manifest:
+               sweep_file: Path | None = None, max_failures: str = "auto") -> Manifest:
         """Write a new sweep; refuse a directory holding another (or the same) sweep."""
         digest = plan_hash(traj, plan)
         if self.exists():
@@ -209,7 +209,7 @@ class Workdir:
         write_skeleton(self.skeleton, traj, plan.n_runs, digest)
         manifest = Manifest(name=traj.name, plan=plan, plan_hash=digest, function=function,
                             executor=executor, sys_path=[p for p in sys.path if p],
-                            allow_pickle=_holds_pickled(traj))
+                            allow_pickle=_holds_pickled(traj), max_failures=max_failures)
         self.write_manifest(manifest)
         provenance(fn).write(self.path / "provenance.json")
         os.chmod(self.path, 0o777 & ~_umask())
@@ -238,7 +238,7 @@ class Workdir:
         manifest = Manifest(name=old.name, plan=plan, plan_hash=digest, function=old.function,
                             executor=old.executor, sys_path=old.sys_path,
                             earlier_hashes=[*old.earlier_hashes, old.plan_hash], created=old.created,
-                            allow_pickle=old.allow_pickle or _holds_pickled(traj))
+                            allow_pickle=old.allow_pickle or _holds_pickled(traj), max_failures=old.max_failures)
         self.write_manifest(manifest)
         return manifest
 
@@ -280,6 +280,22 @@ class Workdir:
     def record_jobs(self, record: JobRecord) -> None:
         """Append one submission (executor, job ids, tasks) to jobs.jsonl as soon as it is known."""
         append_job(self.path / "jobs.jsonl", record)
+
+    @property
+    def stop_path(self) -> Path:
+        return self.path / "stopped.json"
+
+    def stopped(self) -> StopRecord | None:
+        """Why the sweep was stopped early by its failure rule, or None."""
+        return StopRecord.read(self.stop_path)
+
+    def record_stop(self, reason: str, task: int | None = None) -> None:
+        if not self.stop_path.exists():  # the first reason stands
+            StopRecord(reason, task).write(self.stop_path)
+
+    def clear_stop(self) -> None:
+        """A resubmit is a new attempt: the early stop of the last one no longer holds."""
+        self.stop_path.unlink(missing_ok=True)
 
     def jobs(self) -> list[JobRecord]:
         return read_jobs(self.path / "jobs.jsonl")

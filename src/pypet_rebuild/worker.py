@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageError, TaskBusyError
+from .errors import StorageError, SweepStopped, TaskBusyError
+from .failures import FailureRule, FailureWatch
 from .formats.schema import RunStatus
 from .formats.shard import ShardWriter
 from .model import Trajectory
@@ -27,6 +28,7 @@ from .workdir import Simulation, Workdir
 
 log = logging.getLogger(__name__)
 INTERRUPTED_EXIT = 143
+STOPPED_EXIT = 3  # the sweep's failure rule stopped the task: the controller cancels the rest
 STOP_SIGNALS: list[int] = []  # signals that stopped a task in this process (slurm_entry reads it)
 
 
@@ -35,8 +37,12 @@ class Interrupted(Exception):
 
 
 def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWriter | None,
-            keep: bool, stop_on_error: bool = False, should_stop: list[bool] | None = None) -> None:
-    """Run ``fn`` once per run index, recording status, timings and results (the hot loop)."""
+            keep: bool, stop_on_error: bool = False, should_stop: list[bool] | None = None,
+            watch: FailureWatch | None = None) -> None:
+    """Run ``fn`` once per run index, recording status, timings and results (the hot loop).
+
+    ``watch`` applies the sweep's failure rule: when it trips, :class:`SweepStopped` is raised
+    after the run is recorded."""
     store = traj.state.run_store
     if not isinstance(store, MemoryRunStore):
         store = traj.state.run_store = MemoryRunStore()
@@ -67,15 +73,21 @@ def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWr
             if error is not None and stop_on_error:
                 log.error("run %d failed, stopping (stop_on_error):\n%s", i, error[2])
                 raise RuntimeError(f"run {i} failed: {error[0]}: {error[1]}")
+            if watch is not None:
+                reason = watch.record(error is None, *(error[:2] if error else ("", "")))
+                if reason is not None:
+                    raise SweepStopped(reason)
 
 
 def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
              traj: Trajectory | None = None, fn: Simulation | None = None,
-             stop_on_error: bool = False) -> Path:
+             stop_on_error: bool = False, watch: FailureWatch | None = None) -> Path:
     """Run task ``task`` of the sweep in ``workdir``; returns the final shard path.
 
-    In-process callers pass their live trajectory and function (results then stay in memory);
-    worker processes load both from the workdir.
+    In-process callers pass their live trajectory and function (results then stay in memory)
+    and may share one ``watch`` across tasks; worker processes load both from the workdir and
+    watch their own runs. When the failure rule trips, the shard stays ``.partial`` (its runs are
+    kept), the reason goes to ``stopped.json`` and :class:`SweepStopped` is raised.
     """
     wd = Workdir(workdir)
     manifest = wd.manifest()
@@ -94,15 +106,22 @@ def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
         fn = wd.load_function(manifest)
     todo = [i for i in runs if i not in sink.done]
     log.info("task %d: %d runs to do of %d (runs %d-%d)", task, len(todo), len(runs), runs.start, runs.stop - 1)
+    if watch is None:
+        watch = FailureWatch(FailureRule.parse(manifest.max_failures), manifest.plan.n_runs)
     stop = [False]
     previous = _install_stop_handlers(stop)
     try:
-        execute(traj, fn, todo, sink, keep, stop_on_error, stop)
+        execute(traj, fn, todo, sink, keep, stop_on_error, stop, watch)
     except BaseException as exc:
         sink.close()
+        # a stop by the failure rule is said once, by whoever reports it (the caller, or the task log)
+        level = logging.INFO if isinstance(exc, SweepStopped) else logging.WARNING
+        if isinstance(exc, SweepStopped):
+            wd.record_stop(str(exc), task)
+            log.info("task %d: %s", task, exc)
         if isinstance(exc, StorageError):
             log.error("task %d: %s", task, exc)
-        log.warning("task %d: stopped; %d runs are safe in %s", task, len(sink.done), sink.partial.name)
+        log.log(level, "task %d: stopped; %d runs are safe in %s", task, len(sink.done), sink.partial.name)
         raise
     finally:
         _restore_handlers(previous)
@@ -144,6 +163,8 @@ def slurm_entry(workdir: str, task: int, retry_failed: bool = False) -> str:
     configure_logging()
     try:
         return str(run_task(workdir, task, retry_failed))
+    except SweepStopped:  # logged, and recorded for whoever waits: they cancel the other tasks
+        sys.exit(STOPPED_EXIT)
     except Interrupted:
         if STOP_SIGNALS[-1:] == [signal.SIGUSR2] and os.environ.get("SLURM_JOB_ID"):
             log.warning("time-limit warning: shard flushed; waiting for SLURM to end the job")
@@ -167,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         run_task(args[0], int(args[1]), retry)
     except Interrupted:
         return INTERRUPTED_EXIT
+    except SweepStopped:
+        return STOPPED_EXIT
     except StorageError:  # its shard could not be written (run_task logged why): HDF5 cannot close
         logging.shutdown()  # that file, and its clean-up at exit would crash; leave without it
         os._exit(1)

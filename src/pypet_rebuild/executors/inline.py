@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..exploration import Plan
+from ..failures import FailureRule, FailureWatch
 from ..formats.records import JobRecord
 from ..model import Trajectory
 from ..taskstate import TaskState
@@ -39,8 +40,10 @@ class InlineExecutor(Executor):
 
     def submit(self, wd: Workdir, tasks: Sequence[int], retry_failed: bool = False) -> list[str]:
         wd.record_jobs(JobRecord(self.name, ["inline"], list(tasks)))
+        manifest = wd.manifest()
+        watch = FailureWatch(FailureRule.parse(manifest.max_failures), manifest.plan.n_runs)  # one for all tasks
         for task in tasks:
-            run_task(wd.path, task, retry_failed, self.traj, self.fn, self.stop_on_error)
+            run_task(wd.path, task, retry_failed, self.traj, self.fn, self.stop_on_error, watch)
         return ["inline"]
 
     def states(self, wd: Workdir) -> dict[int, TaskState]:

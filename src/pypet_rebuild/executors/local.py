@@ -145,7 +145,8 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 def _child(workdir: str, task: int, retry_failed: bool, log_path: str) -> None:
     """A forked worker: log to the task's file, run the task, exit with its outcome."""
-    from ..worker import INTERRUPTED_EXIT, Interrupted, configure_logging, run_task
+    from ..errors import SweepStopped
+    from ..worker import INTERRUPTED_EXIT, STOPPED_EXIT, Interrupted, configure_logging, run_task
 
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     os.dup2(fd, 1)
@@ -161,6 +162,9 @@ def _child(workdir: str, task: int, retry_failed: bool, log_path: str) -> None:
         run_task(workdir, task, retry_failed)
     except Interrupted:
         os._exit(INTERRUPTED_EXIT)
+    except SweepStopped:  # run_task logged why and recorded it
+        sys.stderr.flush()
+        os._exit(STOPPED_EXIT)
     except BaseException:  # noqa: BLE001 - everything goes to the task log
         traceback.print_exc()
         sys.stderr.flush()
@@ -172,7 +176,7 @@ def _child(workdir: str, task: int, retry_failed: bool, log_path: str) -> None:
 
 def controller(workdir: str, sub_id: str) -> int:
     """Run a submission's tasks with at most max_parallel forked workers."""
-    from .. import worker  # noqa: F401 - import numpy/h5py once, before forking
+    from ..worker import STOPPED_EXIT  # imports numpy/h5py once, before forking
 
     wd = Workdir(workdir)
     folder = wd.path / "local"
@@ -216,9 +220,15 @@ def controller(workdir: str, sub_id: str) -> int:
             proc.join()
             del running[task]
             code = proc.exitcode
+            if code == STOPPED_EXIT and not cancel[0]:
+                print(f"task {task} stopped the sweep by its failure rule (see its log and "
+                      f"{wd.stop_path.name}): cancelling the rest", flush=True)
+                cancel[0] = True
             state["exit"][str(task)] = code
             if timed_out:
                 states[str(task)] = TaskState.TIMEOUT
+            elif code == STOPPED_EXIT:
+                states[str(task)] = TaskState.FAILED
             elif cancel[0] and code != 0:
                 states[str(task)] = TaskState.CANCELLED
             else:

@@ -53,6 +53,7 @@ class Manifest:
     sys_path: list[str] = field(default_factory=list)
     earlier_hashes: list[str] = field(default_factory=list)  # plans this sweep grew from (expand)
     allow_pickle: bool = False  # the submitter stored Pickled values: its workers may unpickle the skeleton
+    max_failures: str = "auto"  # the early-stop rule (failures.FailureRule), as given
     created: float = field(default_factory=time.time)
     version: str = __version__
     format_version: int = MANIFEST_VERSION
@@ -175,3 +176,28 @@ class Provenance:
             raise WorkdirError(f"{where}: damaged provenance (not a JSON object)")
         prov: Provenance = _build(cls, data, Path(where), "provenance")
         return prov
+
+
+@dataclass(frozen=True)
+class StopRecord:
+    """Why a sweep was stopped early (``stopped.json``): written by the task whose failure rule
+    tripped, read by status and by whoever waits (who cancels the other tasks)."""
+
+    reason: str
+    task: int | None = None
+    time: float = field(default_factory=time.time)
+
+    def write(self, path: Path) -> None:
+        atomic_write(path, json.dumps(asdict(self)))
+
+    @classmethod
+    def read(cls, path: Path) -> StopRecord | None:
+        """The record at ``path``; None when there is none (a damaged one is still a stop)."""
+        if not path.exists():
+            return None
+        try:
+            data = _read_json(path, "stop record")
+        except WorkdirError as exc:
+            return cls(str(exc))
+        record: StopRecord = _build(cls, data, path, "stop record")
+        return record

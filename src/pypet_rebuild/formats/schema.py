@@ -10,26 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import h5py
 import numpy as np
 
 from ..codec import STR_DTYPE, new_dataset
+from ..runstore import (
+    RunStatus as RunStatus,  # defined below the model and analysis, which report it
+)
 
 CHUNK_BYTES = 64 << 10  # target size of one HDF5 chunk, in shards and merged files alike
-
-
-class RunStatus(IntEnum):
-    """A run's outcome as stored in ``run_info/status``."""
-
-    MISSING = 0
-    OK = 1
-    FAILED = 2
-
-    def __str__(self) -> str:
-        return self.name.lower()
 
 
 @dataclass(frozen=True)
