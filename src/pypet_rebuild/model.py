@@ -727,6 +727,8 @@ def _explored_values(name: str, default: Any, values: list[Any]) -> list[Any]:
             converted: list[Any] = fast[1].astype(np.float64).tolist()
             return converted
     return [_explored_value(name, default, v) for v in values]
+
+
 def _short_repr(value: Any, limit: int = 60) -> str:
     text = repr(value.item() if isinstance(value, np.generic) else value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
