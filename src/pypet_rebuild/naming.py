@@ -56,3 +56,17 @@ def run_name(index: int) -> str:
 def run_set_name(index: int, bucket: int = 1000) -> str:
     """The bucket group a run's per-run data lives in, so no group holds more than 1000 runs."""
     return f"run_set_{index // bucket:05d}"
+
+
+ITEM_SEP = ":"  # never in a name segment: ``money:amount`` is item ``amount`` of result ``money``
+
+
+def item_key(name: str, item: str) -> str:
+    """How run stores (in memory and on disk) address one item of a multi-item result."""
+    return f"{name}{ITEM_SEP}{item}"
+
+
+def split_item(key: str) -> tuple[str, str | None]:
+    """``money:amount`` -> (``money``, ``amount``); a plain name -> (name, None)."""
+    name, sep, item = key.partition(ITEM_SEP)
+    return (name, item) if sep else (key, None)
