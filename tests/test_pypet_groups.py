@@ -19,8 +19,8 @@ from pypet_rebuild import (
     Trajectory,
     UnsupportedValueError,
     load_trajectory,
+    register_leaf_class,
 )
-from pypet_rebuild.model import register_leaf_class
 
 
 def build() -> Trajectory:
@@ -180,7 +180,10 @@ def test_custom_classes_come_back_only_when_allowed(tmp_path: Path, caplog: pyte
     assert type(other.get("width")) is Parameter
 
 
-def test_registered_class_comes_back(tmp_path: Path) -> None:
+def test_registered_class_comes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pypet_rebuild import model
+
+    monkeypatch.setattr(model, "_LEAF_CLASSES", {})  # the registry is per process: leave it as found
     path = _custom(tmp_path)
     register_leaf_class(Money)
     t = load_trajectory(path)
