@@ -707,6 +707,7 @@ def _export_run_data(runs_grp: h5py.Group, out: ShardBuilder, branch: str, rows:
         out.column(branch, name, (get_attr(col, "kind"), get_attr(col, "dtype"), shape),
                    np.array([new_index[int(r)] for r in have], dtype=np.int64), _rows_of(source, have), row_bytes)
     wanted = set(rows.tolist())
+    items: dict[str, list[tuple[int, h5py.HLObject]]] = {}
     for set_name, run_set in runs_grp.items():
         if not set_name.startswith("run_set_"):
             continue
@@ -714,7 +715,39 @@ def _export_run_data(runs_grp: h5py.Group, out: ShardBuilder, branch: str, rows:
             r = int(rname[4:])
             if r in wanted:
                 for leaf in rgrp:
-                    out.copy_item(new_index[r], branch, leaf, rgrp[leaf])
+                    items.setdefault(leaf, []).append((new_index[r], rgrp[leaf]))
+    column_names = set(cols) if cols is not None else set()
+    for name, found in items.items():
+        # a name kept per run here (it was rare in this file) goes out as a column when it can be
+        # one, so that the merge folds it into the column another input has for it
+        column = None if name in column_names else _items_as_column(found)
+        if column is not None:
+            spec, idx, data = column
+            row_bytes = max(1, data.dtype.itemsize * int(np.prod(spec[2], dtype=np.int64)))
+            out.column(branch, name, spec, idx, lambda a, b, d=data: d[a:b], row_bytes)
+            continue
+        for run, obj in found:
+            out.copy_item(run, branch, name, obj)
+
+
+def _items_as_column(found: list[tuple[int, h5py.HLObject]]) -> tuple[ColumnSpec, np.ndarray, np.ndarray] | None:
+    """Per-run values of one name as (spec, run indices, stacked values) when they all fit one
+    column and are small enough to hold in memory; None otherwise (they stay per run)."""
+    if any(not isinstance(obj, h5py.Dataset) for _, obj in found) or sum(
+            obj.id.get_storage_size() for _, obj in found) > SMALL_COLUMN_BYTES:  # containers never fit
+        return None
+    values = []
+    for _, obj in found:
+        try:
+            values.append(read_value(obj, allow_pickle=False))
+        except (TypeError, ValueError, StorageError):  # pickled, or not a plain value
+            return None
+    specs = {column_spec(v) for v in values}
+    if len(specs) != 1 or None in specs:
+        return None
+    spec = specs.pop()
+    assert spec is not None
+    return spec, np.array([r for r, _ in found], dtype=np.int64), column_array(spec, values)
 
 
 def _rows_of(source: Any, have: np.ndarray) -> Callable[[int, int], np.ndarray]:
