@@ -5,6 +5,7 @@ N-way combine, is_completed, explored ranges, iter_runs, and live multiprocessin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,3 +61,67 @@ def test_merge_all_in_folder(tmp_path: Path) -> None:
     report = merge_all_in_folder(tmp_path)
     assert report.ok == 4 and report.target == tmp_path / "merged.h5"
     assert load_trajectory(tmp_path / "merged.h5").get_from_runs("z").tolist() == [10, 20, 30, 40]
+
+
+def _done(path: Path, fail_x: int | None = None) -> Trajectory:
+    traj = Trajectory("done")
+    traj.add_parameter("x", 0)
+    traj.add_parameter("y", 1.5)
+
+    def simulate(t: Trajectory) -> None:
+        if t.x == fail_x:
+            raise ValueError("bad x")
+        t.add_result("z", t.x * 10)
+
+    traj.explore({"x": [1, 2, 3]})
+    Environment(traj, storage=HDF5StorageService(path)).run_exploration(simulate)
+    return load_trajectory(path)
+
+
+# pypet idiom -> pypet-hpc spelling -> the value it gives (on a loaded 3-run file, x = 1, 2, 3)
+WHOLE_TRAJECTORY_IDIOMS: list[tuple[str, Any, Any]] = [
+    ("traj.f_is_completed()", lambda t: t.is_completed(), True),
+    ("traj.f_is_completed('run_00000001')", lambda t: t.is_completed("run_00000001"), True),
+    ("traj.f_get('x').f_get_range()", lambda t: t.parameters.x.range, [1, 2, 3]),
+    ("traj.f_get('x').f_has_range()", lambda t: t.parameters.x.has_range(), True),
+    ("traj.f_get('y').f_has_range()", lambda t: t.parameters.y.has_range(), False),
+    ("get_range by short name", lambda t: t.get_range("x"), [1, 2, 3]),
+    ("get_range by full name", lambda t: t.get_range("parameters.x"), [1, 2, 3]),
+    ("list(traj.f_iter_runs())", lambda t: list(t.iter_runs(yields="name")),
+     ["run_00000000", "run_00000001", "run_00000002"]),
+    ("f_iter_runs(yields='idx')", lambda t: list(t.iter_runs()), [0, 1, 2]),
+    ("f_iter_runs(start, stop, step)", lambda t: list(t.iter_runs(1, 3, 1, yields="idx")), [1, 2]),
+    ("f_iter_runs(yields='self')", lambda t: [s.x for s in t.iter_runs(yields="self")], [1, 2, 3]),
+    ("f_iter_runs(yields='copy')", lambda t: [c.x for c in list(t.iter_runs(yields="copy"))], [1, 2, 3]),
+    ("the view is restored after iter_runs", lambda t: (list(t.iter_runs()), t.current_run, t.x)[1:], (None, 0)),
+    ("a name from iter_runs selects the run", lambda t: [t.results.runs[n].z.value for n in t.iter_runs(yields="name")],
+     [10, 20, 30]),
+]
+
+
+@pytest.mark.parametrize(("idiom", "call", "expected"), WHOLE_TRAJECTORY_IDIOMS,
+                         ids=[row[0] for row in WHOLE_TRAJECTORY_IDIOMS])
+def test_whole_trajectory_idioms(tmp_path: Path, idiom: str, call: Any, expected: Any) -> None:
+    assert call(_done(tmp_path / "done.h5")) == expected
+
+
+def test_is_completed_is_false_with_a_failed_run_and_before_any_run(tmp_path: Path) -> None:
+    traj = _done(tmp_path / "f.h5", fail_x=2)
+    assert [traj.is_completed(i) for i in range(3)] == [True, False, True]
+    assert not traj.is_completed()
+    fresh = Trajectory("fresh")
+    fresh.add_parameter("x", 0)
+    assert not fresh.is_completed()
+
+
+def test_range_and_iter_runs_refuse_what_does_not_exist(tmp_path: Path) -> None:
+    from pypet_rebuild.errors import NotExploredError
+
+    traj = _done(tmp_path / "r.h5")
+    with pytest.raises(NotExploredError, match="parameter 'y' is not explored") as err:
+        traj.get_range("y")
+    assert isinstance(err.value, TypeError)  # pypet raises a TypeError here
+    with pytest.raises(KeyError, match="no parameter 'nope'"):
+        traj.get_range("nope")
+    with pytest.raises(ValueError, match="choose one of idx, name, self, copy"):
+        list(traj.iter_runs(yields="names"))

@@ -21,6 +21,10 @@ class ExplorationError(PypetError, ValueError):
     """The exploration space is invalid (unknown parameter, empty list, unequal lengths...)."""
 
 
+class NotExploredError(ExplorationError, TypeError):
+    """A parameter's explored range was asked for, but it is not explored."""
+
+
 class LockedParameterError(PypetError, AttributeError):
     """A parameter was changed while a run was executing."""
 

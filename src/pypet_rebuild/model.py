@@ -11,7 +11,13 @@ import numpy as np
 
 from . import analysis
 from .codec import check_value, scalar_column, value_kind
-from .errors import ExplorationError, LockedParameterError, NamingError, PypetError
+from .errors import (
+    ExplorationError,
+    LockedParameterError,
+    NamingError,
+    NotExploredError,
+    PypetError,
+)
 from .naming import run_name, split_name
 from .runstore import BRANCHES, RUN_BRANCHES, RunStatus, RunStore, TrajectoryState
 
@@ -31,6 +37,19 @@ class Parameter(Generic[T]):
     def __post_init__(self) -> None:
         split_name(self.name, VIEW_RESERVED)
         check_value(self.value, f"parameter {self.name!r}")
+
+    @property
+    def range(self) -> list[T]:
+        """The explored values, one per run (pypet's ``f_get_range``); a parameter that is not
+        explored has none (:class:`NotExploredError`, also a TypeError as in pypet)."""
+        values = getattr(self, "_range", None)
+        if values is None:
+            raise NotExploredError(f"parameter {self.name!r} is not explored: it has no range")
+        return list(values)
+
+    def has_range(self) -> bool:
+        """Whether the parameter is explored (pypet's ``f_has_range``)."""
+        return getattr(self, "_range", None) is not None
 
     def lock(self, locked: bool = True) -> None:
         """Refuse (or again allow) changes of the value: a run must not change its inputs."""
@@ -246,6 +265,7 @@ class Trajectory:
         traj = cls(name, comment)
         traj._state = state
         traj.file_path = file_path
+        traj._link_ranges()
         return traj
 
     def add_leaf(self, branch: str, leaf: Parameter[Any] | Result[Any]) -> None:
@@ -338,6 +358,29 @@ class Trajectory:
         self._state.explored = self._checked_space(space)
         self._state.defaults = {n: self._state.leaves["parameters"][n].value for n in self._state.explored}
         self._state.n_runs = len(next(iter(self._state.explored.values())))
+        self._link_ranges()
+
+    def _link_ranges(self) -> None:
+        """Give each parameter its explored values (``param.range``), the others none."""
+        for name, param in self._state.leaves["parameters"].items():
+            _set(param, "_range", self._state.explored.get(name))
+
+    def get_range(self, name: str) -> list[Any]:
+        """The explored values of parameter ``name`` (full or unique short name), one per run."""
+        return self._state.leaves["parameters"][self.parameter_name(name, known=True)].range
+
+    def is_completed(self, run: int | str | None = None) -> bool:
+        """Whether every run (or run ``run``: an index or ``run_00000003``) finished without error
+        (pypet's ``f_is_completed``); a failed run is not completed."""
+        if self._state.run_store is None:
+            return False
+        status = self.run_info()["status"]
+        if run is None:
+            return bool(np.all(status == RunStatus.OK))
+        idx = _run_index(run)
+        if idx is None or not 0 <= idx < len(self):
+            raise IndexError(f"run {run!r} is out of range: the trajectory has {len(self)} runs")
+        return bool(status[idx] == RunStatus.OK)
 
     def expand(self, space: Mapping[str, Sequence[Any]]) -> int:
         """Append run points after the existing ones (pypet's ``f_expand``); returns how many.
@@ -366,7 +409,7 @@ class Trajectory:
         self._state.n_runs += added
         return added
 
-    def parameter_name(self, name: str) -> str:
+    def parameter_name(self, name: str, known: bool = False) -> str:
         """The full name of parameter ``name``: a full name (``drive.zeta``, ``parameters.drive.zeta``)
         or a unique short one (``zeta``), as ``traj.zeta`` accepts."""
         params = self._state.leaves["parameters"]
@@ -379,8 +422,10 @@ class Trajectory:
         if hits:
             raise ExplorationError(f"parameter {name!r} is ambiguous: it could be {', '.join(sorted(hits)[:10])}; "
                                    "use the full name")
-        known = ", ".join(sorted(params)) or "none"
-        raise ExplorationError(f"cannot explore unknown parameter {name!r} (known: {known})")
+        names = ", ".join(sorted(params)) or "none"
+        if known:
+            raise KeyError(f"trajectory {self.name!r} has no parameter {name!r} (known: {names})")
+        raise ExplorationError(f"cannot explore unknown parameter {name!r} (known: {names})")
 
     def _checked_space(self, space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
         if not isinstance(space, Mapping) or not space:
@@ -434,15 +479,43 @@ class Trajectory:
         """The index of the run the trajectory currently shows, or None."""
         return self._current_run
 
-    def iter_runs(self) -> Iterator[int]:
-        """Yield each run index with the trajectory set to that run; restores the view afterwards."""
+    def iter_runs(self, start: int = 0, stop: int | None = None, step: int = 1,
+                  yields: str = "idx") -> Iterator[Any]:
+        """Set the trajectory to each run in turn (pypet's ``f_iter_runs``) and yield the run's
+        index (``yields="idx"``, the default here), its name (``"name"``, pypet's default:
+        ``run_00000003``), the trajectory itself (``"self"``) or a copy set to the run
+        (``"copy"``); the view is restored afterwards. Indices and names work alike in
+        ``set_run`` and ``traj.results.runs[...]``."""
+        what = {"idx": lambda i: i, "name": run_name, "self": lambda i: self, "copy": lambda i: self._copy_at(i)}
+        make = what.get(yields)
+        if make is None:
+            raise ValueError(f"iter_runs(yields={yields!r}): choose one of {', '.join(what)}")
+        stop = len(self) if stop is None else stop
+        if stop > len(self):
+            raise IndexError(f"iter_runs(stop={stop}): the trajectory has {len(self)} runs")
         previous = self._current_run
         try:
-            for i in range(len(self)):
+            for i in range(start, stop, step):
                 self.set_run(i)
-                yield i
+                yield make(i)
         finally:
             self.set_run(previous)
+
+    def _copy_at(self, idx: int) -> Trajectory:
+        """A trajectory sharing this one's leaves and run data, its explored parameters set to run
+        ``idx`` (pypet's shallow copy: explored parameters are copied, other leaves shared)."""
+        other = Trajectory.restore(self.name, self.comment, TrajectoryState(
+            leaves={b: dict(leaves) for b, leaves in self._state.leaves.items()},
+            explored=self._state.explored, defaults=self._state.defaults, n_runs=self._state.n_runs,
+            run_store=self._state.run_store), self.file_path)
+        params = other._state.leaves["parameters"]
+        for name in self._state.explored:
+            copied = object.__new__(Parameter)
+            copied.__dict__.update(params[name].__dict__)
+            params[name] = copied
+        other._link_ranges()
+        other.set_run(idx)
+        return other
 
     def _apply_point(self, idx: int | None) -> None:
         params = self._state.leaves["parameters"]
