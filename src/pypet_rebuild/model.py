@@ -367,7 +367,8 @@ class Trajectory:
 
     def get_range(self, name: str) -> list[Any]:
         """The explored values of parameter ``name`` (full or unique short name), one per run."""
-        return self._state.leaves["parameters"][self.parameter_name(name, known=True)].range
+        param: Parameter[Any] = self._state.leaves["parameters"][self.parameter_name(name, known=True)]
+        return param.range
 
     def is_completed(self, run: int | str | None = None) -> bool:
         """Whether every run (or run ``run``: an index or ``run_00000003``) finished without error
@@ -486,7 +487,8 @@ class Trajectory:
         ``run_00000003``), the trajectory itself (``"self"``) or a copy set to the run
         (``"copy"``); the view is restored afterwards. Indices and names work alike in
         ``set_run`` and ``traj.results.runs[...]``."""
-        what = {"idx": lambda i: i, "name": run_name, "self": lambda i: self, "copy": lambda i: self._copy_at(i)}
+        what: dict[str, Callable[[int], Any]] = {"idx": lambda i: i, "name": run_name, "self": lambda i: self,
+                                                 "copy": self._copy_at}
         make = what.get(yields)
         if make is None:
             raise ValueError(f"iter_runs(yields={yields!r}): choose one of {', '.join(what)}")
