@@ -4,6 +4,8 @@ N-way combine, is_completed, explored ranges, iter_runs, and live multiprocessin
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pypet_rebuild import Environment, HDF5StorageService, Trajectory, load_trajectory
+from pypet_rebuild import Environment, HDF5StorageService, PypetError, Trajectory, load_trajectory
 from pypet_rebuild.cli import main
 from pypet_rebuild.combine import merge_all_in_folder
 
@@ -125,3 +127,78 @@ def test_range_and_iter_runs_refuse_what_does_not_exist(tmp_path: Path) -> None:
         traj.get_range("nope")
     with pytest.raises(ValueError, match="choose one of idx, name, self, copy"):
         list(traj.iter_runs(yields="names"))
+
+
+_QUEUE: Any = None  # set by the test: a module-level multiprocessing queue a simulation names
+
+
+def _uses_global_queue(traj: Trajectory) -> None:
+    _QUEUE.put(traj.x)
+
+
+def _live_simulations(manager: Any) -> list[tuple[str, Any, str]]:
+    shared = manager.list()
+    lock = multiprocessing.Lock()
+
+    def appends(traj: Trajectory) -> None:  # pypet's example_12 (sharing data): Manager().list()
+        shared.append(traj.x)
+
+    def locked(traj: Trajectory, lock: Any = lock) -> None:
+        with lock:
+            traj.add_result("z", traj.x)
+
+    class Collector:
+        def __init__(self) -> None:
+            self.out = manager.dict()
+
+        def __call__(self, traj: Trajectory) -> None:
+            self.out[traj.x] = 1
+
+        def run(self, traj: Trajectory) -> None:
+            self.out[traj.x] = 1
+
+    return [
+        ("closure", appends, r"appends's closure variable 'shared' is a multiprocessing proxy \(ListProxy\)"),
+        ("default", locked, r"a default argument of .*locked is a multiprocessing lock \(Lock\)"),
+        ("global", _uses_global_queue, "the global '_QUEUE' _uses_global_queue uses is a multiprocessing queue"),
+        ("partial", functools.partial(lambda t, d: None, d={"q": shared}),
+         r"argument 'd' of .*\['q'\] is a multiprocessing proxy"),
+        ("bound method", Collector().run, r"Collector.run.* is a multiprocessing proxy \(DictProxy\)"),
+    ]
+
+
+@pytest.mark.parametrize("executor", ["local", "slurm"])
+def test_live_multiprocessing_objects_are_refused_before_submitting(tmp_path: Path, executor: str) -> None:
+    global _QUEUE
+    from pypet_rebuild.errors import LiveObjectError
+
+    with multiprocessing.Manager() as manager:
+        _QUEUE = multiprocessing.Queue()
+        try:
+            for label, fn, message in _live_simulations(manager):
+                traj = Trajectory("live")
+                traj.add_parameter("x", 0)
+                wd = tmp_path / label
+                env = Environment(traj, executor=executor, workdir=wd)
+                with pytest.raises(LiveObjectError, match=message) as err:
+                    env.run_exploration(fn, space={"x": [1, 2]})
+                text = str(err.value)
+                assert isinstance(err.value, PypetError) and isinstance(err.value, TypeError), label
+                assert "\n" not in text and "traj.add_result" in text and f"{executor} workers" in text, label
+                assert not wd.exists(), f"{label}: the workdir was written"
+        finally:
+            _QUEUE.close()
+            _QUEUE = None
+
+
+def test_live_objects_still_work_inline() -> None:
+    with multiprocessing.Manager() as manager:
+        shared = manager.list()
+
+        def appends(traj: Trajectory) -> None:
+            shared.append(traj.x)
+
+        traj = Trajectory("inline")
+        traj.add_parameter("x", 0)
+        Environment(traj).run_exploration(appends, space={"x": [1, 2, 3]})
+        assert list(shared) == [1, 2, 3]

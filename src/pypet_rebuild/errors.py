@@ -61,6 +61,11 @@ class ArgumentTypeError(PypetError, TypeError):
     """A function of the API was given an argument of the wrong type."""
 
 
+class LiveObjectError(ArgumentTypeError):
+    """A simulation carries a multiprocessing proxy, lock or queue to local or SLURM workers,
+    which run in other processes and cannot share it."""
+
+
 def check_type(value: Any, types: type | tuple[type, ...], what: str, expected: str) -> None:
     """Raise :class:`ArgumentTypeError` (one line) unless ``value`` is one of ``types``; bools
     never pass for numbers."""
