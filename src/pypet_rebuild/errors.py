@@ -25,6 +25,10 @@ class NotExploredError(ExplorationError, TypeError):
     """A parameter's explored range was asked for, but it is not explored."""
 
 
+class EmptyResultError(PypetError, AttributeError):
+    """The value of an emptied result (or one loaded with ``load_data=False``) was asked for."""
+
+
 class LockedParameterError(PypetError, AttributeError):
     """A parameter was changed while a run was executing."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ import numpy as np
 from . import analysis
 from .codec import check_value, scalar_column, value_kind
 from .errors import (
+    ArgumentTypeError,
+    EmptyResultError,
     ExplorationError,
     LockedParameterError,
     NamingError,
@@ -76,6 +79,28 @@ class Result(Generic[T]):
         split_name(self.name, VIEW_RESERVED)
         check_value(self.value, f"result {self.name!r}")
 
+    def empty(self) -> None:
+        """Free the value and keep the name and comment (pypet's ``f_empty``): a big result of a
+        loaded trajectory costs no memory until ``traj.load_item(name)`` reads it again."""
+        self.__dict__.pop("value", None)
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether the value was freed by :meth:`empty` or never loaded (``load_data=False``)."""
+        return "value" not in self.__dict__
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: ``value`` of an emptied result
+        if name == "value":
+            raise EmptyResultError(f"result {self.__dict__.get('name', '?')!r} is empty (emptied, or loaded "
+                                   f"with load_data=False); read it with traj.load_item(name)")
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        if self.is_empty:
+            return f"Result(name={self.name!r}, <empty>, comment={self.comment!r})"
+        return f"Result(name={self.name!r}, value={self.value!r}, comment={self.comment!r})"
+
 
 Leaf = Parameter[Any] | Result[Any]
 
@@ -88,6 +113,14 @@ def loaded_leaf(cls: type[Any], name: str, value: Any, comment: str = "") -> Any
     if cls is Parameter:
         _set(leaf, "_locked", False)
     return leaf
+
+
+_STORAGE: list[Callable[[str | os.PathLike[str]], Any]] = []  # the storage service for a path, set by .storage (a layer above)
+
+
+def use_storage(factory: Callable[[str | os.PathLike[str]], Any]) -> None:
+    """Set what ``traj.store(path)`` and ``traj.load_item`` use (HDF5StorageService)."""
+    _STORAGE[:] = [factory]
 
 
 class GroupView(Mapping[str, Any]):
@@ -351,6 +384,30 @@ class Trajectory:
                 raise NamingError(f"{branch}.{name} clashes with the existing {kind} {branch}.{other}")
         leaves[name] = leaf
         self._shortcuts = None
+
+    # -- storing without an Environment (pypet's f_store, f_store_item, f_load_item) ----------
+    def store(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Write the trajectory to ``path`` (default: the file it was loaded from or stored to):
+        a new file, or the trajectory-level leaves the file lacks (post-processing results),
+        written atomically under the merge lock."""
+        self._storage(path).store(self)
+
+    def store_item(self, name: str, overwrite: bool = False) -> None:
+        """Write one trajectory-level parameter or result into the trajectory's file."""
+        self._storage(None).store_item(self, name, overwrite)
+
+    def load_item(self, name: str, load_only: Sequence[str] | None = None, allow_pickle: bool = False) -> Any:
+        """Read one trajectory-level leaf back from the trajectory's file (an emptied result, or
+        one loaded with ``load_data=False``); ``load_only`` reads only those keys of a dict value."""
+        return self._storage(None).load_item(self, name, load_only, allow_pickle)
+
+    def _storage(self, path: str | os.PathLike[str] | None) -> Any:
+        where = path if path is not None else self.file_path
+        if where is None:
+            raise PypetError(f"trajectory {self.name!r} has no file yet; give one: traj.store('results.h5')")
+        if not isinstance(where, str | os.PathLike):
+            raise ArgumentTypeError(f"store(path) must be a path, not {type(where).__name__}")
+        return _STORAGE[0](where)
 
     # -- exploration ------------------------------------------------------------------------
     def explore(self, space: Mapping[str, Sequence[Any]]) -> None:
