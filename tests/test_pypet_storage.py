@@ -412,3 +412,15 @@ def test_store_item_overwrite_and_a_loaded_trajectory_stored_elsewhere(tmp_path:
     traj.store(copy)
     assert load_trajectory(copy).extra == "only in the copy" and "extra" not in load_trajectory(path).results
     assert load_trajectory(copy).get_from_runs("z").tolist() == [10, 20, 30]
+
+
+def test_post_processing_right_after_a_sweep_on_the_live_trajectory(tmp_path: Path) -> None:
+    path = tmp_path / "live.h5"
+    traj = Trajectory("live")
+    traj.add_parameter("x", 0)
+    Environment(traj, storage=HDF5StorageService(path)).run_exploration(
+        lambda t: t.add_result("z", t.x * 2), space={"x": [1, 2, 3]})
+    traj.add_result("total", int(traj.get_from_runs("z").sum()))
+    traj.store()  # the file the Environment wrote
+    loaded = load_trajectory(path)
+    assert loaded.total == 12 and loaded.get_from_runs("z").tolist() == [2, 4, 6]
