@@ -163,7 +163,7 @@ def test_every_help_example_runs(command: str, examples_copy: Path, tmp_path: Pa
     else:
         shutil.copytree(examples_copy, where)
     if command == "combine":
-        for name in ("week1.h5", "week2.h5"):
+        for name in ("week1.h5", "week2.h5", "week3.h5"):
             shutil.copyfile(where / "runs" / "mysweep" / "merged.h5", where / name)
     proc = cli(*shlex.split(examples[0]), cwd=where, check=False)
     assert proc.returncode == 0, f"pypet-hpc {examples[0]}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"

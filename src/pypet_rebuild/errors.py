@@ -21,6 +21,14 @@ class ExplorationError(PypetError, ValueError):
     """The exploration space is invalid (unknown parameter, empty list, unequal lengths...)."""
 
 
+class NotExploredError(ExplorationError, TypeError):
+    """A parameter's explored range was asked for, but it is not explored."""
+
+
+class EmptyResultError(PypetError, AttributeError):
+    """The value of an emptied result (or one loaded with ``load_data=False``) was asked for."""
+
+
 class LockedParameterError(PypetError, AttributeError):
     """A parameter was changed while a run was executing."""
 
@@ -55,6 +63,11 @@ class LockBusyError(StorageError):
 
 class ArgumentTypeError(PypetError, TypeError):
     """A function of the API was given an argument of the wrong type."""
+
+
+class LiveObjectError(ArgumentTypeError):
+    """A simulation carries a multiprocessing proxy, lock or queue to local or SLURM workers,
+    which run in other processes and cannot share it."""
 
 
 def check_type(value: Any, types: type | tuple[type, ...], what: str, expected: str) -> None:

@@ -13,21 +13,25 @@ import glob
 import logging
 import os
 import shutil
-import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
-from .errors import DamagedFileError, LockBusyError, NoSpaceError, StorageError
-from .formats.files import atomic_write, disk_full, os_reason, replace_durably, reserve, verify_h5
+from .errors import DamagedFileError, NoSpaceError, StorageError
+from .formats.files import (
+    LOCK_TIMEOUT as LOCK_TIMEOUT,  # re-exported: the merge's default wait
+)
+from .formats.files import (
+    disk_full,
+    merge_lock,
+    os_reason,
+    replace_durably,
+    reserve,
+    verify_h5,
+)
 from .formats.trajfile import merge_shards, nothing_new, plan_hash_of
 
 log = logging.getLogger(__name__)
-LOCK_TIMEOUT = 600.0  # seconds a merge waits for another merge of the same target
-LOCK_NOTICE = 2.0  # after this long waiting, a merge says whom it waits for
 MERGE_SPACE_FACTOR = 1.0  # a merge reserves the target's size plus this times the new shards' size
 
 
@@ -79,43 +83,6 @@ def merge(
     _target_hash(target, plan_hash, earlier_hashes, rebuild)  # a wrong -o fails before the lock file is made
     with merge_lock(target, lock_timeout):
         return _merge_locked(skeleton, shards, target, plan_hash, progress, provenance, earlier_hashes, rebuild)
-
-
-@contextmanager
-def merge_lock(target: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the lock of merges into ``target``. Its side file names the holder (pid and host);
-    a merge that has waited :data:`LOCK_NOTICE` seconds says whom it waits for. The lock is the
-    kernel's (flock): it goes when its holder dies, so no lock of a dead process can remain;
-    a stopped or hung holder keeps it, and the waiting merge gives up after ``timeout``."""
-    lock = FileLock(target.with_name(f".{target.name}.lock"))  # hidden: it stays after the merge
-    holder = target.with_name(f".{target.name}.lock.holder")
-    try:
-        lock.acquire(timeout=min(timeout, LOCK_NOTICE))
-    except Timeout:
-        who = _holder(holder)
-        log.warning("waiting for another merge (%s) into %s, up to %.0f s (--lock-timeout)", who, target, timeout)
-        try:
-            lock.acquire(timeout=max(0.0, timeout - LOCK_NOTICE))
-        except Timeout:
-            raise LockBusyError(f"{target}: another merge ({who}) has held {lock.lock_file} for over {timeout:.0f} s; "
-                                "if it is stopped or hung, end it, or raise --lock-timeout") from None
-    try:
-        try:
-            atomic_write(holder, f"{os.getpid()} {socket.gethostname()}\n", durable=False)
-        except OSError as exc:  # who holds the lock is a courtesy to waiting merges (a full disk...)
-            log.debug("cannot write %s: %s", holder, exc)
-        yield
-    finally:
-        holder.unlink(missing_ok=True)
-        lock.release()
-
-
-def _holder(side_file: Path) -> str:
-    try:
-        pid, host = side_file.read_text().split()[:2]
-    except (OSError, ValueError):
-        return "holder unknown"
-    return f"pid {pid} on host {host}"
 
 
 def _merge_locked(skeleton: Path, shards: Sequence[Path], target: Path, plan_hash: str,

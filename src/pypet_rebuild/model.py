@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,7 +12,15 @@ import numpy as np
 
 from . import analysis
 from .codec import check_value, scalar_column, value_kind
-from .errors import ExplorationError, LockedParameterError, NamingError, PypetError
+from .errors import (
+    ArgumentTypeError,
+    EmptyResultError,
+    ExplorationError,
+    LockedParameterError,
+    NamingError,
+    NotExploredError,
+    PypetError,
+)
 from .naming import run_name, split_name
 from .runstore import BRANCHES, RUN_BRANCHES, RunStatus, RunStore, TrajectoryState
 
@@ -31,6 +40,19 @@ class Parameter(Generic[T]):
     def __post_init__(self) -> None:
         split_name(self.name, VIEW_RESERVED)
         check_value(self.value, f"parameter {self.name!r}")
+
+    @property
+    def range(self) -> list[T]:
+        """The explored values, one per run (pypet's ``f_get_range``); a parameter that is not
+        explored has none (:class:`NotExploredError`, also a TypeError as in pypet)."""
+        values = getattr(self, "_range", None)
+        if values is None:
+            raise NotExploredError(f"parameter {self.name!r} is not explored: it has no range")
+        return list(values)
+
+    def has_range(self) -> bool:
+        """Whether the parameter is explored (pypet's ``f_has_range``)."""
+        return getattr(self, "_range", None) is not None
 
     def lock(self, locked: bool = True) -> None:
         """Refuse (or again allow) changes of the value: a run must not change its inputs."""
@@ -57,6 +79,28 @@ class Result(Generic[T]):
         split_name(self.name, VIEW_RESERVED)
         check_value(self.value, f"result {self.name!r}")
 
+    def empty(self) -> None:
+        """Free the value and keep the name and comment (pypet's ``f_empty``): a big result of a
+        loaded trajectory costs no memory until ``traj.load_item(name)`` reads it again."""
+        self.__dict__.pop("value", None)
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether the value was freed by :meth:`empty` or never loaded (``load_data=False``)."""
+        return "value" not in self.__dict__
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: ``value`` of an emptied result
+        if name == "value":
+            raise EmptyResultError(f"result {self.__dict__.get('name', '?')!r} is empty (emptied, or loaded "
+                                   f"with load_data=False); read it with traj.load_item(name)")
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        if self.is_empty:
+            return f"Result(name={self.name!r}, <empty>, comment={self.comment!r})"
+        return f"Result(name={self.name!r}, value={self.value!r}, comment={self.comment!r})"
+
 
 Leaf = Parameter[Any] | Result[Any]
 
@@ -69,6 +113,14 @@ def loaded_leaf(cls: type[Any], name: str, value: Any, comment: str = "") -> Any
     if cls is Parameter:
         _set(leaf, "_locked", False)
     return leaf
+
+
+_STORAGE: list[Callable[[str | os.PathLike[str]], Any]] = []  # the storage service for a path, set by .storage (a layer above)
+
+
+def use_storage(factory: Callable[[str | os.PathLike[str]], Any]) -> None:
+    """Set what ``traj.store(path)`` and ``traj.load_item`` use (HDF5StorageService)."""
+    _STORAGE[:] = [factory]
 
 
 class GroupView(Mapping[str, Any]):
@@ -246,6 +298,7 @@ class Trajectory:
         traj = cls(name, comment)
         traj._state = state
         traj.file_path = file_path
+        traj._link_ranges()
         return traj
 
     def add_leaf(self, branch: str, leaf: Parameter[Any] | Result[Any]) -> None:
@@ -332,12 +385,60 @@ class Trajectory:
         leaves[name] = leaf
         self._shortcuts = None
 
+    # -- storing without an Environment (pypet's f_store, f_store_item, f_load_item) ----------
+    def store(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Write the trajectory to ``path`` (default: the file it was loaded from or stored to):
+        a new file, or the trajectory-level leaves the file lacks (post-processing results),
+        written atomically under the merge lock."""
+        self._storage(path).store(self)
+
+    def store_item(self, name: str, overwrite: bool = False) -> None:
+        """Write one trajectory-level parameter or result into the trajectory's file."""
+        self._storage(None).store_item(self, name, overwrite)
+
+    def load_item(self, name: str, load_only: Sequence[str] | None = None, allow_pickle: bool = False) -> Any:
+        """Read one trajectory-level leaf back from the trajectory's file (an emptied result, or
+        one loaded with ``load_data=False``); ``load_only`` reads only those keys of a dict value."""
+        return self._storage(None).load_item(self, name, load_only, allow_pickle)
+
+    def _storage(self, path: str | os.PathLike[str] | None) -> Any:
+        where = path if path is not None else self.file_path
+        if where is None:
+            raise PypetError(f"trajectory {self.name!r} has no file yet; give one: traj.store('results.h5')")
+        if not isinstance(where, str | os.PathLike):
+            raise ArgumentTypeError(f"store(path) must be a path, not {type(where).__name__}")
+        return _STORAGE[0](where)
+
     # -- exploration ------------------------------------------------------------------------
     def explore(self, space: Mapping[str, Sequence[Any]]) -> None:
         """Set explicit run points: equal-length lists of values, one list per parameter."""
         self._state.explored = self._checked_space(space)
         self._state.defaults = {n: self._state.leaves["parameters"][n].value for n in self._state.explored}
         self._state.n_runs = len(next(iter(self._state.explored.values())))
+        self._link_ranges()
+
+    def _link_ranges(self) -> None:
+        """Give each parameter its explored values (``param.range``), the others none."""
+        for name, param in self._state.leaves["parameters"].items():
+            _set(param, "_range", self._state.explored.get(name))
+
+    def get_range(self, name: str) -> list[Any]:
+        """The explored values of parameter ``name`` (full or unique short name), one per run."""
+        param: Parameter[Any] = self._state.leaves["parameters"][self.parameter_name(name, known=True)]
+        return param.range
+
+    def is_completed(self, run: int | str | None = None) -> bool:
+        """Whether every run (or run ``run``: an index or ``run_00000003``) finished without error
+        (pypet's ``f_is_completed``); a failed run is not completed."""
+        if self._state.run_store is None:
+            return False
+        status = self.run_info()["status"]
+        if run is None:
+            return bool(np.all(status == RunStatus.OK))
+        idx = _run_index(run)
+        if idx is None or not 0 <= idx < len(self):
+            raise IndexError(f"run {run!r} is out of range: the trajectory has {len(self)} runs")
+        return bool(status[idx] == RunStatus.OK)
 
     def expand(self, space: Mapping[str, Sequence[Any]]) -> int:
         """Append run points after the existing ones (pypet's ``f_expand``); returns how many.
@@ -366,7 +467,7 @@ class Trajectory:
         self._state.n_runs += added
         return added
 
-    def parameter_name(self, name: str) -> str:
+    def parameter_name(self, name: str, known: bool = False) -> str:
         """The full name of parameter ``name``: a full name (``drive.zeta``, ``parameters.drive.zeta``)
         or a unique short one (``zeta``), as ``traj.zeta`` accepts."""
         params = self._state.leaves["parameters"]
@@ -379,8 +480,10 @@ class Trajectory:
         if hits:
             raise ExplorationError(f"parameter {name!r} is ambiguous: it could be {', '.join(sorted(hits)[:10])}; "
                                    "use the full name")
-        known = ", ".join(sorted(params)) or "none"
-        raise ExplorationError(f"cannot explore unknown parameter {name!r} (known: {known})")
+        names = ", ".join(sorted(params)) or "none"
+        if known:
+            raise KeyError(f"trajectory {self.name!r} has no parameter {name!r} (known: {names})")
+        raise ExplorationError(f"cannot explore unknown parameter {name!r} (known: {names})")
 
     def _checked_space(self, space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
         if not isinstance(space, Mapping) or not space:
@@ -434,15 +537,44 @@ class Trajectory:
         """The index of the run the trajectory currently shows, or None."""
         return self._current_run
 
-    def iter_runs(self) -> Iterator[int]:
-        """Yield each run index with the trajectory set to that run; restores the view afterwards."""
+    def iter_runs(self, start: int = 0, stop: int | None = None, step: int = 1,
+                  yields: str = "idx") -> Iterator[Any]:
+        """Set the trajectory to each run in turn (pypet's ``f_iter_runs``) and yield the run's
+        index (``yields="idx"``, the default here), its name (``"name"``, pypet's default:
+        ``run_00000003``), the trajectory itself (``"self"``) or a copy set to the run
+        (``"copy"``); the view is restored afterwards. Indices and names work alike in
+        ``set_run`` and ``traj.results.runs[...]``."""
+        what: dict[str, Callable[[int], Any]] = {"idx": lambda i: i, "name": run_name, "self": lambda i: self,
+                                                 "copy": self._copy_at}
+        make = what.get(yields)
+        if make is None:
+            raise ValueError(f"iter_runs(yields={yields!r}): choose one of {', '.join(what)}")
+        stop = len(self) if stop is None else stop
+        if stop > len(self):
+            raise IndexError(f"iter_runs(stop={stop}): the trajectory has {len(self)} runs")
         previous = self._current_run
         try:
-            for i in range(len(self)):
+            for i in range(start, stop, step):
                 self.set_run(i)
-                yield i
+                yield make(i)
         finally:
             self.set_run(previous)
+
+    def _copy_at(self, idx: int) -> Trajectory:
+        """A trajectory sharing this one's leaves and run data, its explored parameters set to run
+        ``idx`` (pypet's shallow copy: explored parameters are copied, other leaves shared)."""
+        other = Trajectory.restore(self.name, self.comment, TrajectoryState(
+            leaves={b: dict(leaves) for b, leaves in self._state.leaves.items()},
+            explored=self._state.explored, defaults=self._state.defaults, n_runs=self._state.n_runs,
+            run_store=self._state.run_store), self.file_path)
+        params = other._state.leaves["parameters"]
+        for name in self._state.explored:
+            copied = object.__new__(Parameter)
+            copied.__dict__.update(params[name].__dict__)
+            params[name] = copied
+        other._link_ranges()
+        other.set_run(idx)
+        return other
 
     def _apply_point(self, idx: int | None) -> None:
         params = self._state.leaves["parameters"]

@@ -285,11 +285,13 @@ def _names(grp: h5py.Group, path: str) -> list[str]:
 
 
 def load_trajectory(
-    path: str | os.PathLike[str], name: str | None = None, allow_pickle: bool = False
+    path: str | os.PathLike[str], name: str | None = None, allow_pickle: bool = False, load_data: bool = True
 ) -> Trajectory:
     """Load a trajectory file (merged or written by HDF5StorageService) with natural naming.
 
     Parameters and explored values are read at once; run data is read when touched.
+    ``load_data=False`` loads the skeleton: the tree, comments and run table, with every
+    trajectory-level result empty until ``traj.load_item(name)`` reads it.
     Pickled values are only unpickled when ``allow_pickle=True``.
     """
     check_type(path, (str, os.PathLike), "load_trajectory(path)", "a path")
@@ -299,9 +301,15 @@ def load_trajectory(
         state = TrajectoryState()
         for branch in BRANCHES:
             for leaf_name, obj in _iter_leaves(grp[branch]):
-                value = read_value(obj, allow_pickle, f"{branch}.{leaf_name}")
                 cls = Result if get_attr(obj, "leaf") == "Result" else Parameter
-                state.leaves[branch][leaf_name] = loaded_leaf(cls, leaf_name, value, get_attr(obj, "comment", ""))
+                comment = get_attr(obj, "comment", "")
+                if cls is Result and not load_data:
+                    leaf = loaded_leaf(cls, leaf_name, None, comment)
+                    leaf.empty()
+                else:
+                    value = read_value(obj, allow_pickle, f"{branch}.{leaf_name}")
+                    leaf = loaded_leaf(cls, leaf_name, value, comment)
+                state.leaves[branch][leaf_name] = leaf
         order = [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
         state.explored = {n: column_values(grp["explored"][n]) for n in order}
         state.defaults = {n: state.leaves["parameters"][n].value for n in order}
@@ -309,6 +317,65 @@ def load_trajectory(
         name = get_attr(grp, "name")
         state.run_store = FileRunStore(p, name, allow_pickle)
         return Trajectory.restore(name, get_attr(grp, "comment", ""), state, file_path=str(p))
+
+
+def read_leaf_value(path: Path, traj_name: str, branch: str, name: str, allow_pickle: bool = False,
+                    load_only: Sequence[str] | None = None) -> Any:
+    """The stored value of one trajectory-level leaf; ``load_only`` reads only those keys of a
+    dict value (the others are not read)."""
+    with open_h5(path) as f:
+        grp = trajectory_group(f, traj_name)
+        obj = grp[branch].get(name.replace(".", "/"))
+        if obj is None or "leaf" not in obj.attrs:
+            raise KeyError(f"{path}: no {branch}.{name} stored")
+        where = f"{branch}.{name}"
+        if load_only is None:
+            return read_value(obj, allow_pickle, where)
+        if not isinstance(obj, h5py.Group) or get_attr(obj, "kind") != "dict":
+            raise StorageError(f"{path}: {where} is not a dict of items; load it without load_only")
+        keys = json.loads(get_attr(obj, "keys"))
+        unknown = [k for k in load_only if k not in keys]
+        if unknown:
+            raise KeyError(f"{where} has no item {unknown[0]!r} (items: {', '.join(keys)})")
+        return {k: read_value(obj[str(keys.index(k))], allow_pickle, where) for k in load_only}
+
+
+def stored_leaves(path: Path, traj_name: str) -> set[tuple[str, str]]:
+    """(branch, name) of every trajectory-level leaf a file holds."""
+    with open_h5(path) as f:
+        grp = trajectory_group(f, traj_name)
+        return {(b, n) for b in BRANCHES for n, _ in _iter_leaves(grp[b])}
+
+
+def file_identity(path: Path, traj_name: str) -> tuple[int, list[str]]:
+    """(runs, explored parameters) of a trajectory in a file: what a store into it must match."""
+    with open_h5(path) as f:
+        grp = trajectory_group(f, traj_name)
+        return int(get_attr(grp, "n_runs")), [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
+
+
+def write_leaves(working_copy: Path, traj_name: str, leaves: Sequence[tuple[str, Parameter[Any] | Result[Any]]],
+                 overwrite: bool) -> None:
+    """Write trajectory-level leaves (branch, leaf) into a working copy of a trajectory file
+    (see :func:`.files.rewrite_locked`); one that exists is replaced only when ``overwrite``."""
+    f = h5py.File(working_copy, "a", locking=LOCKING)
+    try:
+        grp = trajectory_group(f, traj_name)
+        for branch, leaf in leaves:
+            path = leaf.name.replace(".", "/")
+            if path in grp[branch]:
+                if not overwrite:
+                    raise StorageError(f"{branch}.{leaf.name} is stored already; pass overwrite=True to replace it")
+                del grp[branch][path]
+            write_leaf(grp[branch], leaf.name, leaf)
+        sync_h5(f)
+    except BaseException as exc:
+        if not isinstance(exc, OSError) or isinstance(exc, StorageError):
+            f.close()
+            raise
+        abandon_h5(f, exc)  # a write failed (disk full...): close in the order that cannot crash
+        raise
+    f.close()
 
 
 def _iter_leaves(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.HLObject]]:
@@ -707,6 +774,7 @@ def _export_run_data(runs_grp: h5py.Group, out: ShardBuilder, branch: str, rows:
         out.column(branch, name, (get_attr(col, "kind"), get_attr(col, "dtype"), shape),
                    np.array([new_index[int(r)] for r in have], dtype=np.int64), _rows_of(source, have), row_bytes)
     wanted = set(rows.tolist())
+    items: dict[str, list[tuple[int, h5py.HLObject]]] = {}
     for set_name, run_set in runs_grp.items():
         if not set_name.startswith("run_set_"):
             continue
@@ -714,7 +782,39 @@ def _export_run_data(runs_grp: h5py.Group, out: ShardBuilder, branch: str, rows:
             r = int(rname[4:])
             if r in wanted:
                 for leaf in rgrp:
-                    out.copy_item(new_index[r], branch, leaf, rgrp[leaf])
+                    items.setdefault(leaf, []).append((new_index[r], rgrp[leaf]))
+    column_names = set(cols) if cols is not None else set()
+    for name, found in items.items():
+        # a name kept per run here (it was rare in this file) goes out as a column when it can be
+        # one, so that the merge folds it into the column another input has for it
+        column = None if name in column_names else _items_as_column(found)
+        if column is not None:
+            spec, idx, data = column
+            row_bytes = max(1, data.dtype.itemsize * int(np.prod(spec[2], dtype=np.int64)))
+            out.column(branch, name, spec, idx, lambda a, b, d=data: d[a:b], row_bytes)
+            continue
+        for run, obj in found:
+            out.copy_item(run, branch, name, obj)
+
+
+def _items_as_column(found: list[tuple[int, h5py.HLObject]]) -> tuple[ColumnSpec, np.ndarray, np.ndarray] | None:
+    """Per-run values of one name as (spec, run indices, stacked values) when they all fit one
+    column and are small enough to hold in memory; None otherwise (they stay per run)."""
+    if any(not isinstance(obj, h5py.Dataset) for _, obj in found) or sum(
+            obj.id.get_storage_size() for _, obj in found) > SMALL_COLUMN_BYTES:  # containers never fit
+        return None
+    values = []
+    for _, obj in found:
+        try:
+            values.append(read_value(obj, allow_pickle=False))
+        except (TypeError, ValueError, StorageError):  # pickled, or not a plain value
+            return None
+    specs = {column_spec(v) for v in values}
+    if len(specs) != 1 or None in specs:
+        return None
+    spec = specs.pop()
+    assert spec is not None
+    return spec, np.array([r for r, _ in found], dtype=np.int64), column_array(spec, values)
 
 
 def _rows_of(source: Any, have: np.ndarray) -> Callable[[int, int], np.ndarray]:
