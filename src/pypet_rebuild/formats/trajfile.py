@@ -549,7 +549,8 @@ class _Rows:
         view = self.ds.asstr() if self.text else self.ds
         lo, hi = int(rows[0]), int(rows[-1]) + 1
         if hi - lo <= 4 * len(rows) + 65536:
-            return np.asarray(view[lo:hi])[rows - lo]
+            block: np.ndarray = np.asarray(view[lo:hi])
+            return np.asarray(block[rows - lo])
         return np.asarray(view[rows])
 
     def write(self, rows: np.ndarray, values: Any) -> None:
