@@ -184,8 +184,9 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[str], target: Path, b
     assert not [p for p in target.parent.iterdir() if ".merging-" in p.name]
 
 
-@pytest.mark.parametrize(("previous", "factor"), [(True, None), (False, None), (False, 0.0)],
-                         ids=["onto a target", "new target", "new target, limit hit inside HDF5"])
+@pytest.mark.parametrize(("previous", "factor"), [(True, None), (False, None), (False, 0.0), (True, 0.0)],
+                         ids=["onto a target", "new target", "new target, limit hit inside HDF5",
+                              "onto a target, limit hit inside HDF5 (rolled back)"])
 def test_merge_under_a_file_size_limit_fails_cleanly(tmp_path: Path, previous: bool, factor: float | None) -> None:
     wd, first = half_merged(tmp_path)
     target = first if previous else tmp_path / "new.h5"

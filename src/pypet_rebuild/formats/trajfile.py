@@ -19,10 +19,12 @@ Only this module knows this layout: the merge (:class:`ShardMerger`), combine
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -453,7 +455,12 @@ def merge_shards(working_copy: Path, shards: Sequence[Path], plan_hash: str, tar
         if journaled is not None:
             journaled.discard = True  # whatever HDF5 still holds goes nowhere: the journal undoes it all
             grp = merger = None
-            abandon_h5(f, exc)
+            traceback.clear_frames(exc.__traceback__)  # drop every handle into the file, then close it
+            gc.collect()
+            try:
+                f.close()
+            except (OSError, RuntimeError, ValueError) as again:
+                log.debug("closing %s after %s: %s", target, type(exc).__name__, again)
             journaled.rollback()
             raise
         if not isinstance(exc, OSError) or isinstance(exc, StorageError):
