@@ -574,7 +574,7 @@ class _Rows:
                 self.lo = lo
             self.parts.append(np.array(values))
             self.n += len(rows)
-            self.nbytes += self.parts[-1].nbytes
+            self.nbytes += self.parts[-1].nbytes * (8 if self.text else 1)  # a text row: a Python str
             return
         self.flush()
         with self._guard():
