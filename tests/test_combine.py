@@ -103,12 +103,16 @@ def test_expand_a_finished_sweep_runs_only_the_new_points(tmp_path: Path) -> Non
     env.run_exploration(_product, space={"x": [1, 2, 3], "y": [10, 20, 30]})  # 9 runs, tasks of 4
     first = load_trajectory(wd / "merged.h5")
     starts = first.run_info()["start"].copy()
+    inode = (wd / "merged.h5").stat().st_ino
     # grow both axes; the 9 old points keep their indices, 7 new ones follow
     env = Environment(_grid_traj(), executor="local", workdir=wd)
     handle = env.expand(_product, space={"x": [1, 2, 3, 4], "y": [10, 20, 30, 40]})
     handle.wait(timeout=60)
     report = handle.merge()
     assert report.ok == 16 and report.missing == 0
+    # the merged file grows in place: only the shards of the tasks that ran (2, again, and 3)
+    assert report.merged_shards == ["task_000002.h5", "task_000003.h5"], report.merged_shards
+    assert (wd / "merged.h5").stat().st_ino == inode
     grown = load_trajectory(wd / "merged.h5")
     x, y = np.array(grown.explored["x"]), np.array(grown.explored["y"])
     assert list(zip(x[:9], y[:9], strict=True)) == list(zip(first.explored["x"], first.explored["y"], strict=True))

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from filelock import FileLock, Timeout
 
 from ..codec import STR_DTYPE
 from ..errors import DamagedFileError, LockBusyError, NoSpaceError, StorageError
+from .journal import READER_WAIT, settle
 
 log = logging.getLogger(__name__)
 LOCKING: Any = "best-effort"  # HDF5 file locking: on where the filesystem supports it
@@ -129,12 +131,30 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", locking: Any = LOCKIN
             raise StorageError(f"{p}: no such file")
         if p.is_dir():
             raise StorageError(f"{p}: is a directory, not an HDF5 file")
+        if settle(p):  # a merge writes into it: the old content reads as before, except while it commits
+            return _open_waiting(p, locking)
     try:
         return h5py.File(p, mode, locking=locking)
     except OSError as exc:
         if mode == "r" and not h5py.is_hdf5(p):
             raise StorageError(f"{p}: not an HDF5 file") from None
         raise StorageError(f"{p}: cannot open ({exc})") from None
+
+
+def _open_waiting(p: Path, locking: Any) -> h5py.File:
+    """Open a file a merge is changing; while the merge commits it holds the file's lock: wait."""
+    deadline = time.monotonic() + READER_WAIT
+    said = False
+    while True:
+        try:
+            return h5py.File(p, "r", locking=locking)
+        except OSError as exc:
+            if "unable to lock file" not in str(exc) or time.monotonic() > deadline:
+                raise StorageError(f"{p}: cannot open ({exc})") from None
+            if not said:
+                log.info("%s: waiting for a merge to commit", p)
+                said = True
+            time.sleep(0.02)
 
 
 def hdf5_version() -> str:
