@@ -247,7 +247,7 @@ def test_find_idx_and_v_idx(tmp_path: Path) -> None:
     for idx in traj.f_find_idx(["x", "y"], lambda x, y: x == 2 or y == 8):
         traj.v_idx = idx
         assert traj.v_crun == f"run_{idx:08d}"
-        seen.append((traj.v_crun, traj.x, traj.y, traj.results.runs[traj.v_crun].z.value))
+        seen.append((traj.v_crun, traj.x, traj.y, traj.results.runs[traj.v_crun].z))
     traj.f_restore_default()
     assert traj.v_idx == -1 and traj.v_crun is None and traj.x == 1
     assert seen == [(f"run_{i:08d}", x, y, x * y) for i, (x, y) in
@@ -369,6 +369,8 @@ def test_links_without_modern_support_fail_in_one_line() -> None:
     traj.f_add_parameter("x", 1)
     with pytest.raises(UnsupportedError, match="f_add_link needs Trajectory.add_link"):
         traj.f_add_link("mylink1", traj.f_get("x"))
+    with pytest.raises(UnsupportedError, match="parameters.y = ...: adding by assignment into a group needs"):
+        traj.par.y = Parameter("y", 1, "I am the second dimension!")
 
 
 def test_more_ways_to_add_data() -> None:
@@ -380,6 +382,14 @@ def test_more_ways_to_add_data() -> None:
     assert (traj.x, traj.y, traj.w) == (1, 1, 2)
     assert traj.f_get("y").v_comment == "I am the second dimension!"
     assert traj.f_to_dict(fast_access=True, short_names=True) == {"x": 1, "y": 1, "w": 2}
+    assert traj.par.subgroup.subsubgroup.w == 2  # natural naming with pypet's fast access
+    assert traj.parameters.f_to_dict(short_names=True, fast_access=True) == {"x": 1, "y": 1, "w": 2}
+    assert traj.par.subgroup.f_get("subsubgroup.w").v_full_name == "parameters.subgroup.subsubgroup.w"
+    traj.v_fast_access = False
+    assert traj.par.subgroup.subsubgroup.w.f_get() == 2
+    assert not hasattr(traj, "f_no_such_method")
+    traj.func.add_parameter("v", 3, comment="via func")  # pypet's prefix-free spellings
+    assert traj.func.get("v").vars.comment == "via func" and traj.vars.name == "my_trajectory"
 
 
 # -- example 18: many runs --------------------------------------------------------------------------

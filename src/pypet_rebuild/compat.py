@@ -53,6 +53,10 @@ class UnsupportedError(PypetError, NotImplementedError):
     """A pypet feature or keyword that pypet-hpc does not offer; the message says the modern way."""
 
 
+class _UnsupportedAttribute(UnsupportedError, AttributeError):
+    """An unsupported pypet attribute: also an AttributeError, so ``hasattr`` says False."""
+
+
 def _ambiguity_error() -> type[Exception]:
     # the modern API's own "not unique" error, once it has one (issue 11); until then ours
     for name in ("NotUniqueNodeError", "AmbiguousNameError", "AmbiguityError"):
@@ -216,6 +220,14 @@ class _Node:
             return list(self._traj.get_range(self._node.name))
         return self._traj.explored[self._node.name]
 
+    @property
+    def func(self) -> _Prefixed:
+        return _Prefixed(self, "f_")
+
+    @property
+    def vars(self) -> _Prefixed:
+        return _Prefixed(self, "v_")
+
     def f_has_range(self) -> bool:
         return self._branch == "parameters" and self._node.name in self._traj.explored
 
@@ -248,32 +260,51 @@ class _Node:
 
 
 class _Group:
-    """What ``traj.f_get(name)`` gives for a group: the modern group with pypet's methods."""
+    """A group as pypet's natural naming gives it: children with fast access (a parameter's value,
+    unless ``traj.v_fast_access = False``), pypet's methods, the rest of the modern group."""
 
     __slots__ = ("_node", "_traj")
 
     def __init__(self, node: Any, traj: Trajectory) -> None:
-        self._node, self._traj = node, traj
+        object.__setattr__(self, "_node", node)
+        object.__setattr__(self, "_traj", traj)
+
+    @property
+    def _path(self) -> str:
+        path = getattr(self._node, "path", None)
+        return str(path) if path is not None else f"{getattr(self._node, '_branch', 'results')}.runs"
+
+    @property
+    def _branch(self) -> str:
+        return self._path.partition(".")[0]
 
     def _full(self, name: str) -> str:
-        prefix: str = self._node.path
-        return f"{prefix.partition('.')[2]}.{name}".lstrip(".")
+        return f"{self._path.partition('.')[2]}.{name}".lstrip(".")
+
+    @property
+    def v_full_name(self) -> str:
+        return self._path
+
+    @property
+    def v_name(self) -> str:
+        return self._path.rpartition(".")[2]
 
     def f_add_parameter(self, *args: Any, **kwargs: Any) -> Any:
-        if not self._node.path.startswith("parameters"):
-            raise PypetError(f"{self._node.path} is not in parameters")
-        args = _renamed(args, self._full)
-        return self._traj.f_add_parameter(*args, **kwargs)
+        if self._branch != "parameters":
+            raise PypetError(f"{self._path} is not in parameters")
+        return self._traj.f_add_parameter(*_renamed(args, self._full), **kwargs)
 
     def f_add_result(self, *args: Any, **kwargs: Any) -> Any:
         return self._traj.f_add_result(*_renamed(args, self._full), **kwargs)
 
     def f_get(self, name: str, fast_access: bool = False) -> Any:
-        return self._traj._wrap(self._node[name], self._node.path.partition(".")[0], fast_access)
+        return self._traj._wrap(self._node[name], self._branch, fast_access)
+
+    def f_get_children(self, copy: bool = True) -> dict[str, Any]:
+        return {name: self.f_get(name) for name in self._node}
 
     def f_to_dict(self, fast_access: bool = False, short_names: bool = False, nested: bool = False) -> dict[str, Any]:
-        branch = self._node.path.partition(".")[0]
-        prefix = self._node.path.partition(".")[2]
+        branch, _, prefix = self._path.partition(".")
         prefix = prefix + "." if prefix else ""
         out: dict[str, Any] = {}
         for full, leaf in self._traj.state.leaves[branch].items():
@@ -289,13 +320,60 @@ class _Group:
         return _modern(self._node, "annotations", "v_annotations")
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._node, name)
+        if name.startswith(("f_", "v_")):
+            raise _UnsupportedAttribute(f"pypet's group.{name} is not supported by pypet_rebuild.compat")
+        found = getattr(self._node, name)
+        return self._traj._wrap(found, self._branch, self._traj._fast_access) if _is_node(found) else found
+
+    def __getitem__(self, name: str) -> Any:
+        return self._traj._wrap(self._node[name], self._branch, self._traj._fast_access)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(type(self._node), "__setattr__", None) is object.__setattr__:
+            raise UnsupportedError(f"{self._path}.{name} = ...: adding by assignment into a group needs "
+                                   "the modern groups of issue 11, not in this pypet_rebuild yet; use "
+                                   "traj.f_add_parameter(Parameter(...)) meanwhile")
+        setattr(self._node, name, _unwrap(value))  # pypet's traj.par.x = Parameter(...)
+
+    @property
+    def func(self) -> _Prefixed:
+        return _Prefixed(self, "f_")
+
+    @property
+    def vars(self) -> _Prefixed:
+        return _Prefixed(self, "v_")
 
     def __contains__(self, item: object) -> bool:
         return item in self._node
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._node)
+
+    def __len__(self) -> int:
+        return len(self._node)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._node)
+
     def __repr__(self) -> str:
         return repr(self._node)
+
+
+class _Prefixed:
+    """pypet's ``node.func.add_result`` / ``node.vars.comment``: the ``f_`` / ``v_`` names without
+    their prefix."""
+
+    __slots__ = ("_obj", "_prefix")
+
+    def __init__(self, obj: Any, prefix: str) -> None:
+        self._obj, self._prefix = obj, prefix
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._obj, self._prefix + name)
+
+
+def _is_node(obj: Any) -> bool:
+    return isinstance(obj, _model.Parameter | _model.Result | _model.GroupView | _model.RunsView)
 
 
 def _renamed(args: tuple[Any, ...], full: Callable[[str], str]) -> tuple[Any, ...]:
@@ -399,6 +477,16 @@ class Trajectory(_model.Trajectory):
             log.debug("v_auto_load=False ignored: run data is always read when touched")
 
     @property
+    def func(self) -> _Prefixed:
+        """pypet's ``traj.func.add_result(...)``: the f_ methods without the prefix."""
+        return _Prefixed(self, "f_")
+
+    @property
+    def vars(self) -> _Prefixed:
+        """pypet's ``traj.vars.name``: the v_ properties without the prefix."""
+        return _Prefixed(self, "v_")
+
+    @property
     def v_filename(self) -> str | None:
         return self._filename or self.file_path
 
@@ -481,9 +569,38 @@ class Trajectory(_model.Trajectory):
 
     # -- access -----------------------------------------------------------------------------------
     def _wrap(self, node: Any, branch: str, fast_access: bool) -> Any:
+        """A node as pypet hands it out: a leaf's value with fast access (a result only when it
+        holds one value), else the leaf or group with pypet's methods."""
         if isinstance(node, _model.Parameter | _model.Result):
-            return node.value if fast_access else _Node(node, self, branch)
-        return _Group(node, self)
+            if fast_access:
+                try:
+                    return node.value
+                except (AttributeError, PypetError):  # a result of several items: no fast access
+                    pass
+            return _Node(node, self, branch)
+        return _Group(node, self) if _is_node(node) else node
+
+    # natural naming through the branches, with pypet's fast access
+    @property
+    def config(self) -> Any:
+        return _Group(super().config, self)
+
+    @property
+    def parameters(self) -> Any:
+        return _Group(super().parameters, self)
+
+    @property
+    def derived_parameters(self) -> Any:
+        return _Group(super().derived_parameters, self)
+
+    @property
+    def results(self) -> Any:
+        return _Group(super().results, self)
+
+    par = parameters
+    dpar = derived_parameters
+    res = results
+    conf = config
 
     def f_get(self, name: str, fast_access: bool = False, with_links: bool = True, shortcuts: bool = True,
               max_depth: int | None = None, auto_load: bool = False) -> Any:
@@ -506,17 +623,18 @@ class Trajectory(_model.Trajectory):
                   copy: bool = True, with_links: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for branch in _BRANCHES:
-            out.update(_Group(getattr(self, branch), self).f_to_dict(fast_access, short_names))
+            out.update(getattr(self, branch).f_to_dict(fast_access, short_names))
         return out
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith(("f_", "v_")):
-            raise UnsupportedError(f"pypet's traj.{name} is not supported by pypet_rebuild.compat")
+            raise _UnsupportedAttribute(f"pypet's traj.{name} is not supported by pypet_rebuild.compat")
         try:
             if not self._fast_access:
                 node = self[name]
                 return self._wrap(node, _branch_of(self, node), False)
-            return super().__getattr__(name)
+            node = self[name]  # the modern shortcut resolution (the node, not yet its value)
+            return self._wrap(node, _branch_of(self, node), True)
         except NotUniqueNodeError:
             raise
         except PypetError as exc:
@@ -586,7 +704,7 @@ class Trajectory(_model.Trajectory):
                 value = column.data[i]
                 out[key] = value.item() if isinstance(value, np.generic) else value
             else:
-                out[key] = _Node(self.results.runs[run_name(i)][name], self, "results")
+                out[key] = _Node(super().results.runs[run_name(i)][name], self, "results")
         return out
 
     def f_find_idx(self, name_list: str | Sequence[str], predicate: Callable[..., Any]) -> Iterator[int]:
@@ -857,7 +975,7 @@ class Environment:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        raise UnsupportedError(f"pypet's env.{name} is not supported by pypet_rebuild.compat")
+        raise _UnsupportedAttribute(f"pypet's env.{name} is not supported by pypet_rebuild.compat")
 
 
 def cartesian_product(explore_dict: Mapping[str, Sequence[Any]],
