@@ -475,3 +475,30 @@ def test_the_modern_trajectory_underneath(tmp_path: Path) -> None:
     assert list(plain.get_from_runs("z")) == Z
     with pytest.raises(UnsupportedError, match="traj.f_no_such_thing is not supported"):
         traj.f_no_such_thing()
+
+
+HAS_POSTPROC = hasattr(modern_env.Environment, "add_postprocessing")
+
+
+@pytest.mark.skipif(not HAS_POSTPROC, reason="post-processing comes with issue 16")
+def test_postprocessing_expands_as_in_pypet(tmp_path: Path) -> None:
+    env = Environment(trajectory="adaptive", filename=str(tmp_path / "a.h5"))
+    env.trajectory.f_add_parameter("x", 0)
+    env.trajectory.f_explore({"x": [0, 1]})
+    waves: list[list[tuple[int, int]]] = []
+
+    def postproc(traj: Trajectory, result_list: list[tuple[int, int]], limit: int) -> dict[str, list[int]] | None:
+        waves.append(sorted(result_list))
+        top = max(v for _, v in result_list)
+        return {"x": [top + 1]} if top + 1 <= limit else None  # pypet: a dict means expand and run again
+
+    env.add_postprocessing(postproc, 3)
+    env.run(lambda traj: traj.x)
+    assert len(waves) == 3 and env.trajectory.f_get("x").f_get_range() == [0, 1, 2, 3]
+
+
+@pytest.mark.skipif(HAS_POSTPROC, reason="the modern Environment has post-processing")
+def test_postprocessing_without_modern_support_fails_in_one_line(tmp_path: Path) -> None:
+    env = Environment(trajectory="adaptive", filename=str(tmp_path / "a.h5"))
+    with pytest.raises(UnsupportedError, match="env.add_postprocessing needs the modern Environment.add_postprocessing"):
+        env.add_postprocessing(lambda traj, results: None)

@@ -115,8 +115,9 @@ def _refuse(where: str, given: Mapping[str, Any], known: Mapping[str, str], igno
         if key in known:
             raise UnsupportedError(f"{where}: pypet's {key}= is not supported; {known[key]}")
         if key not in ignored:
-            raise UnsupportedError(f"{where}: unknown keyword {key}= (pypet_rebuild.compat supports "
-                                   f"{', '.join(sorted(ignored | _HANDLED.get(where, frozenset())))})")
+            supported = sorted(ignored | _HANDLED.get(where, frozenset()))
+            tail = f" (pypet_rebuild.compat supports {', '.join(supported)})" if supported else ""
+            raise UnsupportedError(f"{where}: unknown keyword {key}={tail}")
     _ignored(where, list(given))
 
 
@@ -124,7 +125,8 @@ def _modern(obj: Any, method: str, feature: str) -> Callable[..., Any]:
     """``obj.method`` of the modern API, or one line saying which modern method is still missing."""
     found = getattr(type(obj), method, None)
     if found is None:
-        raise UnsupportedError(f"{feature} needs {type(obj).__mro__[-2].__name__}.{method}, "
+        modern = next(c for c in type(obj).__mro__ if c.__module__ != __name__)
+        raise UnsupportedError(f"{feature} needs {modern.__name__}.{method}, "
                                "which this pypet_rebuild does not have yet (issue 11/16)")
     bound: Callable[..., Any] = getattr(obj, method)
     return bound
@@ -244,6 +246,8 @@ class _Node:
             self._node.value = args[0]
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._node, name)
 
     def __contains__(self, item: object) -> bool:
@@ -320,6 +324,8 @@ class _Group:
         return _modern(self._node, "annotations", "v_annotations")
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         if name.startswith(("f_", "v_")):
             raise _UnsupportedAttribute(f"pypet's group.{name} is not supported by pypet_rebuild.compat")
         found = getattr(self._node, name)
@@ -369,6 +375,8 @@ class _Prefixed:
         self._obj, self._prefix = obj, prefix
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._obj, self._prefix + name)
 
 
@@ -695,7 +703,10 @@ class Trajectory(_model.Trajectory):
                         max_depth: int | None = None, auto_load: bool = False) -> OrderedDict[Any, Any]:
         """pypet's OrderedDict: run name (or index) -> the result (or its value with
         ``fast_access=True``), for the runs that have ``name``."""
-        column = self.get_from_runs(name)
+        try:
+            column = self.get_from_runs(name)
+        except KeyError:  # no run has it: pypet gives an empty dict
+            return OrderedDict()
         present = np.flatnonzero(~np.ma.getmaskarray(column).reshape(len(column), -1).any(axis=1))
         out: OrderedDict[Any, Any] = OrderedDict()
         for i in present.tolist():
@@ -773,8 +784,8 @@ class Trajectory(_model.Trajectory):
                                    "Environment(traj, workdir=W).expand(simulate, space=...)")
         if storage_service is not None:
             raise UnsupportedError("f_load(storage_service=...) is not supported: the file is HDF5")
-        _refuse("f_load", kwargs, {}, frozenset({"filename"}))
-        path = kwargs.get("filename") or self._path()
+        path = kwargs.pop("filename", None) or self._path()
+        _refuse("f_load", kwargs, {}, frozenset())
         if index not in (None, 0, -1) and name is None:
             raise UnsupportedError(f"f_load(index={index}): a pypet-hpc file holds one trajectory; "
                                    "use index=-1 or name=")
@@ -877,6 +888,9 @@ class _NotCollected(list[Any]):
 
     __iter__ = __len__ = __getitem__ = __bool__ = __contains__ = _refuse
 
+    def __repr__(self) -> str:
+        return "<env.run's return values: not collected by this pypet_rebuild (issue 16)>"
+
 
 class Environment:
     """pypet's Environment over :class:`pypet_rebuild.Environment`.
@@ -910,6 +924,7 @@ class Environment:
         self.multiproc = multiproc
         self.ncores = ncores
         self._ran = False
+        self._postprocessing: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
 
     @property
     def traj(self) -> Trajectory:
@@ -946,6 +961,8 @@ class Environment:
         env = _environment.Environment(self.trajectory, storage=_storage.HDF5StorageService(self.filename),
                                        executor="local" if self.multiproc else "inline", workdir=workdir,
                                        fail_on_error=True, **options)
+        for postproc, pargs, pkwargs in self._postprocessing:
+            env.add_postprocessing(postproc, *pargs, **pkwargs)  # type: ignore[attr-defined]
         self._ran = True
         try:
             out = env.run(_PypetJob(job), *args, **kwargs)
@@ -969,8 +986,12 @@ class Environment:
                                "files with `pypet-hpc combine`")
 
     def add_postprocessing(self, postproc: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        raise UnsupportedError("env.add_postprocessing needs the modern Environment.add_postprocessing "
-                               "(issue 16), not in this pypet_rebuild yet")
+        """pypet's ``postproc(traj, results, *args, **kwargs)`` after the runs (it may return new
+        points to run): handed to the modern Environment's post-processing."""
+        if not hasattr(_environment.Environment, "add_postprocessing"):
+            raise UnsupportedError("env.add_postprocessing needs the modern Environment.add_postprocessing "
+                                   "(issue 16), not in this pypet_rebuild yet")
+        self._postprocessing.append((postproc, args, kwargs))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
