@@ -26,7 +26,7 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -240,10 +240,15 @@ class _Node:
         _modern(self._node, "empty", "f_empty()")()
 
     def f_set(self, *args: Any, **kwargs: Any) -> None:
-        if kwargs or len(args) != 1:
-            _modern(self._node, "set", "f_set with several items")(*args, **kwargs)
-        else:
+        """``f_set(value)``, or items of a result: ``f_set(monty="...")``."""
+        if args:
+            if len(args) != 1 or kwargs:
+                raise PypetError(f"{self.v_full_name}: f_set takes one value or named items")
             self._node.value = args[0]
+            return
+        setter = _modern(self._node, "__setitem__", "f_set(item=...)")
+        for key, value in kwargs.items():
+            setter(key, value)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -381,7 +386,18 @@ class _Prefixed:
 
 
 def _is_node(obj: Any) -> bool:
-    return isinstance(obj, _model.Parameter | _model.Result | _model.GroupView | _model.RunsView)
+    """A leaf, or one of the modern API's views (groups, runs, run sets: mappings of the package)."""
+    if isinstance(obj, _model.Parameter | _model.Result | _model.GroupView | _model.RunsView):
+        return True
+    return (type(obj).__module__.startswith("pypet_rebuild.") and isinstance(obj, Mapping)
+            and not isinstance(obj, dict))
+
+
+def _one_value(node: Any) -> bool:
+    """Whether a result holds one value (pypet's fast access), not several items."""
+    if isinstance(node, _model.Result) and hasattr(type(node), "keys"):
+        return list(getattr(node, "keys")()) == [node.name.rpartition(".")[2]]  # noqa: B009
+    return True
 
 
 def _renamed(args: tuple[Any, ...], full: Callable[[str], str]) -> tuple[Any, ...]:
@@ -580,11 +596,8 @@ class Trajectory(_model.Trajectory):
         """A node as pypet hands it out: a leaf's value with fast access (a result only when it
         holds one value), else the leaf or group with pypet's methods."""
         if isinstance(node, _model.Parameter | _model.Result):
-            if fast_access:
-                try:
-                    return node.value
-                except (AttributeError, PypetError):  # a result of several items: no fast access
-                    pass
+            if fast_access and _one_value(node):
+                return node.value
             return _Node(node, self, branch)
         return _Group(node, self) if _is_node(node) else node
 
@@ -690,6 +703,9 @@ class Trajectory(_model.Trajectory):
     def f_iter_runs(self, start: int = 0, stop: int | None = None, step: int = 1,
                     yields: str = "name") -> Iterator[Any]:
         """Each run in turn, with the trajectory set to it (pypet's default yields run names)."""
+        if "yields" in inspect.signature(_model.Trajectory.iter_runs).parameters:
+            yield from cast(Any, self).iter_runs(start, stop, step, yields=yields)
+            return
         if yields not in ("name", "idx", "self"):
             raise UnsupportedError(f"f_iter_runs(yields={yields!r}): choose 'name', 'idx' or 'self'; "
                                    "copies of a trajectory are not offered")
@@ -778,7 +794,8 @@ class Trajectory(_model.Trajectory):
                with_run_information: bool = True, with_meta_data: bool = True,
                storage_service: Any = None, **kwargs: Any) -> None:
         """Load this trajectory (or ``name``) from its file into this object. Run data is read
-        lazily when touched, so LOAD_SKELETON and LOAD_DATA behave alike."""
+        lazily when touched; with ``load_results=LOAD_SKELETON`` (pypet's default) the
+        trajectory's own results come without data where the modern loader offers a skeleton."""
         if as_new:
             raise UnsupportedError("f_load(as_new=True) is not supported; grow a finished sweep with "
                                    "Environment(traj, workdir=W).expand(simulate, space=...)")
@@ -791,7 +808,14 @@ class Trajectory(_model.Trajectory):
                                    "use index=-1 or name=")
         if name is None and self.state.leaves["parameters"]:
             name = self.name  # reload this trajectory (after env.run, say)
-        loaded = _storage.load_trajectory(path, name)
+        if load_data is not None:
+            load_results = load_data
+        if load_results != pypetconstants.LOAD_DATA and "load_data" in inspect.signature(
+                _storage.load_trajectory).parameters:
+            # pypet's skeleton: results without their data, read later with f_load_item
+            loaded = cast(Any, _storage.load_trajectory)(path, name, load_data=False)
+        else:
+            loaded = _storage.load_trajectory(path, name)
         self._adopt(loaded)
 
     def _adopt(self, other: _model.Trajectory) -> None:
@@ -962,7 +986,7 @@ class Environment:
                                        executor="local" if self.multiproc else "inline", workdir=workdir,
                                        fail_on_error=True, **options)
         for postproc, pargs, pkwargs in self._postprocessing:
-            env.add_postprocessing(postproc, *pargs, **pkwargs)  # type: ignore[attr-defined]
+            cast(Any, env).add_postprocessing(postproc, *pargs, **pkwargs)
         self._ran = True
         try:
             out = env.run(_PypetJob(job), *args, **kwargs)
