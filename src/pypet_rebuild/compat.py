@@ -654,7 +654,11 @@ class Trajectory(_model.Trajectory):
             if not self._fast_access:
                 node = self[name]
                 return self._wrap(node, _branch_of(self, node), False)
-            node = self[name]  # the modern shortcut resolution (the node, not yet its value)
+            try:
+                node = self[name]  # the modern shortcut resolution (the node, not yet its value)
+            except KeyError:  # what only attribute access resolves (a link during a run, say)
+                found = super().__getattr__(name)
+                return self._wrap(found, "results", True) if _is_node(found) else found
             return self._wrap(node, _branch_of(self, node), True)
         except NotUniqueNodeError:
             raise
@@ -721,8 +725,8 @@ class Trajectory(_model.Trajectory):
         ``fast_access=True``), for the runs that have ``name``."""
         try:
             column = self.get_from_runs(name)
-        except KeyError:  # no run has it: pypet gives an empty dict
-            return OrderedDict()
+        except KeyError:  # not a column (a result of several items, say): the runs' own nodes
+            return self._from_run_nodes(name, use_indices, fast_access)
         present = np.flatnonzero(~np.ma.getmaskarray(column).reshape(len(column), -1).any(axis=1))
         out: OrderedDict[Any, Any] = OrderedDict()
         for i in present.tolist():
@@ -732,6 +736,18 @@ class Trajectory(_model.Trajectory):
                 out[key] = value.item() if isinstance(value, np.generic) else value
             else:
                 out[key] = _Node(super().results.runs[run_name(i)][name], self, "results")
+        return out
+
+    def _from_run_nodes(self, name: str, use_indices: bool, fast_access: bool) -> OrderedDict[Any, Any]:
+        """pypet's dict built run by run from the runs' nodes (empty when no run has ``name``)."""
+        runs = super().results.runs if self.state.run_store is not None else {}
+        out: OrderedDict[Any, Any] = OrderedDict()
+        for i in range(len(runs)):
+            try:
+                node = runs[run_name(i)][name]
+            except KeyError:
+                continue
+            out[i if use_indices else run_name(i)] = self._wrap(node, "results", fast_access)
         return out
 
     def f_find_idx(self, name_list: str | Sequence[str], predicate: Callable[..., Any]) -> Iterator[int]:
