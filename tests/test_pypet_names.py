@@ -277,3 +277,26 @@ def test_an_ambiguous_name_is_an_attribute_error_listing_the_candidates() -> Non
 
     Environment(traj).run_exploration(run_data)
     assert traj.get_from_runs("found").tolist() == [[False, 3], [False, 3]]
+
+
+@pytest.fixture()
+def slurm_cluster() -> Iterator[None]:
+    from .test_slurm import cluster_problem, hold_cluster
+
+    yield from hold_cluster(cluster_problem(), "local SLURM cluster", "sudo bash slurm/start.sh")
+
+
+@pytest.mark.slurm
+def test_a_bad_name_stops_a_slurm_sweep_and_the_waiting_side_cancels_the_rest(
+        tmp_path: Path, slurm_cluster: None, sweeps: list[Path]) -> None:
+    traj = Trajectory("t")
+    traj.add_parameter("x", 0)
+    wd = tmp_path / "wd"
+    sweeps.append(wd)
+    env = Environment(traj, executor="slurm", workdir=wd, runs_per_task=5, max_parallel=1, time_limit="5",
+                      job_name="pht-names")
+    with pytest.raises(SweepStopped, match=r"result name 'neuron.\$x': segment '\$x' is an unknown wildcard"):
+        env.run_exploration(bad_name_always, space={"x": list(range(100))})
+    st = sweep_status(Workdir(wd))
+    assert st.finished and st.counts["ok"] == 0 and 1 <= st.counts["failed"] <= 3, st.counts
+    assert any(t.state == "CANCELLED" for t in st.tasks), st.tasks
