@@ -13,6 +13,16 @@ class NamingError(PypetError, ValueError):
     """A node name breaks the naming rules."""
 
 
+class InvalidNameError(NamingError):
+    """A name that can never be stored (reserved segment, bad characters, an unknown ``$``
+    wildcard): raised in a run, it stops the whole sweep, since every run would fail alike."""
+
+
+class AmbiguousNameError(PypetError, AttributeError):
+    """A short name matches several nodes at the same depth; an AttributeError, so that
+    ``hasattr`` and ``getattr(traj, name, default)`` treat it as absent."""
+
+
 class UnsupportedValueError(PypetError, TypeError):
     """A parameter or result value has a type that cannot be stored."""
 
