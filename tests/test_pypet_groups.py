@@ -33,6 +33,7 @@ def build() -> Trajectory:
     traj.add_result("money", amount=1.5, currency="EUR", comment="a price")
     traj.add_link("cars", traj.get("ncars"))
     traj.road = traj.get("traffic")  # a link by assignment
+    traj.parameters.traffic.alias = traj.get("speed")  # a link inside a group
     traj.annotations["author"] = "me"
     traj.parameters.traffic.annotations["unit"] = "cars/km"
     traj.get("ncars").annotations["max"] = 100
@@ -61,6 +62,8 @@ IDIOMS: list[tuple[str, Any]] = [
     ('traj["cars"].value', 10),
     ("traj.road.ncars.value", 10),
     ("traj.road.path", "parameters.traffic"),
+    ("traj.alias", 1.5),
+    ("traj.parameters.traffic.alias.name", "speed"),
     ('traj.annotations["author"]', "me"),
     ('traj.traffic.annotations["unit"]', "cars/km"),
     ('traj.get("ncars").annotations["max"]', 100),
@@ -74,6 +77,22 @@ def test_pypet_idioms_in_memory_and_after_store(expr: str, expected: Any, tmp_pa
     Environment(traj, storage=HDF5StorageService(tmp_path / "n.h5")).run_exploration(lambda t: None)
     loaded = load_trajectory(tmp_path / "n.h5")
     assert eval(expr, {"traj": loaded}) == expected
+
+
+def simulate_with_links(t: Trajectory) -> None:
+    t.add_result("money", amount=t.cars * t.alias, currency="EUR")
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_links_groups_and_items_reach_the_runs(executor: str, tmp_path: Path) -> None:
+    traj = build()
+    traj.explore({"traffic.ncars": [1, 2]})
+    Environment(traj, storage=HDF5StorageService(tmp_path / "r.h5"), executor=executor,
+                workdir=tmp_path / "wd").run_exploration(
+        simulate_with_links)
+    t = load_trajectory(tmp_path / "r.h5")
+    np.testing.assert_array_equal(t.get_from_runs("money.amount"), [1.5, 3.0])
+    assert t.road.path == "parameters.traffic" and t.traffic.comment == "the road" and t.money.amount == 1.5
 
 
 def test_multi_item_results_recurring_across_runs_are_columns(tmp_path: Path) -> None:
