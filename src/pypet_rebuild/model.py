@@ -1011,12 +1011,15 @@ class Trajectory:
         out: dict[str, list[str]] = {}
         params = self._state.leaves["parameters"]
         for short, hits in (self._shortcuts or {}).items():
-            leaf: Any = hits[0][1]
-            if len(hits) != 1 or not isinstance(leaf, Parameter) or params.get(leaf.name) is not leaf or "." in short:
-                continue  # a link to a parameter counts like the parameter
+            leaf = hits[0][1]
+            if len(hits) != 1 or not isinstance(leaf, Parameter) or "." in short:
+                continue
+            name: str = leaf.name
+            if params.get(name) is not leaf:
+                continue  # a link to a parameter counts like the parameter, one to a config leaf not
             if short.startswith("_") or short in _OWN_ATTRS or hasattr(type(self), short) or short in self.__dict__:
                 continue
-            out.setdefault(leaf.name, []).append(short)
+            out.setdefault(name, []).append(short)
         return out
 
     # -- lookup ---------------------------------------------------------------------------
