@@ -22,7 +22,7 @@ from .errors import (
     WorkdirError,
 )
 from .exploration import Plan, cartesian_product
-from .model import Parameter, Result, Trajectory
+from .model import Parameter, Result, Trajectory, register_leaf_class
 from .runstore import RunStatus
 from .storage import HDF5StorageService, StorageService, load_trajectory
 
@@ -66,4 +66,5 @@ __all__ = [
     "__version__",
     "cartesian_product",
     "load_trajectory",
+    "register_leaf_class",
 ]

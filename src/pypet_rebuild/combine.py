@@ -71,6 +71,8 @@ def combine(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
     for branch, leaves in first.state.leaves.items():
         for leaf in leaves.values():
             combined.add_leaf(branch, leaf)
+    state = combined.state  # the first input's group nodes, links and annotations
+    state.groups, state.links, state.annotations = first.state.groups, first.state.links, first.state.annotations
     combined.explore({n: [p[n][i] for p, kept in zip(points, keep, strict=True) for i in kept] for n in varying})
     plan = Plan.make(len(combined), runs_per_task=max(1, len(combined)))
     digest = plan_hash(combined, plan)

@@ -557,7 +557,7 @@ class Trajectory(_model.Trajectory):
             return self._add_items(name, comment, kwargs)
         value = rest[0] if rest else None
         if cls in (Parameter, Result, _model.Parameter, _model.Result):
-            adders = {"parameters": self.add_parameter, "config": self.add_config,
+            adders: dict[str, Callable[..., Any]] = {"parameters": self.add_parameter, "config": self.add_config,
                       "derived_parameters": self.add_derived_parameter, "results": self.add_result}
             return adders[branch](name, value, comment)
         leaf = cls(name, value, comment)  # a user's subclass, e.g. one converting in f_set

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,11 +25,41 @@ from .errors import (
     NotExploredError,
     PypetError,
 )
-from .naming import RUN_SET_SIZE, has_wildcard, run_form, run_name, run_segment, split_name
-from .runstore import BRANCHES, RUN_BRANCHES, RunStatus, RunStore, TrajectoryState
+from .naming import (
+    RUN_SET_SIZE,
+    has_wildcard,
+    item_key,
+    run_form,
+    run_name,
+    run_segment,
+    split_name,
+)
+from .runstore import (
+    BRANCHES,
+    RUN_BRANCHES,
+    Annotations,
+    GroupInfo,
+    RunStatus,
+    RunStore,
+    TrajectoryState,
+    is_multi,
+)
 
 T = TypeVar("T")
 _set = object.__setattr__  # sets a leaf's field without the lock check (the trajectory's own moves)
+_MISSING: Any = object()
+
+
+def _leaf_annotations(leaf: Any) -> Annotations:
+    slots = leaf.__dict__
+    ann: Annotations | None = slots.get("_annotations")
+    if ann is None:
+        if slots.get("_run"):
+            raise PypetError(
+                f"{leaf.name!r} was added by a run: annotations are stored for the trajectory, its groups and "
+                "trajectory-level leaves; put per-run metadata in an item of the result instead")
+        ann = slots["_annotations"] = Annotations()
+    return ann
 
 
 @dataclass
@@ -40,7 +72,8 @@ class Parameter(Generic[T]):
     _locked: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        split_name(self.name, VIEW_RESERVED, "parameter", wildcards=True)
+        if self.name:  # "" is named by the attribute it is assigned to (traj.parameters.x = ...)
+            split_name(self.name, VIEW_RESERVED, "parameter", wildcards=True)
         check_value(self.value, f"parameter {self.name!r}")
 
     @property
@@ -56,6 +89,8 @@ class Parameter(Generic[T]):
         """Whether the parameter is explored (pypet's ``f_has_range``)."""
         return getattr(self, "_range", None) is not None
 
+    annotations = property(_leaf_annotations, doc="The node's annotations (stored as HDF5 attributes).")
+
     def lock(self, locked: bool = True) -> None:
         """Refuse (or again allow) changes of the value: a run must not change its inputs."""
         _set(self, "_locked", locked)
@@ -69,22 +104,74 @@ class Parameter(Generic[T]):
         object.__setattr__(self, key, value)
 
 
-@dataclass
+@dataclass(init=False)
 class Result(Generic[T]):
-    """A named output of a simulation run (or of the whole trajectory when added outside a run)."""
+    """A named output of a simulation run (or of the whole trajectory when added outside a run).
+
+    ``Result("z", 1.5)`` holds one value; ``Result("money", amount=1.5, currency="EUR")`` holds
+    items, read as ``result.amount`` or ``result["amount"]`` (its ``value`` is the dict of items).
+    """
 
     name: str
     value: T
     comment: str = ""
 
+    def __init__(self, name: str, value: Any = None, comment: str = "", **items: Any) -> None:
+        self.name = name
+        self.value = value
+        self.comment = comment
+        if items:
+            if value is not None:
+                raise PypetError(f"result {name!r}: give either one value or named items, not both")
+            self.value = self.__dict__["_items"] = items  # type: ignore[assignment]
+        self.__post_init__()
+
     def __post_init__(self) -> None:
-        split_name(self.name, VIEW_RESERVED, "result", wildcards=True)
-        check_value(self.value, f"result {self.name!r}")
+        if self.name:
+            split_name(self.name, VIEW_RESERVED, "result", wildcards=True)
+        items = self.__dict__.get("_items")
+        if items is None:
+            check_value(self.value, f"result {self.name!r}")
+            return
+        for key, item in items.items():
+            _check_item(self.name, key, item)
+
+    annotations = property(_leaf_annotations, doc="The node's annotations (stored as HDF5 attributes).")
+
+    def keys(self) -> list[str]:
+        """The item names: those of a multi-item result, or the last segment of the name."""
+        items = self.__dict__.get("_items")
+        return list(items) if items is not None else [self.name.rpartition(".")[2]]
+
+    def __getitem__(self, key: str) -> Any:
+        items = self.__dict__.get("_items")
+        if items is not None and key in items:
+            return items[key]
+        if items is None and key == self.name.rpartition(".")[2]:
+            return self.value  # pypet: the one item of Result("x", 1) is "x"
+        raise KeyError(f"result {self.name!r} has no item {key!r} (items: {', '.join(self.keys())})")
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        items = self.__dict__.get("_items")
+        if items is None:
+            if self.value is not None:
+                raise PypetError(f"result {self.name!r} holds one value; items go in a result made with items")
+            items = self.__dict__["_items"] = {}
+            _set(self, "value", items)
+        _check_item(self.name, key, value)
+        items[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
 
     def empty(self) -> None:
         """Free the value and keep the name and comment (pypet's ``f_empty``): a big result of a
         loaded trajectory costs no memory until ``traj.load_item(name)`` reads it again."""
         self.__dict__.pop("value", None)
+        self.__dict__.pop("_items", None)
 
     @property
     def is_empty(self) -> bool:
@@ -92,11 +179,14 @@ class Result(Generic[T]):
         return "value" not in self.__dict__
 
     def __getattr__(self, name: str) -> Any:
-        # only reached when normal lookup fails: ``value`` of an emptied result
+        # only reached when normal lookup fails: an item (``res.amount``), ``value`` of an emptied result
+        items = self.__dict__.get("_items") if not name.startswith("_") else None
+        if items is not None and name in items:
+            return items[name]
         if name == "value":
             raise EmptyResultError(f"result {self.__dict__.get('name', '?')!r} is empty (emptied, or loaded "
                                    f"with load_data=False); read it with traj.load_item(name)")
-        raise AttributeError(name)
+        raise AttributeError(f"result {self.__dict__.get('name')!r} has no attribute or item {name!r}")
 
     def __repr__(self) -> str:
         if self.is_empty:
@@ -104,17 +194,39 @@ class Result(Generic[T]):
         return f"Result(name={self.name!r}, value={self.value!r}, comment={self.comment!r})"
 
 
+_ITEM_RESERVED = frozenset({"name", "value", "comment", "keys", "annotations", "lock", "empty", "is_empty"})
+
+
+def _check_item(name: str, key: Any, value: Any) -> None:
+    if type(key) is not str or "." in key or key in _ITEM_RESERVED:
+        raise NamingError(f"result {name!r}: item name {key!r} must be one name segment, not one of "
+                          f"{', '.join(sorted(_ITEM_RESERVED))}")
+    split_name(key)
+    check_value(value, f"result {name!r} item {key!r}")
+
+
 Leaf = Parameter[Any] | Result[Any]
 
 
-def loaded_leaf(cls: type[Any], name: str, value: Any, comment: str = "") -> Any:
-    """A leaf read from a file: already validated when it was stored (and maybe unpickled)."""
+def loaded_leaf(cls: type[Any], name: str, value: Any, comment: str = "", items: bool = False) -> Any:
+    """A leaf read from a file: already validated when it was stored (and maybe unpickled).
+    ``items``: ``value`` is the dict of a multi-item result's items."""
     leaf = object.__new__(cls)
     for key, item in (("name", name), ("value", value), ("comment", comment)):
         _set(leaf, key, item)
-    if cls is Parameter:
+    if issubclass(cls, Parameter):
         _set(leaf, "_locked", False)
+    if items:
+        leaf.__dict__["_items"] = value
     return leaf
+
+
+def fast_value(node: Any) -> Any:
+    """What a shortcut (``traj.x``) gives: a parameter's or single-value result's value, else the
+    node itself (a group, a multi-item result), as pypet's fast access does."""
+    if isinstance(node, Parameter) or (isinstance(node, Result) and not is_multi(node)):
+        return node.value
+    return node
 
 
 _STORAGE: list[Callable[[str | os.PathLike[str]], Any]] = []  # the storage service for a path, set by .storage (a layer above)
@@ -158,10 +270,65 @@ class GroupView(Mapping[str, Any]):
         except KeyError as exc:
             raise AttributeError(exc.args[0]) from None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``group.y = Parameter("y", 1)`` (or ``Parameter("", 1)``) adds it here; assigning a node
+        of the trajectory (``group.alias = traj.get("x")``) adds a link."""
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        self._traj._assign(self._branch, self._prefix, name, value)
+
+    # -- the group node ---------------------------------------------------------------------
+    @property
+    def comment(self) -> str:
+        info = self._traj.state.groups[self._branch].get(self._prefix[:-1])
+        return info.comment if info is not None else ""
+
+    @property
+    def annotations(self) -> Annotations:
+        """The group's annotations (stored as HDF5 attributes of its group)."""
+        return self._traj.state.groups[self._branch].setdefault(self._prefix[:-1], GroupInfo()).annotations
+
+    def add_parameter(self, item: Parameter[Any] | str, value: Any = None, comment: str = "") -> Parameter[Any]:
+        """Add a parameter (a config or derived parameter in those branches) under this group."""
+        if self._branch == "results":
+            raise NamingError(f"{self.path} is a result group: add results here (add_result), parameters "
+                              "under traj.parameters")
+        param = item if isinstance(item, Parameter) else Parameter(name=item, value=value, comment=comment)
+        return self._traj._add_param(self._branch, self._placed(param), None, "")
+
+    def add_result(self, item: Result[Any] | str, value: Any = None, comment: str = "", **items: Any) -> Result[Any]:
+        """Add a result under this group (during a run it belongs to that run)."""
+        if self._branch != "results":
+            raise NamingError(f"{self.path} is a {self._branch} group: add results under traj.results")
+        if isinstance(item, str):
+            return self._traj.add_result(self._prefix + item, value, comment, **items)
+        return self._traj.add_result(self._placed(item))
+
+    def add_group(self, name: str, comment: str = "") -> GroupView:
+        """Add a subgroup (pypet's ``f_add_*_group``), with a comment."""
+        return self._traj._add_group(self._branch, self._prefix + name, comment)
+
+    def add_link(self, name: str, target: Any) -> None:
+        """A link ``name`` in this group to another node of the trajectory (a leaf or a group)."""
+        self._traj._add_link(f"{self._branch}.{self._prefix}{name}", target)
+
+    def _placed(self, leaf: Any) -> Any:
+        if not leaf.name:
+            raise NamingError(f"a node added to {self.path} needs a name")
+        _set(leaf, "name", self._prefix + leaf.name)
+        return leaf
+
     def _children(self) -> list[str]:
         seen: dict[str, None] = {}
         cut = len(self._prefix)
         for full in self._traj._names(self._branch):
+            if full.startswith(self._prefix):
+                seen[full[cut:].split(".", 1)[0]] = None
+        state = self._traj.state
+        extra = [g for g in state.groups[self._branch] if g] + [
+            link.partition(".")[2] for link in state.links if link.startswith(self._branch + ".")]
+        for full in extra:
             if full.startswith(self._prefix):
                 seen[full[cut:].split(".", 1)[0]] = None
         if self._branch in RUN_BRANCHES and not self._prefix and self._traj.state.run_store is not None:
@@ -180,7 +347,7 @@ class GroupView(Mapping[str, Any]):
         full = self._prefix + name
         return full in self._traj.state.leaves[self._branch] or any(
             n == full or n.startswith(full + ".") for n in self._traj._names(self._branch)
-        )
+        ) or name in self._children()
 
     def __repr__(self) -> str:
         kids = self._children()
@@ -439,17 +606,131 @@ class Trajectory:
         """Add a derived parameter; during a run it belongs to that run."""
         return self._add_param("derived_parameters", item, value, comment)
 
-    def add_result(self, item: Result[Any] | str, value: Any = None, comment: str = "") -> Result[Any]:
-        """Add a result; during a run it belongs to that run."""
+    def add_result(self, item: Result[Any] | str, value: Any = None, comment: str = "", **items: Any) -> Result[Any]:
+        """Add a result; during a run it belongs to that run. ``add_result("z", 1.5)`` holds one
+        value, ``add_result("money", amount=1.5, currency="EUR")`` named items."""
         if self._in_run and type(item) is str:  # the per-run hot path: no dataclass machinery
-            result = _run_result(item, value, comment)
+            result = _run_result(item, value, comment) if not items else _run_items(item, value, comment, items)
             store = self._state.run_store
             assert store is not None and self._current_run is not None
             store.add(self._current_run, "results", result)
             return result
-        result = item if isinstance(item, Result) else Result(name=item, value=value, comment=comment)
+        result = item if isinstance(item, Result) else Result(item, value, comment, **items)
         self._add_leaf("results", result)
         return result
+
+    # -- groups and links -------------------------------------------------------------------
+    def add_config_group(self, name: str, comment: str = "") -> GroupView:
+        return self._add_group("config", name, comment)
+
+    def add_parameter_group(self, name: str, comment: str = "") -> GroupView:
+        """Add a (possibly empty) group of parameters with a comment; returns its view, on which
+        ``add_parameter`` adds under the group."""
+        return self._add_group("parameters", name, comment)
+
+    def add_derived_parameter_group(self, name: str, comment: str = "") -> GroupView:
+        return self._add_group("derived_parameters", name, comment)
+
+    def add_result_group(self, name: str, comment: str = "") -> GroupView:
+        return self._add_group("results", name, comment)
+
+    def _add_group(self, branch: str, name: str, comment: str) -> GroupView:
+        split_name(name, VIEW_RESERVED)
+        groups = self._state.groups[branch]
+        leaves = self._state.leaves[branch]
+        for other in leaves:
+            if other == name or name.startswith(other + "."):
+                raise NamingError(f"group {branch}.{name} clashes with the existing leaf {branch}.{other}")
+        info = groups.setdefault(name, GroupInfo())  # an existing group: its comment is updated
+        info.comment = comment or info.comment
+        self._shortcuts = None
+        return GroupView(self, branch, name + ".")
+
+    def add_link(self, name: str, target: Any) -> None:
+        """A link ``traj.<name>`` to a node of the trajectory (a leaf, a group, or a full name):
+        it resolves to that node and is stored in the file as an HDF5 soft link."""
+        self._add_link(name, target)
+
+    def _add_link(self, path: str, target: Any) -> None:
+        dest = self._node_path(target)
+        branch, _, rest = path.partition(".")
+        if branch not in BRANCHES or not rest:
+            branch, rest = "", path
+        split_name(rest, VIEW_RESERVED)
+        taken = path in self._state.links or (
+            not branch and (path in BRANCHES or path in _OWN_ATTRS or hasattr(type(self), path)))
+        if branch:
+            taken = taken or rest in self._state.leaves[branch] or rest in self._state.groups[branch]
+        else:
+            taken = taken or path in self._shortcut_index()
+        if taken:
+            raise NamingError(f"link {path!r}: that name is taken; choose another")
+        if branch and "." in rest:  # the groups a link is placed in are group nodes
+            self._state.groups[branch].setdefault(rest.rpartition(".")[0], GroupInfo())
+        self._state.links[path] = dest
+        self._shortcuts = None
+
+    def _node_path(self, target: Any) -> str:
+        """The full name of a node of this trajectory (for a link), or a clear error."""
+        if isinstance(target, str):
+            target = self[target]
+        if isinstance(target, RunGroupView) or (isinstance(target, GroupView) and target._traj is not self):
+            raise NamingError(f"cannot link to {target.path}: links point at trajectory-level nodes")
+        if isinstance(target, GroupView):
+            return target.path
+        if isinstance(target, Parameter | Result):
+            leaf_name: str = target.name
+            for branch in BRANCHES:
+                if self._state.leaves[branch].get(leaf_name) is target:
+                    return f"{branch}.{leaf_name}"
+            raise NamingError(f"cannot link to {leaf_name!r}: it is not a trajectory-level node of "
+                              f"{self.name!r} (links cannot point at one run's data)")
+        raise TypeError(f"a link points at a node of the trajectory, not at a {type(target).__name__}")
+
+    def _node(self, full: str) -> Any:
+        head, _, rest = full.partition(".")
+        return self._views[head][rest] if rest else self._views[head]
+
+    def _assign(self, branch: str, prefix: str, name: str, value: Any) -> None:
+        """``traj.<branch>.<prefix><name> = value``: a new leaf, a link, or a parameter's value."""
+        attached = isinstance(value, GroupView) or (
+            isinstance(value, Parameter | Result) and any(
+                self._state.leaves[b].get(value.name) is value for b in BRANCHES))
+        if attached:
+            self._add_link(f"{branch}.{prefix}{name}", value)
+            return
+        if isinstance(value, Parameter | Result):
+            want = Result if branch == "results" else Parameter
+            if not isinstance(value, want):
+                raise NamingError(f"{branch}.{prefix}{name}: the {branch} branch holds {want.__name__}s, "
+                                  f"not {type(value).__name__}s")
+            if value.name and value.name != name:
+                raise NamingError(f"{type(value).__name__} {value.name!r} assigned to attribute {name!r}: give "
+                                  f"it that name or an empty one ({type(value).__name__}('', ...))")
+            split_name(name, VIEW_RESERVED)
+            _set(value, "name", prefix + name)
+            self.add_leaf(branch, value)
+            return
+        node = self._views[branch].get(prefix + name)
+        if not isinstance(node, Parameter):
+            raise AttributeError(f"{branch}.{prefix}{name}: assign a Parameter or Result to add a node, "
+                                 "or a node of the trajectory to add a link")
+        node.value = value
+
+    def get(self, name: str, default: Any = _MISSING) -> Any:
+        """The node ``name`` (a full or unique short name, a group, a link), or ``default`` when
+        there is none (pypet's ``f_get``); without a default a missing name raises KeyError."""
+        try:
+            return self[name]
+        except KeyError:
+            if default is _MISSING:
+                raise
+            return default
+
+    @property
+    def annotations(self) -> Annotations:
+        """The trajectory's annotations (stored as HDF5 attributes of its group)."""
+        return self._state.annotations
 
     def _add_param(self, branch: str, item: Parameter[Any] | str, value: Any, comment: str) -> Parameter[Any]:
         param = item if isinstance(item, Parameter) else Parameter(name=item, value=value, comment=comment)
@@ -459,10 +740,14 @@ class Trajectory:
     def _add_leaf(self, branch: str, leaf: Any) -> None:
         if not isinstance(leaf, Parameter | Result):
             raise TypeError(f"expected a Parameter or Result, got {type(leaf).__name__}")
+        if not leaf.name:
+            raise NamingError(f"a {type(leaf).__name__} added to {branch} needs a name (an empty one is "
+                              "only taken from the attribute it is assigned to: traj.parameters.x = ...)")
         kind = "result" if isinstance(leaf, Result) else "parameter"
         if self._in_run and branch in RUN_BRANCHES:
             store = self._state.run_store
             assert store is not None and self._current_run is not None
+            leaf.__dict__["_run"] = True
             form = run_form(leaf.name, VIEW_RESERVED, kind)
             if form != leaf.name:
                 _set(leaf, "name", form)
@@ -479,6 +764,8 @@ class Trajectory:
             if other.startswith(name + ".") or name.startswith(other + "."):
                 kind = "group" if other.startswith(name + ".") else "leaf"
                 raise NamingError(f"{branch}.{name} clashes with the existing {kind} {branch}.{other}")
+        if name in self._state.groups[branch] or f"{branch}.{name}" in self._state.links:
+            raise NamingError(f"{branch}.{name} clashes with the existing group or link {branch}.{name}")
         leaves[name] = leaf
         self._shortcuts = None
 
@@ -722,12 +1009,17 @@ class Trajectory:
         out any that a method, property or attribute of the trajectory already answers."""
         self._shortcut_index()
         out: dict[str, list[str]] = {}
+        params = self._state.leaves["parameters"]
         for short, hits in (self._shortcuts or {}).items():
-            if len(hits) != 1 or not hits[0][0].startswith("parameters.") or "." in short:
+            leaf = hits[0][1]
+            if len(hits) != 1 or not isinstance(leaf, Parameter) or "." in short:
                 continue
+            name: str = leaf.name
+            if params.get(name) is not leaf:
+                continue  # a link to a parameter counts like the parameter, one to a config leaf not
             if short.startswith("_") or short in _OWN_ATTRS or hasattr(type(self), short) or short in self.__dict__:
                 continue
-            out.setdefault(hits[0][0].removeprefix("parameters."), []).append(short)
+            out.setdefault(name, []).append(short)
         return out
 
     # -- lookup ---------------------------------------------------------------------------
@@ -743,6 +1035,11 @@ class Trajectory:
     def _resolve(self, branch: str, full: str, asked: str) -> Any:
         """Find a node that is not a trajectory-level leaf: run data, or a group."""
         store = self._state.run_store
+        link = self._state.links.get(f"{branch}.{full}")
+        if link is not None:
+            return self._node(link)
+        if full in self._state.groups[branch]:
+            return GroupView(self, branch, full + ".")
         if branch in RUN_BRANCHES:
             if full == "runs" and store is not None:
                 return RunsView(self, branch)
@@ -804,10 +1101,10 @@ class Trajectory:
         return view[".".join(kept)] if kept else view
 
     def __getitem__(self, name: str) -> Any:
-        """``traj["parameters.x"]`` or a unique short name, giving the node."""
+        """``traj["parameters.x"]``, a branch, a group or a unique short name, giving the node."""
         head, _, rest = name.partition(".")
-        if head in BRANCHES and rest:
-            return self._views[head][rest]
+        if head in BRANCHES:
+            return self._views[head][rest] if rest else self._views[head]
         return self._shortcut(name, value=False)
 
     def __getattr__(self, name: str) -> Any:
@@ -819,9 +1116,13 @@ class Trajectory:
             raise AttributeError(exc.args[0]) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        """``traj.x = v`` sets parameter ``x`` (pypet style; refused while a run executes)."""
+        """``traj.x = v`` sets parameter ``x`` (pypet style; refused while a run executes);
+        ``traj.mylink = traj.get("x")`` (a node of the trajectory) adds a link."""
         if name.startswith("_") or name in _OWN_ATTRS:
             object.__setattr__(self, name, value)
+            return
+        if isinstance(value, GroupView | Parameter | Result):
+            self._add_link(name, value)
             return
         try:
             node = self._shortcut(name, value=False)
@@ -843,9 +1144,13 @@ class Trajectory:
     def _shortcut(self, name: str, value: bool) -> Any:
         """Resolve a short name: trajectory-level leaves first (the shallowest, as in pypet), then
         the current run's data (or all runs' when no run is set)."""
+        link = self._state.links.get(name)
+        if link is not None:
+            node = self._node(link)
+            return fast_value(node) if value else node
         hits = self._shortcut_index().get(name)
         if hits is not None and len(hits) == 1:
-            return hits[0][1].value if value else hits[0][1]
+            return fast_value(hits[0][1]) if value else hits[0][1]
         if hits:
             cands = ", ".join(h[0] for h in hits[:10])
             raise AmbiguousNameError(f"{name!r} is ambiguous: it could be {cands}; use the full name")
@@ -868,18 +1173,33 @@ class Trajectory:
         node = self._views[branch][full]
         if isinstance(node, RunsOfName):
             raise node.error()
-        return node.value if value and isinstance(node, Parameter | Result) else node
+        return fast_value(node) if value else node
 
     def _shortcut_index(self) -> dict[str, list[tuple[str, Any]]]:
-        """Every dotted suffix of every trajectory-level leaf -> (full name, leaf), built once."""
+        """Every dotted suffix of every trajectory-level leaf and group -> (full name, node), built
+        once (groups are those the leaves imply and those added explicitly)."""
         index = self._shortcuts
         if index is None:
             index = self._shortcuts = {}
             for branch in BRANCHES:
+                groups = dict.fromkeys(g for g in self._state.groups[branch] if g)
                 for full, leaf in self._state.leaves[branch].items():
                     parts = full.split(".")
                     for k in range(len(parts)):
                         index.setdefault(".".join(parts[k:]), []).append((f"{branch}.{full}", leaf))
+                    for k in range(1, len(parts)):
+                        groups[".".join(parts[:k])] = None
+                for group in groups:
+                    parts = group.split(".")
+                    view = GroupView(self, branch, group + ".")
+                    for k in range(len(parts)):
+                        index.setdefault(".".join(parts[k:]), []).append((f"{branch}.{group}", view))
+            for path, dest in self._state.links.items():  # a link in a group: by its short name too
+                head, _, rest = path.partition(".")
+                parts = (rest if head in BRANCHES else path).split(".")
+                node = self._node(dest)
+                for k in range(len(parts)):
+                    index.setdefault(".".join(parts[k:]), []).append((path, node))
             for short, hits in index.items():
                 if len(hits) > 1:
                     index[short] = _shallowest(hits)  # only the shallowest candidates count
@@ -888,9 +1208,17 @@ class Trajectory:
     # -- analysis ---------------------------------------------------------------------------
     def get_from_runs(self, name: str, branch: str = "results") -> np.ma.MaskedArray:
         """The values of ``name`` over all runs, masked where a run has none."""
-        if self._state.run_store is None:
+        store = self._state.run_store
+        if store is None:
             raise PypetError("this trajectory has no runs yet")
-        return self._state.run_store.column(branch, name.removeprefix(branch + "."), len(self))
+        name = name.removeprefix(branch + ".")
+        try:
+            return store.column(branch, name, len(self))
+        except KeyError:
+            head, _, item = name.rpartition(".")  # money.amount: item amount of the result money
+            if not head:
+                raise
+            return store.column(branch, item_key(head, item), len(self))
 
     def run_info(self) -> dict[str, np.ndarray]:
         """Status (a :class:`RunStatus` code: ``info["status"] == RunStatus.OK``), start, end, host
@@ -985,8 +1313,34 @@ def _run_result(name: str, value: Any, comment: str) -> Result[Any]:
         check_value(value, f"result {name!r}")
     result: Result[Any] = object.__new__(Result)
     slots = result.__dict__
-    slots["name"], slots["value"], slots["comment"] = name, value, comment
+    slots["name"], slots["value"], slots["comment"], slots["_run"] = name, value, comment, True
     return result
+
+
+def _run_items(name: str, value: Any, comment: str, items: dict[str, Any]) -> Result[Any]:
+    """A run's multi-item result, its name and item names checked once per distinct set."""
+    if value is not None:
+        raise PypetError(f"result {name!r}: give either one value or named items, not both")
+    form = _RUN_RESULT_NAMES.get(name)
+    if form is None:
+        form = _RUN_RESULT_NAMES[name] = run_form(name, VIEW_RESERVED)
+    name = form
+    key = (name, *items)
+    if key not in _RUN_ITEM_NAMES:
+        for item, v in items.items():
+            _check_item(name, item, v)
+        _RUN_ITEM_NAMES.add(key)
+    else:
+        for item, v in items.items():
+            if type(v) is not float:
+                check_value(v, f"result {name!r} item {item!r}")
+    result: Result[Any] = object.__new__(Result)
+    slots = result.__dict__
+    slots["name"], slots["value"], slots["comment"], slots["_run"], slots["_items"] = name, items, comment, True, items
+    return result
+
+
+_RUN_ITEM_NAMES: set[tuple[str, ...]] = set()
 
 
 def _explored_values(name: str, default: Any, values: list[Any]) -> list[Any]:
@@ -1020,3 +1374,53 @@ def _explored_value(name: str, default: Any, value: Any) -> Any:
         f"{default!r} is a {want}"
     )
 
+
+
+# -- custom leaf classes ------------------------------------------------------------------------
+_LEAF_CLASSES: dict[str, type[Any]] = {}
+
+
+def class_path(cls: type[Any]) -> str:
+    """How a leaf class is named in a file: ``module:qualname``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def register_leaf_class(cls: type[Any]) -> type[Any]:
+    """Let every load in this process give leaves stored as ``cls`` back as ``cls`` (a subclass
+    of Parameter or Result); usable as a class decorator."""
+    if not isinstance(cls, type) or not issubclass(cls, Parameter | Result):
+        raise TypeError(f"register_leaf_class needs a subclass of Parameter or Result, not {cls!r}")
+    _LEAF_CLASSES[class_path(cls)] = cls
+    return cls
+
+
+def leaf_class(path: str, base: type[Any], classes: Sequence[type[Any]], allow_import: Sequence[str]) -> type[Any] | None:
+    """The class a file names as ``path``, if the caller allows it: one of ``classes``, a
+    registered one, or one imported from a module under an ``allow_import`` prefix; else None."""
+    for given in classes:
+        if class_path(given) == path:
+            return given
+    cls: Any = _LEAF_CLASSES.get(path)
+    if cls is None:
+        module, _, qualname = path.partition(":")
+        if not any((module + ".").startswith(p if p.endswith(".") else p + ".") for p in allow_import):
+            return None
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise PypetError(f"cannot import leaf class {path} (allowed by allow_import): "
+                             f"{type(exc).__name__}: {exc}") from None
+        cls = obj
+    if not isinstance(cls, type) or not issubclass(cls, base):
+        raise PypetError(f"leaf class {path} is not a subclass of {base.__name__}")
+    return cls
+
+
+def extra_fields(leaf: Any) -> dict[str, Any]:
+    """The dataclass fields a Parameter/Result subclass adds (stored next to the leaf)."""
+    if type(leaf) in (Parameter, Result) or not dataclasses.is_dataclass(leaf):
+        return {}
+    return {f.name: getattr(leaf, f.name) for f in dataclasses.fields(leaf)
+            if f.name not in ("name", "value", "comment", "_locked")}

@@ -160,3 +160,16 @@ def run_segment(segment: str) -> tuple[str, int | None] | None:
         return ("set", index if match.group(1) == "run_set" else index // RUN_SET_SIZE)
     return None
 
+
+ITEM_SEP = ":"  # never in a name segment: ``money:amount`` is item ``amount`` of result ``money``
+
+
+def item_key(name: str, item: str) -> str:
+    """How run stores (in memory and on disk) address one item of a multi-item result."""
+    return f"{name}{ITEM_SEP}{item}"
+
+
+def split_item(key: str) -> tuple[str, str | None]:
+    """``money:amount`` -> (``money``, ``amount``); a plain name -> (name, None)."""
+    name, sep, item = key.partition(ITEM_SEP)
+    return (name, item) if sep else (key, None)

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .codec import column_array, column_spec
-from .errors import NamingError
+from .errors import NamingError, UnsupportedValueError
+from .naming import split_item
 
 RunKey = tuple[str, str]  # (branch, dotted name)
 
@@ -59,13 +60,55 @@ def _empty_leaves() -> dict[str, dict[str, Any]]:
     return {b: {} for b in BRANCHES}
 
 
+ANNOTATION_TYPES = (str, bool, int, float)
+
+
+class Annotations(dict[str, Any]):
+    """Small metadata on a node (``node.annotations["unit"] = "m"``), stored as HDF5 attributes of
+    that node: string keys, values that are Python str, bool, int or float."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if type(key) is not str or not key or "/" in key:
+            raise UnsupportedValueError(f"annotation key {key!r}: give a non-empty string without '/'")
+        if type(value) not in ANNOTATION_TYPES or (type(value) is int and not -(2**63) <= value < 2**63):
+            raise UnsupportedValueError(
+                f"annotation {key!r}: {type(value).__name__} values are not supported (str, bool, int and "
+                "float are); store bigger data as a result")
+        super().__setitem__(key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+
+@dataclass
+class GroupInfo:
+    """What a group node carries besides its children: a comment and annotations."""
+
+    comment: str = ""
+    annotations: Annotations = field(default_factory=Annotations)
+
+
+def _empty_groups() -> dict[str, dict[str, GroupInfo]]:
+    return {b: {} for b in BRANCHES}
+
+
 @dataclass
 class TrajectoryState:
     """What a trajectory holds, for the parts that store, load, run, analyse and combine it.
 
     ``leaves``: branch -> dotted name -> trajectory-level leaf (Parameter or Result);
     ``explored``: explored parameter -> its value in every run; ``defaults``: the explored
-    parameters' values outside a run; ``n_runs``; ``run_store``: the runs' own data, if any.
+    parameters' values outside a run; ``n_runs``; ``run_store``: the runs' own data, if any;
+    ``groups``: branch -> group path ("" for the branch) -> its comment and annotations, for the
+    groups that have them or were added explicitly; ``links``: link path (``mylink``,
+    ``parameters.traffic.alias``) -> the full name of the node it points at; ``annotations``: the
+    trajectory's own.
     """
 
     leaves: dict[str, dict[str, Any]] = field(default_factory=_empty_leaves)
@@ -73,6 +116,9 @@ class TrajectoryState:
     defaults: dict[str, Any] = field(default_factory=dict)
     n_runs: int = 1
     run_store: RunStore | None = None
+    groups: dict[str, dict[str, GroupInfo]] = field(default_factory=_empty_groups)
+    links: dict[str, str] = field(default_factory=dict)
+    annotations: Annotations = field(default_factory=Annotations)
 
     def points(self) -> dict[str, list[Any]]:
         """Every parameter's value in every run (its default where it is not explored)."""
@@ -116,8 +162,14 @@ class MemoryRunStore:
         return [run for run, slot in self.data.items() if key in slot]
 
     def column(self, branch: str, name: str, n_runs: int) -> np.ma.MaskedArray:
-        key = (branch, name)
-        found = [(run, slot[key].value) for run, slot in self.data.items() if key in slot]
+        """``name`` over the runs; ``money:amount`` gives item ``amount`` of result ``money``."""
+        base, item = split_item(name)
+        key = (branch, base)
+        if item is None:
+            found = [(run, slot[key].value) for run, slot in self.data.items() if key in slot]
+        else:
+            found = [(run, slot[key].value[item]) for run, slot in self.data.items()
+                     if key in slot and is_multi(slot[key]) and item in slot[key].value]
         if not found:
             raise KeyError(f"no run has {branch}.{name}")
         return masked_column(found, n_runs)
@@ -130,6 +182,11 @@ class MemoryRunStore:
             status[run], start[run], end[run], error[run] = st, t0, t1, err
         return {"idx": np.arange(n_runs, dtype=np.int64), "status": status, "start": start, "end": end,
                 "error": error}
+
+
+def is_multi(leaf: Any) -> bool:
+    """Whether ``leaf`` is a multi-item result (its value is the dict of its items)."""
+    return "_items" in leaf.__dict__
 
 
 def masked_column(found: list[tuple[int, Any]], n_runs: int) -> np.ma.MaskedArray:

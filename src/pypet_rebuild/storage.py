@@ -103,8 +103,10 @@ class HDF5StorageService:
         result gets its value again); ``load_only`` reads only those items of a dict value.
         Returns the leaf."""
         branch, leaf = _leaf(traj, name)
-        value = read_leaf_value(self.file_path, traj.name, branch, leaf.name, allow_pickle, load_only)
+        value, items = read_leaf_value(self.file_path, traj.name, branch, leaf.name, allow_pickle, load_only)
         object.__setattr__(leaf, "value", value)
+        if items:
+            leaf.__dict__["_items"] = value
         return leaf
 
     def _check_same(self, traj: Trajectory) -> None:

@@ -8,7 +8,8 @@ appended, never rewritten: when a run appears twice (a failed run retried) the l
 Layout: root attributes (plan hash, task, shard id, complete), ``run_info/`` (the columns of
 :data:`.schema.SHARD_RUN_COLUMNS`, one row per finished run), ``errors/``
 (:data:`.schema.ERROR_COLUMNS`), ``columns/<branch>.<name>/`` (``idx``, ``values``) for values
-that fit a column, ``items/run_set_X/run_Y/<branch>.<name>`` for the rest. Next to a
+that fit a column, ``items/run_set_X/run_Y/<branch>.<name>`` for the rest. Each item of a
+multi-item result is a value of its own, named ``<name>:<item>``. Next to a
 ``.partial`` lies its ``.commit`` record: the row counts of its last durable flush.
 
 :class:`ShardWriter` writes a task's shard, :class:`ShardReader` reads one (the last row of a
@@ -36,7 +37,7 @@ import numpy as np
 
 from ..codec import ColumnSpec, column_array, column_dtype, column_spec, new_dataset, write_value
 from ..errors import StorageError, TaskBusyError
-from ..naming import run_name, run_set_name
+from ..naming import item_key, run_name, run_set_name
 from .files import (
     LOCKING,
     atomic_write,
@@ -136,7 +137,7 @@ class ShardWriter:
         self._info: list[tuple[int, RunStatus, float, float]] = []
         self._errors: list[tuple[int, str, str, str]] = []
         self._cols: dict[tuple[str, str], _Column] = {}
-        self._items: list[tuple[int, str, str, Any]] = []
+        self._items: list[tuple[int, str, str, Any, str]] = []  # (run, branch, name, value, comment)
 
     def _open(self, plan_hash: str, task: int, retry_failed: bool) -> h5py.File:
         if self.partial.exists():
@@ -239,16 +240,28 @@ class ShardWriter:
                 col.rows.append(idx)
                 col.values.append(value)
                 continue
-            spec = column_spec(value)
-            if spec is not None and (col is None or col.spec == spec):
-                if col is None:
-                    col = cols[key] = _Column(spec, type(value), spec[0] in _PLAIN)
-                col.rows.append(idx)
-                col.values.append(value)
+            if "_items" in leaf.__dict__:  # a multi-item result: each item is a value of its own
+                for item, item_value in value.items():
+                    self._add_value(idx, (key[0], item_key(key[1], item)), item_value, leaf.comment)
             else:
-                self._items.append((idx, key[0], key[1], leaf))
+                self._add_value(idx, key, value, leaf.comment)
         if len(self._info) >= FLUSH_RUNS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
+
+    def _add_value(self, idx: int, key: tuple[str, str], value: Any, comment: str) -> None:
+        col = self._cols.get(key)
+        if col is not None and col.plain and type(value) is col.pytype:
+            col.rows.append(idx)
+            col.values.append(value)
+            return
+        spec = column_spec(value)
+        if spec is not None and (col is None or col.spec == spec):
+            if col is None:
+                col = self._cols[key] = _Column(spec, type(value), spec[0] in _PLAIN)
+            col.rows.append(idx)
+            col.values.append(value)
+        else:
+            self._items.append((idx, key[0], key[1], value, comment))
 
     def flush(self) -> None:
         """Append the buffered runs to the ``.partial`` file and make them durable."""
@@ -285,10 +298,10 @@ class ShardWriter:
                                              for i, name in enumerate(("type", "message", "traceback"), start=1)}})
             for (branch, name), col in self._cols.items():
                 self._append_column(f, f"{branch}.{name}", col)
-            for idx, branch, name, leaf in self._items:
+            for idx, branch, name, value, comment in self._items:
                 grp = f["items"].require_group(f"{run_set_name(idx)}/{run_name(idx)}")
-                write_value(grp, f"{branch}.{name}", leaf.value)
-                set_attrs(grp[f"{branch}.{name}"], comment=leaf.comment)
+                write_value(grp, f"{branch}.{name}", value)
+                set_attrs(grp[f"{branch}.{name}"], comment=comment)
             sync_h5(f)
             self._commit(f)
             self.done.update(r[0] for r in rows)

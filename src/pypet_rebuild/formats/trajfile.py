@@ -3,14 +3,20 @@
 Layout under ``/trajectories/<name>/`` (format version 1):
 
 - ``config/``, ``parameters/``, ``derived_parameters/``, ``results/``: trajectory-level leaves as
-  nested groups, one codec object per leaf (attributes ``leaf`` and ``comment``).
+  nested groups, one codec object per leaf (attributes ``leaf`` and ``comment``; ``leaf_class``
+  ``module:qualname`` and ``field.<name>`` for a subclass and its extra fields). A multi-item
+  result is a group with attribute ``items`` (JSON list of names) holding one codec object per
+  item. Group nodes are HDF5 groups (attribute ``comment``); a link is an HDF5 soft link to the
+  node's path, in its group or, at the trajectory's top, in ``links/``. Annotations of any node
+  (the trajectory's group too) are attributes ``annotation.<key>`` (str, bool, int, float).
 - ``explored/<name>``: one column per explored parameter, one row per run.
 - ``run_info/``: the run table, one row per run (:data:`.schema.FILE_RUN_COLUMNS`: status, start,
   end, host, job, task).
 - ``errors/``: :data:`.schema.ERROR_COLUMNS` (idx, type, message, traceback) of failed runs.
 - ``<branch>/runs/columns/<name>`` with ``<branch>/runs/masks/<name>``: values that recur across
   runs with one dtype and shape, one row per run; ``<branch>/runs/run_set_XXXXX/run_XXXXXXXX/<name>``:
-  everything else, bucketed by 1000 runs.
+  everything else, bucketed by 1000 runs. Item ``amount`` of a per-run multi-item result
+  ``money`` is stored as the name ``money:amount`` (a column when it recurs, like any value).
 - ``merge_log/``: which shards were merged.
 
 Only this module knows this layout: the merge (:class:`ShardMerger`), combine
@@ -46,10 +52,19 @@ from ..codec import (
     scalar_column,
     write_value,
 )
-from ..errors import DamagedFileError, StorageError, check_type
-from ..model import Parameter, Result, Trajectory, loaded_leaf
-from ..naming import run_name, run_set_name
-from ..runstore import BRANCHES, RUN_BRANCHES, TrajectoryState, masked_column
+from ..errors import DamagedFileError, PypetError, StorageError, UnsupportedValueError, check_type
+from ..model import Parameter, Result, Trajectory, class_path, extra_fields, leaf_class, loaded_leaf
+from ..naming import ITEM_SEP, run_name, run_set_name, split_item
+from ..runstore import (
+    ANNOTATION_TYPES,
+    BRANCHES,
+    RUN_BRANCHES,
+    Annotations,
+    GroupInfo,
+    TrajectoryState,
+    is_multi,
+    masked_column,
+)
 from .files import (
     LOCKING,
     abandon_h5,
@@ -129,10 +144,24 @@ def _write_skeleton(f: h5py.File, traj: Trajectory, n_runs: int, plan_hash: str,
     set_attrs(grp, format_version=FORMAT_VERSION, kind="pypet-hpc trajectory", name=traj.name,
               comment=traj.comment, n_runs=n_runs, plan_hash=plan_hash, library_version=__version__,
               created=time.time(), **attrs)
+    state = traj.state
+    _put_attrs(grp, ANNOTATION, state.annotations)
     for branch in BRANCHES:
         bgrp = grp.create_group(branch)
-        for name, leaf in traj.state.leaves[branch].items():
+        for name, leaf in state.leaves[branch].items():
             write_leaf(bgrp, name, leaf)
+        for path, info in state.groups[branch].items():
+            ggrp = bgrp.require_group(path.replace(".", "/")) if path else bgrp
+            if info.comment:
+                set_attrs(ggrp, comment=info.comment)
+            _put_attrs(ggrp, ANNOTATION, info.annotations)
+    for path, dest in state.links.items():
+        branch, _, rest = path.partition(".")
+        parent, _, last = (rest if branch in BRANCHES else path).rpartition(".")
+        holder = grp[branch] if branch in BRANCHES else grp.require_group("links")
+        if parent:
+            holder = holder.require_group(parent.replace(".", "/"))
+        holder[last] = h5py.SoftLink(f"{grp.name}/{dest.replace('.', '/')}")
     explored = grp.create_group("explored")
     set_attrs(explored, order=",".join(traj.state.explored))
     for name, values in traj.state.explored.items():
@@ -141,13 +170,50 @@ def _write_skeleton(f: h5py.File, traj: Trajectory, n_runs: int, plan_hash: str,
     create_table(grp.create_group("errors"), ERROR_COLUMNS)
 
 
+ANNOTATION = "annotation."  # attribute prefix of a node's annotations
+FIELD = "field."  # attribute prefix of the extra dataclass fields of a custom leaf class
+
+
 def write_leaf(branch_group: h5py.Group, name: str, leaf: Parameter[Any] | Result[Any]) -> None:
     parts = name.split(".")
     parent = branch_group
     for part in parts[:-1]:
         parent = parent.require_group(part)
-    write_value(parent, parts[-1], leaf.value)
-    set_attrs(parent[parts[-1]], leaf=type(leaf).__name__, comment=leaf.comment)
+    if is_multi(leaf):
+        obj = parent.create_group(parts[-1])
+        for key, item in leaf.value.items():
+            write_value(obj, key, item)
+        set_attrs(obj, items=json.dumps(list(leaf.value)))
+    else:
+        write_value(parent, parts[-1], leaf.value)
+        obj = parent[parts[-1]]
+    base = "Result" if isinstance(leaf, Result) else "Parameter"
+    set_attrs(obj, leaf=base, comment=leaf.comment)
+    if type(leaf) not in (Parameter, Result):
+        set_attrs(obj, leaf_class=class_path(type(leaf)))
+        try:
+            _put_attrs(obj, FIELD, extra_fields(leaf))
+        except UnsupportedValueError as exc:
+            raise StorageError(f"{name}: a field of {type(leaf).__name__} cannot be stored ({exc})") from None
+    _put_attrs(obj, ANNOTATION, leaf.__dict__.get("_annotations") or {})
+
+
+def _put_attrs(obj: h5py.HLObject, prefix: str, values: dict[str, Any]) -> None:
+    """Annotations (or custom fields) as attributes ``<prefix><key>``: str, bool, int, float."""
+    for key, value in values.items():
+        if type(value) not in ANNOTATION_TYPES:
+            raise UnsupportedValueError(f"{key!r}: {type(value).__name__} (str, bool, int and float can be stored)")
+        set_attrs(obj, **{prefix + key: value})
+
+
+def _get_attrs(obj: h5py.HLObject, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in obj.attrs:
+        if key.startswith(prefix):
+            v = get_attr(obj, key)
+            out[key[len(prefix):]] = (bool(v) if isinstance(v, np.bool_) else int(v) if isinstance(v, np.integer)
+                                      else float(v) if isinstance(v, np.floating) else v)
+    return out
 
 
 def write_column(group: h5py.Group, name: str, values: Sequence[Any]) -> None:
@@ -222,6 +288,22 @@ class FileRunStore:
         raise StorageError("a loaded trajectory is read-only; run a sweep to add results")
 
     def get(self, run: int, branch: str, name: str) -> Any:
+        node = self._get(run, branch, name)
+        if node is None and ITEM_SEP not in name:
+            items = {item: leaf.value for item, leaf in
+                     ((split_item(key)[1], self._get(run, branch, key)) for key in self._item_names(branch, name))
+                     if leaf is not None}
+            if items:
+                cls = Result if branch == "results" else Parameter
+                return loaded_leaf(cls, name, items, "", items=True)
+        return node
+
+    def _item_names(self, branch: str, name: str) -> list[str]:
+        """The stored names of the items of multi-item result ``name`` (``money:amount``, ...)."""
+        head = name + ITEM_SEP
+        return [n for n in dict.fromkeys(self._columns[branch] + list(self._items()[branch])) if n.startswith(head)]
+
+    def _get(self, run: int, branch: str, name: str) -> Any:
         cls = Result if branch == "results" else Parameter
         with self._group() as grp:
             if name in self._columns[branch]:
@@ -237,18 +319,24 @@ class FileRunStore:
             return loaded_leaf(cls, name, value, get_attr(obj, "comment", ""))
 
     def names_in_run(self, run: int, branch: str) -> list[str]:
+        """The names run ``run`` added (a multi-item result once, not per item)."""
         with self._group() as grp:
             names = [n for n in self._columns[branch] if grp[f"{branch}/runs/masks/{n}"][run]]
             rgrp = grp.get(f"{branch}/runs/{run_set_name(run)}/{run_name(run)}")
-            return names + (list(rgrp) if rgrp is not None else [])
+            names += list(rgrp) if rgrp is not None else []
+        return list(dict.fromkeys(split_item(n)[0] for n in names))
 
     def names(self, branch: str) -> list[str]:
-        return list(dict.fromkeys(self._columns[branch] + list(self._items()[branch])))
+        return list(dict.fromkeys(split_item(n)[0] for n in self._columns[branch] + list(self._items()[branch])))
 
     def runs_with(self, branch: str, name: str) -> list[int]:
         if name in self._columns[branch]:
             with self._group() as grp:
                 return np.flatnonzero(grp[f"{branch}/runs/masks/{name}"][()]).tolist()
+        if ITEM_SEP not in name and name not in self._items()[branch]:
+            keys = self._item_names(branch, name)
+            if keys:
+                return sorted(set().union(*(self.runs_with(branch, k) for k in keys)))
         return self._items()[branch].get(name, [])
 
     def column(self, branch: str, name: str, n_runs: int) -> np.ma.MaskedArray:
@@ -289,31 +377,45 @@ def _names(grp: h5py.Group, path: str) -> list[str]:
 
 
 def load_trajectory(
-    path: str | os.PathLike[str], name: str | None = None, allow_pickle: bool = False, load_data: bool = True
+    path: str | os.PathLike[str], name: str | None = None, allow_pickle: bool = False, load_data: bool = True,
+    classes: Sequence[type[Any]] = (), allow_import: Sequence[str] = (),
 ) -> Trajectory:
     """Load a trajectory file (merged or written by HDF5StorageService) with natural naming.
 
     Parameters and explored values are read at once; run data is read when touched.
     ``load_data=False`` loads the skeleton: the tree, comments and run table, with every
     trajectory-level result empty until ``traj.load_item(name)`` reads it.
-    Pickled values are only unpickled when ``allow_pickle=True``.
+    Pickled values are only unpickled when ``allow_pickle=True``. A leaf stored as a subclass of
+    Parameter or Result comes back as that class when it is among ``classes``, registered
+    (``register_leaf_class``) or in a module under an ``allow_import`` prefix (``["mypkg."]``);
+    otherwise as the base class, with one warning per class.
     """
     check_type(path, (str, os.PathLike), "load_trajectory(path)", "a path")
+    check_type(classes, (list, tuple), "load_trajectory(classes=...)", "a list of classes")
+    check_type(allow_import, (list, tuple), "load_trajectory(allow_import=...)", "a list of module prefixes")
     p = Path(path)
+    warned: set[str] = set()
     with open_h5(p) as f:
         grp = trajectory_group(f, name)
         state = TrajectoryState()
+        state.annotations = Annotations(_get_attrs(grp, ANNOTATION))
+        top = len(grp.name) + 1
         for branch in BRANCHES:
-            for leaf_name, obj in _iter_leaves(grp[branch]):
-                cls = Result if get_attr(obj, "leaf") == "Result" else Parameter
-                comment = get_attr(obj, "comment", "")
-                if cls is Result and not load_data:
-                    leaf = loaded_leaf(cls, leaf_name, None, comment)
-                    leaf.empty()
+            for kind, node_name, obj in _walk(grp[branch]):
+                if kind == "link":
+                    state.links[f"{branch}.{node_name}"] = obj[top:].replace("/", ".")
+                elif kind == "group":
+                    state.groups[branch][node_name] = GroupInfo(get_attr(obj, "comment", ""),
+                                                                Annotations(_get_attrs(obj, ANNOTATION)))
                 else:
-                    value = read_value(obj, allow_pickle, f"{branch}.{leaf_name}")
-                    leaf = loaded_leaf(cls, leaf_name, value, comment)
-                state.leaves[branch][leaf_name] = leaf
+                    state.leaves[branch][node_name] = _load_leaf(obj, f"{branch}.{node_name}", allow_pickle,
+                                                                 classes, allow_import, warned, load_data)
+            annotated = _get_attrs(grp[branch], ANNOTATION)
+            if annotated:
+                state.groups[branch][""] = GroupInfo(annotations=Annotations(annotated))
+        for kind, link_name, target in _walk(grp["links"]) if "links" in grp else ():
+            if kind == "link":
+                state.links[link_name] = target[top:].replace("/", ".")
         order = [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
         state.explored = {n: column_values(grp["explored"][n]) for n in order}
         state.defaults = {n: state.leaves["parameters"][n].value for n in order}
@@ -324,24 +426,24 @@ def load_trajectory(
 
 
 def read_leaf_value(path: Path, traj_name: str, branch: str, name: str, allow_pickle: bool = False,
-                    load_only: Sequence[str] | None = None) -> Any:
-    """The stored value of one trajectory-level leaf; ``load_only`` reads only those keys of a
-    dict value (the others are not read)."""
+                    load_only: Sequence[str] | None = None) -> tuple[Any, bool]:
+    """The stored value of one trajectory-level leaf, and whether it is the dict of a multi-item
+    result's items; ``load_only`` reads only those keys of a dict value (or items)."""
     with open_h5(path) as f:
         grp = trajectory_group(f, traj_name)
         obj = grp[branch].get(name.replace(".", "/"))
         if obj is None or "leaf" not in obj.attrs:
             raise KeyError(f"{path}: no {branch}.{name} stored")
         where = f"{branch}.{name}"
-        if load_only is None:
-            return read_value(obj, allow_pickle, where)
+        if load_only is None or "items" in obj.attrs:
+            return _read_leaf(obj, allow_pickle, where, load_only), "items" in obj.attrs
         if not isinstance(obj, h5py.Group) or get_attr(obj, "kind") != "dict":
             raise StorageError(f"{path}: {where} is not a dict of items; load it without load_only")
         keys = json.loads(get_attr(obj, "keys"))
         unknown = [k for k in load_only if k not in keys]
         if unknown:
             raise KeyError(f"{where} has no item {unknown[0]!r} (items: {', '.join(keys)})")
-        return {k: read_value(obj[str(keys.index(k))], allow_pickle, where) for k in load_only}
+        return {k: read_value(obj[str(keys.index(k))], allow_pickle, where) for k in load_only}, False
 
 
 def stored_leaves(path: Path, traj_name: str) -> set[tuple[str, str]]:
@@ -382,14 +484,73 @@ def write_leaves(working_copy: Path, traj_name: str, leaves: Sequence[tuple[str,
     f.close()
 
 
-def _iter_leaves(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.HLObject]]:
-    for key, obj in group.items():
+def _load_leaf(obj: h5py.HLObject, where: str, allow_pickle: bool, classes: Sequence[type[Any]],
+               allow_import: Sequence[str], warned: set[str], load_data: bool = True) -> Any:
+    base: type[Any] = Result if get_attr(obj, "leaf") == "Result" else Parameter
+    items = get_attr(obj, "items")
+    empty = base is Result and not load_data
+    value: Any = None if empty else _read_leaf(obj, allow_pickle, where)
+    stored = get_attr(obj, "leaf_class")
+    cls = base
+    if stored is not None:
+        try:
+            found = leaf_class(stored, base, classes, allow_import)
+        except PypetError as exc:
+            raise StorageError(f"{where}: {exc}") from None
+        if found is not None:
+            cls = found
+        elif stored not in warned:
+            warned.add(stored)
+            module = stored.partition(":")[0]
+            log.warning("%s is a %s, loaded as %s: pass classes=[%s] or allow_import=[%r] to load_trajectory "
+                        "(or register_leaf_class it) to get the class back", where, stored, base.__name__,
+                        stored.partition(":")[2], module.partition(".")[0] + ".")
+    leaf = loaded_leaf(cls, where.partition(".")[2], value, get_attr(obj, "comment", ""), items is not None and not empty)
+    if empty:
+        leaf.empty()
+    if cls is not base:
+        for key, field_value in _get_attrs(obj, FIELD).items():
+            object.__setattr__(leaf, key, field_value)
+    annotations = _get_attrs(obj, ANNOTATION)
+    if annotations:
+        leaf.__dict__["_annotations"] = Annotations(annotations)
+    return leaf
+
+
+def _read_leaf(obj: h5py.HLObject, allow_pickle: bool, where: str, load_only: Sequence[str] | None = None) -> Any:
+    """A stored leaf's value: the dict of a multi-item result's items (only ``load_only``'s)."""
+    items = get_attr(obj, "items")
+    if items is None:
+        return read_value(obj, allow_pickle, where)
+    names = json.loads(items)
+    unknown = [k for k in load_only or () if k not in names]
+    if unknown:
+        raise KeyError(f"{where} has no item {unknown[0]!r} (items: {', '.join(names)})")
+    return {k: read_value(obj[k], allow_pickle, f"{where} item {k!r}") for k in (load_only or names)}
+
+
+def _walk(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(kind, dotted name, object) of what a branch group holds: ``leaf`` and ``group`` with their
+    HDF5 object, ``link`` with its target path (a soft link is not followed)."""
+    for key in group:
+        link = group.get(key, getlink=True)
+        if isinstance(link, h5py.SoftLink):
+            yield "link", prefix + key, link.path
+            continue
         if key == "runs" and not prefix:
             continue
+        obj = group[key]
         if "leaf" in obj.attrs:
-            yield prefix + key, obj
+            yield "leaf", prefix + key, obj
         elif isinstance(obj, h5py.Group):
-            yield from _iter_leaves(obj, f"{prefix}{key}.")
+            yield "group", prefix + key, obj
+            yield from _walk(obj, f"{prefix}{key}.")
+
+
+def _iter_leaves(group: h5py.Group) -> Iterator[tuple[str, h5py.HLObject]]:
+    for kind, name, obj in _walk(group):
+        if kind == "leaf":
+            yield name, obj
 
 
 def only_trajectory(f: h5py.File) -> h5py.Group:
