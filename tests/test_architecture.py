@@ -25,7 +25,8 @@ LAYERS: list[set[str]] = [
     {"formats", "formats.files", "formats.schema", "formats.records", "formats.shard", "formats.trajfile"},
     {"storage", "workdir"},
     {"worker"},
-    {"executors", "executors.base", "executors.inline", "executors.local", "executors.slurm"},
+    {"executors", "executors.base", "executors.inline", "executors.local", "executors.slurm",
+     "executors.slurm_task"},
     {"merge", "combine", "status"},
     {"environment"},
     {"cli", ""},  # "" is the package's __init__ (its Environment import is lazy, but counted)

@@ -2,18 +2,22 @@
 
 One ``sbatch`` per array of at most ``MaxArraySize`` tasks; array index ``i`` of an array runs
 the ``i``-th task of that array's task list (the list is recorded in ``jobs.jsonl``), because
-SLURM caps the array *index*, not the count. Each task's pickle holds only a reference to
-``worker.slurm_entry``, the workdir path and the task number.
+SLURM caps the array *index*, not the count. Each task's pickle holds only a
+:class:`.slurm_task.SlurmTask` (a submitit ``Checkpointable``), the workdir path and the task number.
 
 How a task runs on the node: the batch script ``exec``s Python (no ``srun``), so the Python
 process *is* the batch step. That is why we use ``use_srun=False``: ``--signal=B:USR2@N``
 (the time-limit warning), ``scancel``'s SIGTERM, ``scontrol requeue`` and preemption all reach
 the worker directly, with no srun or bash in between (a bash parent dies on SIGUSR2 and, with
 ``proctrack/linuxproc``, leaves its Python child running), and no job step is created per task.
-The worker flushes its ``.partial`` shard on SIGTERM/SIGUSR2; a requeued task resumes from it.
+The worker flushes its ``.partial`` shard on SIGTERM/SIGUSR2; on SIGUSR2 submitit's checkpointing
+then requeues the task, which resumes from that shard (see :mod:`.slurm_task`).
 
 State comes from ``sacct`` (one call for all arrays), then ``squeue`` for what sacct does not
-list or when it fails; every scheduler command has a timeout, so ``status`` never hangs.
+list or when it fails; every scheduler command has a timeout, so ``status`` never hangs. A shared
+cluster's controller is everyone's: as submitit's ``InfoWatcher`` does, one cached answer serves
+all tasks of a sweep, and the time between queries backs off while nothing changes (see
+:class:`_Watch`), so that ``wait`` on any number of tasks asks at most once per 10 s on average.
 """
 
 from __future__ import annotations
@@ -210,7 +214,7 @@ class SlurmExecutor(Executor):
     def submit(self, wd: Workdir, tasks: Sequence[int], retry_failed: bool = False) -> list[str]:
         """One sbatch per array of at most MaxArraySize tasks; each array is recorded as soon as
         sbatch answers, and each task's log is linked to ``wd.task_log(task)``."""
-        from ..worker import slurm_entry
+        from .slurm_task import SlurmTask
 
         tasks = list(tasks)
         if not tasks:
@@ -225,7 +229,8 @@ class SlurmExecutor(Executor):
             sink = io.StringIO()
             try:
                 with contextlib.redirect_stderr(sink):  # submitit echoes sbatch's stderr; we say it once
-                    jobs = ex.map_array(slurm_entry, [str(wd.path)] * n, chunk, [retry_failed] * n)
+                    task = SlurmTask()  # type: ignore[no-untyped-call]  # submitit's Checkpointable.__new__
+                    jobs = ex.map_array(task, [str(wd.path)] * n, chunk, [retry_failed] * n)
             except Exception as exc:  # noqa: BLE001 - sbatch's refusal becomes one clear line
                 _drop_orphans(wd.path / "slurm")
                 done = f"; submitted before: jobs {', '.join(ids)} (recorded)" if ids else ""
