@@ -305,7 +305,8 @@ def test_status_right_after_submit_is_never_unknown(tmp_path: Path, sweeps: list
     tasks twice) when sacct had only a bare row for the new array. Several submissions, each
     asked at once and again while its tasks start and end (sacct's rows lag behind: none, a bare
     ``ID|PENDING``, rows for some tasks): every task is PENDING, RUNNING or COMPLETED."""
-    monkeypatch.setattr(slurm_module, "STATES_TTL", 0.0)  # every status asks the scheduler
+    for knob, value in (("QUERY_MIN_S", 0.0), ("QUERY_RATE", 1e9), ("QUERY_BURST", 1e9)):
+        monkeypatch.setattr(slurm_module, knob, value)  # every status asks the scheduler
     bare_rows = 0
     for k in range(6):
         traj = Trajectory(f"fresh{k}")

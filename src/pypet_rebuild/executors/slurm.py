@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,12 @@ from .base import Executor
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 20.0  # seconds for every scontrol/sacct/squeue/scancel call
-STATES_TTL = 2.0  # seconds a states() answer is reused (wait() polls often; sacct is an RPC)
+# how often states() asks the scheduler (sacct and squeue are RPCs to a controller everyone shares)
+QUERY_MIN_S = 2.0  # after a change: soon again
+QUERY_MAX_S = 60.0  # while nothing changes, the wait doubles up to this
+QUERY_RATE = 0.09  # scheduler commands per second at most in the long run, whatever the task count
+QUERY_BURST = 6.0  # commands that may go at once after a quiet stretch (a budget, refilled at QUERY_RATE)
+# so a wait of T seconds runs at most QUERY_BURST + QUERY_RATE * T commands: under 1 per 10 s from 10 minutes on
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's compiled-in default, used when scontrol cannot be read
 UNTHROTTLED = 1_000_000_000  # array_parallelism when max_parallel is not given: %N = no throttle
 
@@ -91,7 +97,48 @@ _RESERVED = {"array": None, "output": None, "error": None, "open-mode": None, "s
              "gpus-per-task": "--gpus"}
 _JOBID = re.compile(r"(\d+)(?:_(\d+|\[([0-9,%-]+)\]))?\Z")
 
-_states_cache: dict[str, tuple[float, tuple[int, int], dict[int, TaskState]]] = {}
+_clock = time.monotonic  # the watcher's clock (tests drive it)
+
+
+@dataclass
+class _Watch:
+    """The last scheduler answer for one workdir, and when to ask again (as submitit's InfoWatcher).
+
+    The wait between queries starts at :data:`QUERY_MIN_S`, doubles while the answer stays the
+    same (or the scheduler does not answer) up to :data:`QUERY_MAX_S`, and starts over when the
+    answer changes. A budget of scheduler commands, refilled at :data:`QUERY_RATE` per second,
+    caps the average however often it changes (a sweep of 10,000 tasks changes all the time). A
+    new submission in jobs.jsonl (its tasks are not in the answer yet) is asked about at once.
+    """
+
+    answer: dict[int, TaskState]
+    error: PypetError | None  # the scheduler's last failure to answer, said again until the next query
+    jobs_stamp: tuple[int, int]
+    asked: float
+    interval: float
+    budget: float
+    budget_at: float  # when the budget was last refilled
+
+    def refill(self, now: float) -> None:
+        self.budget = min(QUERY_BURST, self.budget + (now - self.budget_at) * QUERY_RATE)
+        self.budget_at = now
+
+    def due(self, now: float, jobs_stamp: tuple[int, int]) -> bool:
+        if jobs_stamp != self.jobs_stamp:
+            return True
+        return now - self.asked >= self.interval and self.budget >= 2.0  # a query: sacct and squeue
+
+    def update(self, now: float, answer: dict[int, TaskState] | None, error: PypetError | None,
+               jobs_stamp: tuple[int, int], calls: int) -> None:
+        same = error is None and answer == self.answer and self.error is None
+        self.interval = min(QUERY_MAX_S, self.interval * 2) if same or error is not None else QUERY_MIN_S
+        self.answer, self.error = (self.answer if answer is None else answer), error
+        self.jobs_stamp, self.asked = jobs_stamp, now
+        self.budget -= calls
+
+
+_watches: dict[str, _Watch] = {}
+SCHEDULER_CALLS = [0]  # sacct/squeue/scontrol/scancel commands run by this process
 
 
 class SlurmExecutor(Executor):
@@ -242,25 +289,43 @@ class SlurmExecutor(Executor):
             ids.append(array_id)
             _link_logs(wd, chunk, [job.paths.stdout for job in jobs])
             log.info("array %s: %d tasks (%d..%d)", array_id, n, chunk[0], chunk[-1])
-        _states_cache.pop(str(wd.path), None)
+        _watches.pop(str(wd.path), None)
         return ids
 
     def states(self, wd: Workdir) -> dict[int, TaskState]:
-        """task -> state of its latest submission, from sacct, else squeue; never blocks for long."""
-        key = str(wd.path)
-        stamp = _jobs_stamp(wd)
-        hit = _states_cache.get(key)
-        if hit is not None and hit[1] == stamp and time.monotonic() - hit[0] < STATES_TTL:
-            return dict(hit[2])
+        """task -> state of its latest submission, from sacct, else squeue; never blocks for long.
+        One sacct and one squeue call serve every task of the sweep; a cached answer is reused
+        while the scheduler is not due to be asked again (:class:`_Watch`)."""
+        key, now = str(wd.path), _clock()
+        jobs_stamp = _jobs_stamp(wd)
+        watch = _watches.get(key)
+        if watch is not None:
+            watch.refill(now)
+            if not watch.due(now, jobs_stamp):
+                if watch.error is not None:
+                    raise watch.error
+                return dict(watch.answer)
         latest = _latest_submissions(wd)
         if not latest:
             return {}
         ids = sorted({aid for aid, _, _ in latest.values()}, key=int)
-        found = _query_states(ids, {f"{a}_{i}" for a, i, _ in latest.values()},
-                              {a for a, _, single in latest.values() if single})
-        out = {task: found.get(f"{aid}_{idx}", TaskState.UNKNOWN) for task, (aid, idx, _) in latest.items()}
-        _states_cache[key] = (time.monotonic(), stamp, out)
-        return dict(out)
+        calls = SCHEDULER_CALLS[0]
+        out: dict[int, TaskState] | None = None
+        error: PypetError | None = None
+        try:
+            found = _query_states(ids, {f"{a}_{i}" for a, i, _ in latest.values()},
+                                  {a for a, _, single in latest.values() if single})
+            out = {task: found.get(f"{aid}_{idx}", TaskState.UNKNOWN) for task, (aid, idx, _) in latest.items()}
+        except PypetError as exc:
+            error = exc
+        if watch is None:
+            watch = _watches[key] = _Watch(out or {}, error, jobs_stamp, now, QUERY_MIN_S, QUERY_BURST, now)
+            watch.budget -= SCHEDULER_CALLS[0] - calls
+        else:
+            watch.update(now, out, error, jobs_stamp, SCHEDULER_CALLS[0] - calls)
+        if error is not None:
+            raise error
+        return dict(watch.answer)
 
     def cancel(self, wd: Workdir) -> int:
         """scancel every array of the sweep that still has queued or running tasks; returns how
@@ -281,7 +346,7 @@ class SlurmExecutor(Executor):
                 raise SubmissionError(f"scancel did not answer within {COMMAND_TIMEOUT:.0f} s")
             if out.returncode != 0 and "Invalid job id" not in out.stderr:
                 raise SubmissionError(f"scancel failed: {_first_error(out.stderr) or out.returncode}")
-        _states_cache.pop(str(wd.path), None)
+        _watches.pop(str(wd.path), None)
         return count
 
     def batch_script(self, wd: Workdir, tasks: Sequence[int]) -> str:
@@ -412,6 +477,7 @@ def _check_setup(setup: Sequence[str] | None) -> list[str]:
 
 def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str] | None:
     """Run a SLURM client command with a timeout; None if it is missing or did not answer."""
+    SCHEDULER_CALLS[0] += 1
     try:
         if stdin is not None:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, input=stdin)
@@ -507,7 +573,12 @@ def parse_state_table(text: str) -> dict[str, str]:
         jobid, sep, state = line.partition("|")
         if not sep or not state.strip():
             continue
-        word = state.split()[0].rstrip("+")
+        word = state.split(None, 1)[0].rstrip("+")
+        jobid = jobid.strip()
+        base, _, index = jobid.partition("_")
+        if base.isdigit() and (not index or index.isdigit()):  # the common row, at dict speed
+            found[jobid] = word
+            continue
         for jid in expand_job_ids(jobid):
             found[jid] = word
     return found
@@ -526,11 +597,14 @@ def resolve_states(wanted: set[str], table: dict[str, str], single: Collection[s
     slurmctld cannot be asked), and only if it says the array is not finished (PENDING or RUNNING).
     """
     out: dict[str, TaskState] = {}
+    words = _STATE_MAP
     for w in wanted:
-        base = w.split("_")[0]
-        state, bare = _STATE_MAP.get(table.get(w, "")), _STATE_MAP.get(table.get(base, ""))
-        if state is None and (base in single or (bare_arrays and bare is not None and bare.active)):
-            state = bare
+        state = words.get(table.get(w, ""))
+        if state is None:
+            base = w.partition("_")[0]
+            bare = words.get(table.get(base, ""))
+            if base in single or (bare_arrays and bare is not None and bare.active):
+                state = bare
         if state is not None:
             out[w] = state
     return out
