@@ -24,6 +24,7 @@ from pypet_rebuild.formats.records import JobRecord
 from pypet_rebuild.taskstate import TaskState
 from pypet_rebuild.workdir import Workdir
 
+from .conftest import cli
 from .test_reliability import make_workdir
 
 FAKE = Path(__file__).with_name("fake_slurm")
@@ -102,7 +103,7 @@ def test_wait_on_10000_tasks_asks_the_scheduler_at_most_once_per_10_s(tmp_path: 
     executor = SlurmExecutor()
     seen: dict[int, TaskState] = {}
     while clock.t < duration + 120:
-        seen = executor.states(wd)
+        seen = executor.states(wd, patient=True)  # as wait() asks
         if clock.t > duration and all(s is TaskState.COMPLETED for s in seen.values()):
             break
         clock.sleep(0.2)
@@ -155,3 +156,67 @@ def test_a_scheduler_that_does_not_answer_is_asked_less_often_too(tmp_path: Path
         clock.sleep(0.2)
     rate = per_minute(calls(tmp_path), clock.t)
     assert rate <= 6.0, rate
+
+
+def back_off(executor: SlurmExecutor, wd: Workdir, clock: Clock, until: float) -> dict[int, TaskState]:
+    """Poll as wait() does (patient, every 0.2 s) until ``until``: the wait grows to a minute."""
+    seen: dict[int, TaskState] = {}
+    while clock.t < until:
+        seen = executor.states(wd, patient=True)
+        clock.sleep(0.2)
+    return seen
+
+
+def test_a_one_shot_status_is_fresh_even_while_a_wait_backs_off(tmp_path: Path, clock: Clock) -> None:
+    """20 tasks running for minutes: wait()'s polling has backed off to a minute when task 0
+    ends. A status asked a few seconds later (not wait's loop) sees it COMPLETED, although the
+    wait's own next query is still far off."""
+    wd = sweep(tmp_path, 20, duration=60.0, run_s=300.0, start=200.0)  # task k ends at 203 + 3k
+    executor = SlurmExecutor()
+    seen = back_off(executor, wd, clock, until=200.0)
+    assert set(seen.values()) == {TaskState.RUNNING}
+    clock.sleep(203.0 + slurm_module.FRESH_S - clock.t)  # task 0 ended FRESH_S ago
+    before = len(calls(tmp_path))
+    assert executor.states(wd, patient=True)[0] is TaskState.RUNNING  # the wait is not due yet
+    assert len(calls(tmp_path)) == before
+    fresh = executor.states(wd)
+    assert fresh[0] is TaskState.COMPLETED and fresh[1] is TaskState.RUNNING, fresh
+    assert len(calls(tmp_path)) == before + 2  # one sacct, one squeue
+    assert SweepHandle(wd).status().tasks[0].state is TaskState.COMPLETED  # the public one-shot status
+
+
+def test_rapid_one_shot_status_calls_stay_within_the_budget(tmp_path: Path, clock: Clock) -> None:
+    """A script calling status() in a tight loop (every 0.2 s for 15 simulated minutes) on a
+    sweep that changes all the time: the budget still caps the scheduler at 6 commands a minute,
+    one sacct and one squeue for all tasks each time."""
+    wd = sweep(tmp_path, 200, duration=900.0, run_s=120.0)
+    handle = SweepHandle(wd)
+    while clock.t < 900.0:
+        handle.status()
+        clock.sleep(0.2)
+    log = calls(tmp_path)
+    check_one_call_per_command(log, 1)
+    rate = per_minute(log, clock.t)
+    print(f"\nstatus() every 0.2 s over {clock.t / 60:.0f} simulated minutes: {len(log)} scheduler commands, "
+          f"{rate:.2f} per minute")
+    assert rate <= 6.0, rate
+
+
+@pytest.mark.parametrize("where", ["this process", "another process"])
+def test_a_cancel_is_seen_by_the_next_status_even_while_a_wait_backs_off(tmp_path: Path, clock: Clock,
+                                                                         where: str) -> None:
+    """wait() has backed off to a minute on 20 running tasks; the user cancels the sweep (through
+    the API in this process, or `pypet-hpc cancel` in another shell): the next poll of the wait
+    asks the scheduler at once and sees every task CANCELLED."""
+    wd = sweep(tmp_path, 20, duration=60.0, run_s=600.0, start=600.0)
+    executor = SlurmExecutor()
+    assert set(back_off(executor, wd, clock, until=300.0).values()) == {TaskState.RUNNING}
+    if where == "this process":
+        SweepHandle(wd).cancel()
+    else:
+        out = cli("cancel", str(wd.path), cwd=tmp_path).stdout
+        assert "cancelled" in out, out
+    assert [c["cmd"] for c in calls(tmp_path)][-2:] == ["squeue", "scancel"]
+    before = len(calls(tmp_path))
+    assert set(executor.states(wd, patient=True).values()) == {TaskState.CANCELLED}
+    assert len(calls(tmp_path)) == before + 2

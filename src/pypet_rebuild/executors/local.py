@@ -79,7 +79,7 @@ class LocalExecutor(Executor):
         wd.record_jobs(JobRecord(self.name, [sub_id], list(tasks), pid=proc.pid))
         return [sub_id]
 
-    def states(self, wd: Workdir) -> dict[int, TaskState]:
+    def states(self, wd: Workdir, patient: bool = False) -> dict[int, TaskState]:
         out: dict[int, TaskState] = {}
         for job in wd.jobs():
             if job.executor != self.name:

@@ -54,6 +54,7 @@ QUERY_MIN_S = 2.0  # after a change: soon again
 QUERY_MAX_S = 60.0  # while nothing changes, the wait doubles up to this
 QUERY_RATE = 0.09  # scheduler commands per second at most in the long run, whatever the task count
 QUERY_BURST = 6.0  # commands that may go at once after a quiet stretch (a budget, refilled at QUERY_RATE)
+FRESH_S = 2.0  # a one-shot status (not wait's loop) reuses an answer at most this old, budget permitting
 # so a wait of T seconds runs at most QUERY_BURST + QUERY_RATE * T commands: under 1 per 10 s from 10 minutes on
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's compiled-in default, used when scontrol cannot be read
 UNTHROTTLED = 1_000_000_000  # array_parallelism when max_parallel is not given: %N = no throttle
@@ -108,12 +109,17 @@ class _Watch:
     same (or the scheduler does not answer) up to :data:`QUERY_MAX_S`, and starts over when the
     answer changes. A budget of scheduler commands, refilled at :data:`QUERY_RATE` per second,
     caps the average however often it changes (a sweep of 10,000 tasks changes all the time). A
-    new submission in jobs.jsonl (its tasks are not in the answer yet) is asked about at once.
+    new submission in jobs.jsonl (its tasks are not in the answer yet), or a cancel from any
+    process (it touches the workdir's slurm/ folder), is asked about at once.
+
+    Only a patient caller (``wait``'s loop) waits out the interval; any other status reuses an
+    answer for at most :data:`FRESH_S` seconds, unless rapid repeated calls have spent the budget
+    or the scheduler failed to answer last time.
     """
 
     answer: dict[int, TaskState]
     error: PypetError | None  # the scheduler's last failure to answer, said again until the next query
-    jobs_stamp: tuple[int, int]
+    jobs_stamp: tuple[int, ...]
     asked: float
     interval: float
     budget: float
@@ -123,13 +129,15 @@ class _Watch:
         self.budget = min(QUERY_BURST, self.budget + (now - self.budget_at) * QUERY_RATE)
         self.budget_at = now
 
-    def due(self, now: float, jobs_stamp: tuple[int, int]) -> bool:
+    def due(self, now: float, jobs_stamp: tuple[int, ...], patient: bool) -> bool:
         if jobs_stamp != self.jobs_stamp:
             return True
-        return now - self.asked >= self.interval and self.budget >= 2.0  # a query: sacct and squeue
+        # a scheduler that failed to answer is given its back-off by every caller (it is down, not busy)
+        wait = self.interval if patient or self.error is not None else min(self.interval, FRESH_S)
+        return now - self.asked >= wait and self.budget >= 2.0  # a query: sacct and squeue
 
     def update(self, now: float, answer: dict[int, TaskState] | None, error: PypetError | None,
-               jobs_stamp: tuple[int, int], calls: int) -> None:
+               jobs_stamp: tuple[int, ...], calls: int) -> None:
         same = error is None and answer == self.answer and self.error is None
         self.interval = min(QUERY_MAX_S, self.interval * 2) if same or error is not None else QUERY_MIN_S
         self.answer, self.error = (self.answer if answer is None else answer), error
@@ -292,16 +300,17 @@ class SlurmExecutor(Executor):
         _watches.pop(str(wd.path), None)
         return ids
 
-    def states(self, wd: Workdir) -> dict[int, TaskState]:
+    def states(self, wd: Workdir, patient: bool = False) -> dict[int, TaskState]:
         """task -> state of its latest submission, from sacct, else squeue; never blocks for long.
         One sacct and one squeue call serve every task of the sweep; a cached answer is reused
-        while the scheduler is not due to be asked again (:class:`_Watch`)."""
+        while the scheduler is not due to be asked again (:class:`_Watch`): up to a minute for a
+        ``patient`` caller (a wait loop), else up to :data:`FRESH_S` seconds."""
         key, now = str(wd.path), _clock()
         jobs_stamp = _jobs_stamp(wd)
         watch = _watches.get(key)
         if watch is not None:
             watch.refill(now)
-            if not watch.due(now, jobs_stamp):
+            if not watch.due(now, jobs_stamp, patient):
                 if watch.error is not None:
                     raise watch.error
                 return dict(watch.answer)
@@ -347,6 +356,7 @@ class SlurmExecutor(Executor):
             if out.returncode != 0 and "Invalid job id" not in out.stderr:
                 raise SubmissionError(f"scancel failed: {_first_error(out.stderr) or out.returncode}")
         _watches.pop(str(wd.path), None)
+        _mark_cancel(wd)
         return count
 
     def batch_script(self, wd: Workdir, tasks: Sequence[int]) -> str:
@@ -530,12 +540,28 @@ def _link_logs(wd: Workdir, tasks: Sequence[int], outputs: Sequence[Path]) -> No
             log.warning("could not link %s to %s: %s", link, out, exc)
 
 
-def _jobs_stamp(wd: Workdir) -> tuple[int, int]:
+def _jobs_stamp(wd: Workdir) -> tuple[int, ...]:
+    """What tells a cached answer that the user acted since: jobs.jsonl grew (a submit or
+    resubmit) or the slurm/ folder was touched (a cancel, see :func:`_mark_cancel`), in any process."""
+    out: list[int] = []
+    for path in (wd.path / "jobs.jsonl", wd.path / "slurm"):
+        try:
+            st = path.stat()
+        except OSError:
+            out += [0, 0]
+        else:
+            out += [st.st_size if path.is_file() else 0, st.st_mtime_ns]
+    return tuple(out)
+
+
+def _mark_cancel(wd: Workdir) -> None:
+    """Tell every process watching this sweep that it was cancelled (they then ask the scheduler
+    at once): touch its slurm/ folder, which nothing else changes once the jobs are submitted."""
     try:
-        st = (wd.path / "jobs.jsonl").stat()
-    except OSError:
-        return (0, 0)
-    return (st.st_size, st.st_mtime_ns)
+        (wd.path / "slurm").mkdir(exist_ok=True)
+        os.utime(wd.path / "slurm")
+    except OSError as exc:  # other processes then see the cancel at their next due query
+        log.debug("could not touch %s: %s", wd.path / "slurm", exc)
 
 
 def _latest_submissions(wd: Workdir) -> dict[int, tuple[str, int, bool]]:
