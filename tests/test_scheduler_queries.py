@@ -220,3 +220,23 @@ def test_a_cancel_is_seen_by_the_next_status_even_while_a_wait_backs_off(tmp_pat
     before = len(calls(tmp_path))
     assert set(executor.states(wd, patient=True).values()) == {TaskState.CANCELLED}
     assert len(calls(tmp_path)) == before + 2
+
+
+def test_user_actions_after_a_spent_budget_do_not_delay_later_answers(tmp_path: Path, clock: Clock) -> None:
+    """A script has spent the budget (status() in a tight loop), then submits twice in a row (two
+    queries at once, past the budget): the next answers still come as soon as the budget refills
+    (2 commands' worth), not a minute or more later to pay the forced queries back."""
+    wd = sweep(tmp_path, 10, duration=60.0, run_s=30.0, start=100.0)  # task 0 ends at 106
+    handle = SweepHandle(wd)
+    while clock.t < 90.0:
+        handle.status()
+        clock.sleep(0.2)
+    for _ in range(2):  # e.g. an expand and a resubmit: each makes the next status ask at once
+        before = len(calls(tmp_path))
+        wd.record_jobs(JobRecord("slurm", [str(FIRST_ID)], list(range(10))))
+        handle.status()
+        assert len(calls(tmp_path)) == before + 2
+        clock.sleep(0.2)
+    while handle.status().tasks[0].state is not TaskState.COMPLETED:
+        clock.sleep(0.2)
+    assert clock.t <= 106.0 + 2 / slurm_module.QUERY_RATE + slurm_module.FRESH_S, clock.t

@@ -287,7 +287,9 @@ def _square(traj: Trajectory) -> None:
 
 def test_cancel_then_resubmit_runs_every_run_once(tmp_path: Path, sweeps: list[Path]) -> None:
     write_sweep(tmp_path, n=40)
-    wd = submit(tmp_path, "--runs-per-task", "10", "--time", "5", env={"SWEEP_DELAY": "0.4"})
+    # 1.5 s a run: `pypet-hpc cancel` must start (seconds on a busy machine) before the tasks end
+    # (with 0.4 s, a loaded run saw all 8 shards final 1 s before scancel ran: "cancelled 3")
+    wd = submit(tmp_path, "--runs-per-task", "10", "--time", "5", env={"SWEEP_DELAY": "1.5"})
     sweeps.append(wd)
     wait_for(lambda: sweep_status(Workdir(wd)).counts["ok"] >= 8, 60, "some runs to finish")
     out = cli("cancel", str(wd), cwd=tmp_path).stdout

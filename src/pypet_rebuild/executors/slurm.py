@@ -141,11 +141,24 @@ class _Watch:
         same = error is None and answer == self.answer and self.error is None
         self.interval = min(QUERY_MAX_S, self.interval * 2) if same or error is not None else QUERY_MIN_S
         self.answer, self.error = (self.answer if answer is None else answer), error
+        # a query the user's action forced (the budget may be spent) leaves no debt: without the
+        # floor, a submit and a resubmit in a row delayed every later answer by over a minute
+        forced = jobs_stamp != self.jobs_stamp
         self.jobs_stamp, self.asked = jobs_stamp, now
-        self.budget -= calls
+        self.budget = max(0.0, self.budget - calls) if forced else self.budget - calls
 
 
 _watches: dict[str, _Watch] = {}
+
+
+def _invalidate(wd: Workdir) -> None:
+    """The user acted on the sweep in this process: the next status asks the scheduler at once
+    (the budget stays as spent)."""
+    watch = _watches.get(str(wd.path))
+    if watch is not None:
+        watch.jobs_stamp = ()
+
+
 SCHEDULER_CALLS = [0]  # sacct/squeue/scontrol/scancel commands run by this process
 
 
@@ -297,7 +310,7 @@ class SlurmExecutor(Executor):
             ids.append(array_id)
             _link_logs(wd, chunk, [job.paths.stdout for job in jobs])
             log.info("array %s: %d tasks (%d..%d)", array_id, n, chunk[0], chunk[-1])
-        _watches.pop(str(wd.path), None)
+        _invalidate(wd)
         return ids
 
     def states(self, wd: Workdir, patient: bool = False) -> dict[int, TaskState]:
@@ -355,7 +368,7 @@ class SlurmExecutor(Executor):
                 raise SubmissionError(f"scancel did not answer within {COMMAND_TIMEOUT:.0f} s")
             if out.returncode != 0 and "Invalid job id" not in out.stderr:
                 raise SubmissionError(f"scancel failed: {_first_error(out.stderr) or out.returncode}")
-        _watches.pop(str(wd.path), None)
+        _invalidate(wd)
         _mark_cancel(wd)
         return count
 
