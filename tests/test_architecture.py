@@ -26,7 +26,8 @@ LAYERS: list[set[str]] = [
      "formats.trajfile"},
     {"storage", "workdir"},
     {"worker"},
-    {"executors", "executors.base", "executors.inline", "executors.local", "executors.slurm"},
+    {"executors", "executors.base", "executors.inline", "executors.local", "executors.slurm",
+     "executors.slurm_task"},
     {"merge", "combine", "status"},
     {"environment"},
     {"cli", "compat", ""},  # "" is the package's __init__ (its Environment import is lazy, but counted)

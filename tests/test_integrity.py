@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import resource
 import socket
 import subprocess
@@ -33,7 +34,7 @@ from pypet_rebuild.errors import ArgumentTypeError, DamagedFileError
 from pypet_rebuild.merge import merge_lock
 from pypet_rebuild.workdir import Workdir
 
-from .test_reliability import check_merged, make_workdir, run_inline
+from .test_reliability import FLUSH_EVERY_RUN, check_merged, make_workdir, one_line, run_inline
 
 
 def corrupt_chunk(path: Path, dataset: str, chunk: int = 0) -> None:
@@ -363,3 +364,67 @@ def test_api_argument_types_are_checked_with_one_line(case: str) -> None:
         call()
     assert isinstance(info.value, TypeError) and isinstance(info.value, PypetError)
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# A damaged jobs.jsonl, and a worker's own log
+
+
+JOBS_GARBAGE = {
+    "not JSON": ("{'executor': 'local'", "not JSON"),
+    "no tasks": ('{"executor": "local", "ids": ["1"]}', "no tasks"),
+    "tasks not a list": ('{"executor": "local", "ids": ["1"], "tasks": 3}', "ids and tasks must be lists"),
+    "a bad task": ('{"executor": "local", "ids": ["1"], "tasks": ["zero"]}', "invalid literal"),
+    "a list": ("[1, 2]", "not a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", list(JOBS_GARBAGE))
+@pytest.mark.parametrize("command", ["status", "resubmit"])
+def test_a_garbage_line_in_jobs_jsonl_is_one_line_naming_file_and_line(tmp_path: Path, command: str,
+                                                                        case: str) -> None:
+    wd = make_workdir(tmp_path, 4, runs_per_task=2)
+    jobs = wd.path / "jobs.jsonl"
+    good = '{"time": 1.0, "executor": "local", "ids": ["1"], "tasks": [0, 1], "pid": 1}'
+    garbage, why = JOBS_GARBAGE[case]
+    jobs.write_text(f"{good}\n{garbage}\n{good}\n")
+    before = jobs.read_bytes()
+    out = CliRunner().invoke(cli_main, [command, str(wd.path)])
+    assert out.exit_code == 2, out.output
+    line = one_line(out.output)
+    assert f"{jobs} line 2 is damaged" in line and why in line, line
+    assert jobs.read_bytes() == before and not wd.shard_files()  # nothing was run or rewritten
+
+
+def test_a_worker_that_cannot_start_logs_one_line_and_the_traceback_only_at_debug(tmp_path: Path) -> None:
+    """A worker whose sweep file has gone: one ERROR line naming it, exit 1; the traceback only
+    with PYPET_HPC_DEBUG=1."""
+    wd = make_workdir(tmp_path, 4, runs_per_task=2)
+    (tmp_path / "relsweep.py").unlink()
+    for debug in ("0", "1"):
+        env = {**os.environ, "PYPET_HPC_DEBUG": debug}
+        proc = subprocess.run([sys.executable, "-m", "pypet_rebuild.worker", str(wd.path), "0"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+        assert len(errors) == 1 and "task 0 failed: " in errors[0] and "relsweep.py: no such sweep file" in errors[0]
+        assert ("Traceback" in proc.stderr) == (debug == "1"), proc.stderr
+
+
+def test_a_local_worker_on_a_full_disk_logs_one_line_and_no_traceback(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local executor's worker (its forked child entry) whose files may not grow past 2.5 MB:
+    the task's log holds one ERROR line naming the shard, no traceback (HDF5's complaints while
+    freeing its objects go to DEBUG); exit 1."""
+    monkeypatch.setenv(FLUSH_EVERY_RUN, "1")
+    wd = make_workdir(tmp_path, 30, runs_per_task=30, big=12_500)
+    limit = 2_500_000
+    code = (f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+            "from pypet_rebuild.executors.local import _child\n"
+            f"_child({str(wd.path)!r}, 0, False, {str(wd.task_log(0))!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    text = wd.task_log(0).read_text()
+    assert proc.returncode == 1, proc.stderr + text
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "task_000000.h5.partial cannot be written: File too large" in errors[0], text
+    assert "Traceback" not in text and "Exception ignored" not in text, text

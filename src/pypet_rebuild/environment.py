@@ -70,7 +70,7 @@ class SweepHandle:
         stopping: str | None = None
         try:
             while True:
-                st = self.status()
+                st = sweep_status(self.workdir, patient=True)
                 if stopping is None:
                     stopping, alike = self._stop_reason(st, rule, alike)
                     if stopping is not None:  # cancel the rest, then wait until they have ended

@@ -91,8 +91,10 @@ def read_counts(path: Path, live: bool = False) -> tuple[int, int]:
         return reader.counts()
 
 
-def sweep_status(wd: Workdir) -> SweepStatus:
-    """Every task's state: what its shard says, weighed against the scheduler by classify()."""
+def sweep_status(wd: Workdir, patient: bool = False) -> SweepStatus:
+    """Every task's state: what its shard says, weighed against the scheduler by classify().
+    ``patient`` (a wait loop): the scheduler's answer may be up to a minute old while nothing
+    changes; else at most a few seconds (see the slurm executor's back-off)."""
     manifest = wd.manifest()
     plan = manifest.plan
     note = None
@@ -101,7 +103,7 @@ def sweep_status(wd: Workdir) -> SweepStatus:
     now: float | None = time.time()  # None: the scheduler did not answer, so nothing counts as lost
     try:
         executor = make_executor(manifest.executor["name"], **manifest.executor.get("options", {}))
-        sched = executor.states(wd)
+        sched = executor.states(wd, patient)
     except (PypetError, OSError) as exc:  # a submitted task may still run: UNKNOWN, not NOT_SUBMITTED
         sched, note = dict.fromkeys(submitted, TaskState.UNKNOWN), f"scheduler state unavailable: {exc}"
         now = None

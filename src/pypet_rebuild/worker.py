@@ -1,8 +1,9 @@
 """The worker: runs one task's runs and writes its shard. Every executor ends up here.
 
 A worker receives only the workdir and a task number. SIGTERM and SIGUSR2 (SLURM's time-limit
-warning, a requeue or preemption) make it flush its shard and exit, so a resubmitted or
-requeued task resumes where it stopped.
+warning, a requeue or preemption) make it finish the current run, flush its shard and exit, so a
+resubmitted or requeued task resumes where it stopped. Its log holds one line per error; the
+traceback only at DEBUG (``PYPET_HPC_DEBUG=1`` in the environment of the submitting shell).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import time
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .errors import InvalidNameError, StorageError, SweepStopped, TaskBusyError
+from .errors import InvalidNameError, PypetError, StorageError, SweepStopped
 from .failures import FailureRule, FailureWatch
 from .formats.schema import RunStatus
 from .formats.shard import ShardWriter
@@ -29,7 +30,8 @@ from .workdir import Simulation, Workdir
 log = logging.getLogger(__name__)
 INTERRUPTED_EXIT = 143
 STOPPED_EXIT = 3  # the sweep's failure rule stopped the task: the controller cancels the rest
-STOP_SIGNALS: list[int] = []  # signals that stopped a task in this process (slurm_entry reads it)
+STOP_SIGNALS: list[int] = []  # signals that stopped a task in this process (the SLURM entry reads it)
+DEBUG_ENV = "PYPET_HPC_DEBUG"  # set (to anything but 0): worker logs at DEBUG, tracebacks included
 
 
 class Interrupted(Exception):
@@ -155,30 +157,69 @@ def _restore_handlers(previous: dict[int, Any]) -> None:
 
 
 def configure_logging(stream: Any = None) -> None:
-    logging.basicConfig(level=logging.INFO, stream=stream or sys.stderr,
+    """A worker process's log: INFO (DEBUG with ``PYPET_HPC_DEBUG``), one line per error.
+
+    h5py objects freed after a failed write raise in their ``__dealloc__``; Cython prints those
+    through ``sys.excepthook`` and Python's unraisable hook, as tracebacks, before the failure
+    itself is caught. Both hooks send them to DEBUG (the failure gets its one line from whoever
+    catches it); any other exception reaching the top is one ERROR line, its traceback at DEBUG."""
+    debug = os.environ.get(DEBUG_ENV, "0") not in ("", "0")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=stream or sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.unraisablehook = _log_unraisable
+    sys.excepthook = _log_uncaught
 
 
-def slurm_entry(workdir: str, task: int, retry_failed: bool = False) -> str:
-    """What a SLURM array task runs (submitit pickles only this reference and its arguments).
+def _log_unraisable(unraisable: Any) -> None:
+    exc = unraisable.exc_value
+    log.debug("ignored while freeing %r: %s", unraisable.object, exc,
+              exc_info=(unraisable.exc_type, exc, unraisable.exc_traceback) if exc is not None else None)
 
-    After SLURM's time-limit warning (SIGUSR2) the shard is flushed and the task waits for
-    SLURM to end it, so that sacct says TIMEOUT (not FAILED) and the user knows to raise --time.
-    """
-    logging.getLogger("submitit").propagate = False  # it has its own handler: no doubled lines
-    configure_logging()
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    frames = traceback.extract_tb(tb)
+    freeing = bool(frames) and all(frame.filename.endswith(".pyx") for frame in frames)
+    if not freeing:
+        log.error("%s: %s", kind.__name__, " ".join(str(exc).split()))
+    log.debug("%s", "freeing an HDF5 object" if freeing else "the traceback", exc_info=(kind, exc, tb))
+
+
+def run_logged(workdir: str | Path, task: int, retry_failed: bool = False) -> int:
+    """Run a task in a worker process; its outcome as an exit code (0, 1, :data:`STOPPED_EXIT`,
+    :data:`INTERRUPTED_EXIT`). Each error is one line in the log, its traceback at DEBUG."""
     try:
-        return str(run_task(workdir, task, retry_failed))
-    except SweepStopped:  # logged, and recorded for whoever waits: they cancel the other tasks
-        sys.exit(STOPPED_EXIT)
+        run_task(workdir, task, retry_failed)
     except Interrupted:
-        if STOP_SIGNALS[-1:] == [signal.SIGUSR2] and os.environ.get("SLURM_JOB_ID"):
-            log.warning("time-limit warning: shard flushed; waiting for SLURM to end the job")
-            signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(INTERRUPTED_EXIT))
-            while True:
-                time.sleep(60)
-        sys.exit(INTERRUPTED_EXIT)
+        return INTERRUPTED_EXIT
+    except SweepStopped:  # logged, and recorded for whoever waits: they cancel the other tasks
+        return STOPPED_EXIT
+    except Exception as exc:  # noqa: BLE001 - a worker's failure is its log line and exit code
+        if not isinstance(exc, StorageError):  # run_task has said that one
+            text = str(exc) if isinstance(exc, PypetError) else f"{type(exc).__name__}: {exc}"
+            log.error("task %d failed: %s", task, " ".join(text.split()))
+        log.debug("task %d: the traceback", task, exc_info=True)
+        return 1
+    return 0
+
+
+def leave(code: int) -> NoReturn:
+    """End a worker process now. After a failed write HDF5 cannot close that file, and its
+    clean-up at exit could crash: so no interpreter clean-up, only the log and stdio flushed."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def wait_for_slurm_end() -> NoReturn:
+    """After SLURM's time-limit warning, when the job is not requeued: the shard is flushed; wait
+    for SLURM to end the job, so that sacct says TIMEOUT (not FAILED) and the user raises --time."""
+    log.warning("time-limit warning: shard flushed; waiting for SLURM to end the job")
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: leave(INTERRUPTED_EXIT))
+    while True:
+        time.sleep(60)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,19 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m pypet_rebuild.worker WORKDIR TASK [--retry-failed]", file=sys.stderr)
         return 2
     configure_logging()
-    try:
-        run_task(args[0], int(args[1]), retry)
-    except Interrupted:
-        return INTERRUPTED_EXIT
-    except SweepStopped:
-        return STOPPED_EXIT
-    except StorageError:  # its shard could not be written (run_task logged why): HDF5 cannot close
-        logging.shutdown()  # that file, and its clean-up at exit would crash; leave without it
-        os._exit(1)
-    except TaskBusyError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    code = run_logged(args[0], int(args[1]), retry)
+    if code == 1:
+        leave(code)
+    return code
 
 
 if __name__ == "__main__":

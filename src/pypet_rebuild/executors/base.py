@@ -39,8 +39,9 @@ class Executor(ABC):
         """Start ``tasks``; record and return the job ids."""
 
     @abstractmethod
-    def states(self, wd: Workdir) -> dict[int, TaskState]:
-        """task -> scheduler state for the tasks this executor submitted (latest submission wins)."""
+    def states(self, wd: Workdir, patient: bool = False) -> dict[int, TaskState]:
+        """task -> scheduler state for the tasks this executor submitted (latest submission wins).
+        ``patient``: the caller polls in a loop (wait), so an older cached answer is fine."""
 
     @abstractmethod
     def cancel(self, wd: Workdir) -> int:

@@ -46,7 +46,7 @@ class InlineExecutor(Executor):
             run_task(wd.path, task, retry_failed, self.traj, self.fn, self.stop_on_error, watch)
         return ["inline"]
 
-    def states(self, wd: Workdir) -> dict[int, TaskState]:
+    def states(self, wd: Workdir, patient: bool = False) -> dict[int, TaskState]:
         return {task: TaskState.COMPLETED for task in range(wd.manifest().plan.n_tasks) if wd.shard(task).exists()}
 
     def cancel(self, wd: Workdir) -> int:

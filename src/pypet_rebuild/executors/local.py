@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,7 @@ class LocalExecutor(Executor):
         wd.record_jobs(JobRecord(self.name, [sub_id], list(tasks), pid=proc.pid))
         return [sub_id]
 
-    def states(self, wd: Workdir) -> dict[int, TaskState]:
+    def states(self, wd: Workdir, patient: bool = False) -> dict[int, TaskState]:
         out: dict[int, TaskState] = {}
         for job in wd.jobs():
             if job.executor != self.name:
@@ -145,8 +144,7 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 def _child(workdir: str, task: int, retry_failed: bool, log_path: str) -> None:
     """A forked worker: log to the task's file, run the task, exit with its outcome."""
-    from ..errors import SweepStopped
-    from ..worker import INTERRUPTED_EXIT, STOPPED_EXIT, Interrupted, configure_logging, run_task
+    from ..worker import configure_logging, leave, run_logged
 
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     os.dup2(fd, 1)
@@ -158,20 +156,7 @@ def _child(workdir: str, task: int, retry_failed: bool, log_path: str) -> None:
         logging.root.removeHandler(h)
     configure_logging(sys.stderr)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        run_task(workdir, task, retry_failed)
-    except Interrupted:
-        os._exit(INTERRUPTED_EXIT)
-    except SweepStopped:  # run_task logged why and recorded it
-        sys.stderr.flush()
-        os._exit(STOPPED_EXIT)
-    except BaseException:  # noqa: BLE001 - everything goes to the task log
-        traceback.print_exc()
-        sys.stderr.flush()
-        os._exit(1)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave(run_logged(workdir, task, retry_failed))
 
 
 def controller(workdir: str, sub_id: str) -> int:

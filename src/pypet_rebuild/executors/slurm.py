@@ -2,18 +2,22 @@
 
 One ``sbatch`` per array of at most ``MaxArraySize`` tasks; array index ``i`` of an array runs
 the ``i``-th task of that array's task list (the list is recorded in ``jobs.jsonl``), because
-SLURM caps the array *index*, not the count. Each task's pickle holds only a reference to
-``worker.slurm_entry``, the workdir path and the task number.
+SLURM caps the array *index*, not the count. Each task's pickle holds only a
+:class:`.slurm_task.SlurmTask` (a submitit ``Checkpointable``), the workdir path and the task number.
 
 How a task runs on the node: the batch script ``exec``s Python (no ``srun``), so the Python
 process *is* the batch step. That is why we use ``use_srun=False``: ``--signal=B:USR2@N``
 (the time-limit warning), ``scancel``'s SIGTERM, ``scontrol requeue`` and preemption all reach
 the worker directly, with no srun or bash in between (a bash parent dies on SIGUSR2 and, with
 ``proctrack/linuxproc``, leaves its Python child running), and no job step is created per task.
-The worker flushes its ``.partial`` shard on SIGTERM/SIGUSR2; a requeued task resumes from it.
+The worker flushes its ``.partial`` shard on SIGTERM/SIGUSR2; on SIGUSR2 submitit's checkpointing
+then requeues the task, which resumes from that shard (see :mod:`.slurm_task`).
 
 State comes from ``sacct`` (one call for all arrays), then ``squeue`` for what sacct does not
-list or when it fails; every scheduler command has a timeout, so ``status`` never hangs.
+list or when it fails; every scheduler command has a timeout, so ``status`` never hangs. A shared
+cluster's controller is everyone's: as submitit's ``InfoWatcher`` does, one cached answer serves
+all tasks of a sweep, and the time between queries backs off while nothing changes (see
+:class:`_Watch`), so that ``wait`` on any number of tasks asks at most once per 10 s on average.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,13 @@ from .base import Executor
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 20.0  # seconds for every scontrol/sacct/squeue/scancel call
-STATES_TTL = 2.0  # seconds a states() answer is reused (wait() polls often; sacct is an RPC)
+# how often states() asks the scheduler (sacct and squeue are RPCs to a controller everyone shares)
+QUERY_MIN_S = 2.0  # after a change: soon again
+QUERY_MAX_S = 60.0  # while nothing changes, the wait doubles up to this
+QUERY_RATE = 0.09  # scheduler commands per second at most in the long run, whatever the task count
+QUERY_BURST = 6.0  # commands that may go at once after a quiet stretch (a budget, refilled at QUERY_RATE)
+FRESH_S = 2.0  # a one-shot status (not wait's loop) reuses an answer at most this old, budget permitting
+# so a wait of T seconds runs at most QUERY_BURST + QUERY_RATE * T commands: under 1 per 10 s from 10 minutes on
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's compiled-in default, used when scontrol cannot be read
 UNTHROTTLED = 1_000_000_000  # array_parallelism when max_parallel is not given: %N = no throttle
 
@@ -87,7 +98,68 @@ _RESERVED = {"array": None, "output": None, "error": None, "open-mode": None, "s
              "gpus-per-task": "--gpus"}
 _JOBID = re.compile(r"(\d+)(?:_(\d+|\[([0-9,%-]+)\]))?\Z")
 
-_states_cache: dict[str, tuple[float, tuple[int, int], dict[int, TaskState]]] = {}
+_clock = time.monotonic  # the watcher's clock (tests drive it)
+
+
+@dataclass
+class _Watch:
+    """The last scheduler answer for one workdir, and when to ask again (as submitit's InfoWatcher).
+
+    The wait between queries starts at :data:`QUERY_MIN_S`, doubles while the answer stays the
+    same (or the scheduler does not answer) up to :data:`QUERY_MAX_S`, and starts over when the
+    answer changes. A budget of scheduler commands, refilled at :data:`QUERY_RATE` per second,
+    caps the average however often it changes (a sweep of 10,000 tasks changes all the time). A
+    new submission in jobs.jsonl (its tasks are not in the answer yet), or a cancel from any
+    process (it touches the workdir's slurm/ folder), is asked about at once.
+
+    Only a patient caller (``wait``'s loop) waits out the interval; any other status reuses an
+    answer for at most :data:`FRESH_S` seconds, unless rapid repeated calls have spent the budget
+    or the scheduler failed to answer last time.
+    """
+
+    answer: dict[int, TaskState]
+    error: PypetError | None  # the scheduler's last failure to answer, said again until the next query
+    jobs_stamp: tuple[int, ...]
+    asked: float
+    interval: float
+    budget: float
+    budget_at: float  # when the budget was last refilled
+
+    def refill(self, now: float) -> None:
+        self.budget = min(QUERY_BURST, self.budget + (now - self.budget_at) * QUERY_RATE)
+        self.budget_at = now
+
+    def due(self, now: float, jobs_stamp: tuple[int, ...], patient: bool) -> bool:
+        if jobs_stamp != self.jobs_stamp:
+            return True
+        # a scheduler that failed to answer is given its back-off by every caller (it is down, not busy)
+        wait = self.interval if patient or self.error is not None else min(self.interval, FRESH_S)
+        return now - self.asked >= wait and self.budget >= 2.0  # a query: sacct and squeue
+
+    def update(self, now: float, answer: dict[int, TaskState] | None, error: PypetError | None,
+               jobs_stamp: tuple[int, ...], calls: int) -> None:
+        same = error is None and answer == self.answer and self.error is None
+        self.interval = min(QUERY_MAX_S, self.interval * 2) if same or error is not None else QUERY_MIN_S
+        self.answer, self.error = (self.answer if answer is None else answer), error
+        # a query the user's action forced (the budget may be spent) leaves no debt: without the
+        # floor, a submit and a resubmit in a row delayed every later answer by over a minute
+        forced = jobs_stamp != self.jobs_stamp
+        self.jobs_stamp, self.asked = jobs_stamp, now
+        self.budget = max(0.0, self.budget - calls) if forced else self.budget - calls
+
+
+_watches: dict[str, _Watch] = {}
+
+
+def _invalidate(wd: Workdir) -> None:
+    """The user acted on the sweep in this process: the next status asks the scheduler at once
+    (the budget stays as spent)."""
+    watch = _watches.get(str(wd.path))
+    if watch is not None:
+        watch.jobs_stamp = ()
+
+
+SCHEDULER_CALLS = [0]  # sacct/squeue/scontrol/scancel commands run by this process
 
 
 class SlurmExecutor(Executor):
@@ -210,7 +282,7 @@ class SlurmExecutor(Executor):
     def submit(self, wd: Workdir, tasks: Sequence[int], retry_failed: bool = False) -> list[str]:
         """One sbatch per array of at most MaxArraySize tasks; each array is recorded as soon as
         sbatch answers, and each task's log is linked to ``wd.task_log(task)``."""
-        from ..worker import slurm_entry
+        from .slurm_task import SlurmTask
 
         tasks = list(tasks)
         if not tasks:
@@ -225,7 +297,8 @@ class SlurmExecutor(Executor):
             sink = io.StringIO()
             try:
                 with contextlib.redirect_stderr(sink):  # submitit echoes sbatch's stderr; we say it once
-                    jobs = ex.map_array(slurm_entry, [str(wd.path)] * n, chunk, [retry_failed] * n)
+                    task = SlurmTask()  # type: ignore[no-untyped-call]  # submitit's Checkpointable.__new__
+                    jobs = ex.map_array(task, [str(wd.path)] * n, chunk, [retry_failed] * n)
             except Exception as exc:  # noqa: BLE001 - sbatch's refusal becomes one clear line
                 _drop_orphans(wd.path / "slurm")
                 done = f"; submitted before: jobs {', '.join(ids)} (recorded)" if ids else ""
@@ -237,25 +310,44 @@ class SlurmExecutor(Executor):
             ids.append(array_id)
             _link_logs(wd, chunk, [job.paths.stdout for job in jobs])
             log.info("array %s: %d tasks (%d..%d)", array_id, n, chunk[0], chunk[-1])
-        _states_cache.pop(str(wd.path), None)
+        _invalidate(wd)
         return ids
 
-    def states(self, wd: Workdir) -> dict[int, TaskState]:
-        """task -> state of its latest submission, from sacct, else squeue; never blocks for long."""
-        key = str(wd.path)
-        stamp = _jobs_stamp(wd)
-        hit = _states_cache.get(key)
-        if hit is not None and hit[1] == stamp and time.monotonic() - hit[0] < STATES_TTL:
-            return dict(hit[2])
+    def states(self, wd: Workdir, patient: bool = False) -> dict[int, TaskState]:
+        """task -> state of its latest submission, from sacct, else squeue; never blocks for long.
+        One sacct and one squeue call serve every task of the sweep; a cached answer is reused
+        while the scheduler is not due to be asked again (:class:`_Watch`): up to a minute for a
+        ``patient`` caller (a wait loop), else up to :data:`FRESH_S` seconds."""
+        key, now = str(wd.path), _clock()
+        jobs_stamp = _jobs_stamp(wd)
+        watch = _watches.get(key)
+        if watch is not None:
+            watch.refill(now)
+            if not watch.due(now, jobs_stamp, patient):
+                if watch.error is not None:
+                    raise watch.error
+                return dict(watch.answer)
         latest = _latest_submissions(wd)
         if not latest:
             return {}
         ids = sorted({aid for aid, _, _ in latest.values()}, key=int)
-        found = _query_states(ids, {f"{a}_{i}" for a, i, _ in latest.values()},
-                              {a for a, _, single in latest.values() if single})
-        out = {task: found.get(f"{aid}_{idx}", TaskState.UNKNOWN) for task, (aid, idx, _) in latest.items()}
-        _states_cache[key] = (time.monotonic(), stamp, out)
-        return dict(out)
+        calls = SCHEDULER_CALLS[0]
+        out: dict[int, TaskState] | None = None
+        error: PypetError | None = None
+        try:
+            found = _query_states(ids, {f"{a}_{i}" for a, i, _ in latest.values()},
+                                  {a for a, _, single in latest.values() if single})
+            out = {task: found.get(f"{aid}_{idx}", TaskState.UNKNOWN) for task, (aid, idx, _) in latest.items()}
+        except PypetError as exc:
+            error = exc
+        if watch is None:
+            watch = _watches[key] = _Watch(out or {}, error, jobs_stamp, now, QUERY_MIN_S, QUERY_BURST, now)
+            watch.budget -= SCHEDULER_CALLS[0] - calls
+        else:
+            watch.update(now, out, error, jobs_stamp, SCHEDULER_CALLS[0] - calls)
+        if error is not None:
+            raise error
+        return dict(watch.answer)
 
     def cancel(self, wd: Workdir) -> int:
         """scancel every array of the sweep that still has queued or running tasks; returns how
@@ -276,7 +368,8 @@ class SlurmExecutor(Executor):
                 raise SubmissionError(f"scancel did not answer within {COMMAND_TIMEOUT:.0f} s")
             if out.returncode != 0 and "Invalid job id" not in out.stderr:
                 raise SubmissionError(f"scancel failed: {_first_error(out.stderr) or out.returncode}")
-        _states_cache.pop(str(wd.path), None)
+        _invalidate(wd)
+        _mark_cancel(wd)
         return count
 
     def batch_script(self, wd: Workdir, tasks: Sequence[int]) -> str:
@@ -407,6 +500,7 @@ def _check_setup(setup: Sequence[str] | None) -> list[str]:
 
 def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str] | None:
     """Run a SLURM client command with a timeout; None if it is missing or did not answer."""
+    SCHEDULER_CALLS[0] += 1
     try:
         if stdin is not None:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, input=stdin)
@@ -459,12 +553,28 @@ def _link_logs(wd: Workdir, tasks: Sequence[int], outputs: Sequence[Path]) -> No
             log.warning("could not link %s to %s: %s", link, out, exc)
 
 
-def _jobs_stamp(wd: Workdir) -> tuple[int, int]:
+def _jobs_stamp(wd: Workdir) -> tuple[int, ...]:
+    """What tells a cached answer that the user acted since: jobs.jsonl grew (a submit or
+    resubmit) or the slurm/ folder was touched (a cancel, see :func:`_mark_cancel`), in any process."""
+    out: list[int] = []
+    for path in (wd.path / "jobs.jsonl", wd.path / "slurm"):
+        try:
+            st = path.stat()
+        except OSError:
+            out += [0, 0]
+        else:
+            out += [st.st_size if path.is_file() else 0, st.st_mtime_ns]
+    return tuple(out)
+
+
+def _mark_cancel(wd: Workdir) -> None:
+    """Tell every process watching this sweep that it was cancelled (they then ask the scheduler
+    at once): touch its slurm/ folder, which nothing else changes once the jobs are submitted."""
     try:
-        st = (wd.path / "jobs.jsonl").stat()
-    except OSError:
-        return (0, 0)
-    return (st.st_size, st.st_mtime_ns)
+        (wd.path / "slurm").mkdir(exist_ok=True)
+        os.utime(wd.path / "slurm")
+    except OSError as exc:  # other processes then see the cancel at their next due query
+        log.debug("could not touch %s: %s", wd.path / "slurm", exc)
 
 
 def _latest_submissions(wd: Workdir) -> dict[int, tuple[str, int, bool]]:
@@ -502,7 +612,12 @@ def parse_state_table(text: str) -> dict[str, str]:
         jobid, sep, state = line.partition("|")
         if not sep or not state.strip():
             continue
-        word = state.split()[0].rstrip("+")
+        word = state.split(None, 1)[0].rstrip("+")
+        jobid = jobid.strip()
+        base, _, index = jobid.partition("_")
+        if base.isdigit() and (not index or index.isdigit()):  # the common row, at dict speed
+            found[jobid] = word
+            continue
         for jid in expand_job_ids(jobid):
             found[jid] = word
     return found
@@ -521,11 +636,14 @@ def resolve_states(wanted: set[str], table: dict[str, str], single: Collection[s
     slurmctld cannot be asked), and only if it says the array is not finished (PENDING or RUNNING).
     """
     out: dict[str, TaskState] = {}
+    words = _STATE_MAP
     for w in wanted:
-        base = w.split("_")[0]
-        state, bare = _STATE_MAP.get(table.get(w, "")), _STATE_MAP.get(table.get(base, ""))
-        if state is None and (base in single or (bare_arrays and bare is not None and bare.active)):
-            state = bare
+        state = words.get(table.get(w, ""))
+        if state is None:
+            base = w.partition("_")[0]
+            bare = words.get(table.get(base, ""))
+            if base in single or (bare_arrays and bare is not None and bare.active):
+                state = bare
         if state is not None:
             out[w] = state
     return out

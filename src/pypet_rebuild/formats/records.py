@@ -5,7 +5,6 @@ bytes; a damaged file gives one line naming it, never a traceback."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -17,7 +16,6 @@ from ..errors import WorkdirError
 from ..exploration import Plan
 from .files import atomic_write
 
-log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 
 
@@ -122,8 +120,9 @@ def append_job(path: Path, record: JobRecord) -> None:
 
 
 def read_jobs(path: Path) -> list[JobRecord]:
-    """Every submission in ``jobs.jsonl``, oldest first. A damaged line (a torn append) is
-    skipped with a warning naming it: the other submissions still count."""
+    """Every submission in ``jobs.jsonl``, oldest first. A damaged line is one clear error naming
+    the file, the line and what is wrong: skipping it could hide a submission whose tasks still
+    run, and a resubmit would then start them twice."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -134,17 +133,33 @@ def read_jobs(path: Path) -> list[JobRecord]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-            record = JobRecord(executor=str(data["executor"]), ids=[str(i) for i in data["ids"]],
-                               tasks=[int(t) for t in data["tasks"]], time=float(data.get("time", 0.0)),
-                               pid=int(data["pid"]) if data.get("pid") is not None else None,
-                               mem=str(data["mem"]) if data.get("mem") is not None else None)
-        except (ValueError, TypeError, KeyError) as exc:
-            log.warning("%s line %d is damaged (%s: %s); ignoring it", path, number, type(exc).__name__, exc)
-            continue
-        out.append(record)
+        out.append(_job_record(line, path, number))
     return out
+
+
+def _job_record(line: str, path: Path, number: int) -> JobRecord:
+    def damaged(what: str) -> WorkdirError:
+        return WorkdirError(f"{path} line {number} is damaged ({what}); repair or delete that line "
+                            "(each line records one submission: executor, ids, tasks)")
+
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise damaged(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise damaged(f"not a JSON object: {line[:40]!r}")
+    missing = [k for k in ("executor", "ids", "tasks") if k not in data]
+    if missing:
+        raise damaged(f"no {', '.join(missing)}")
+    try:
+        if not isinstance(data["ids"], list) or not isinstance(data["tasks"], list):
+            raise TypeError("ids and tasks must be lists")
+        return JobRecord(executor=str(data["executor"]), ids=[str(i) for i in data["ids"]],
+                         tasks=[int(t) for t in data["tasks"]], time=float(data.get("time", 0.0)),
+                         pid=int(data["pid"]) if data.get("pid") is not None else None,
+                         mem=str(data["mem"]) if data.get("mem") is not None else None)
+    except (ValueError, TypeError) as exc:
+        raise damaged(str(exc)) from None
 
 
 @dataclass
