@@ -405,10 +405,7 @@ def test_requeued_task_resumes_without_doubling(tmp_path: Path, sweeps: list[Pat
     job = entry["ids"][0]  # one task: submitit sends a plain job, not an array
     wait_for(lambda: sweep_status(Workdir(wd)).counts["ok"] >= 5, 60, "some runs of task 0")
     subprocess.run(["scontrol", "requeue", job], check=True, timeout=20)
-    # SLURM holds a requeued batch job for ~2 minutes (BeginTime); release it at once
-    wait_for(lambda: "PENDING" in (_sh("squeue", "-h", "-j", job, "-o", "%T") or _none()).stdout,
-             30, "the requeued task to be pending")
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=20)
+    release_requeued(job)
     wait_finished(wd)
     cli("merge", str(wd), "-o", str(tmp_path / "out.h5"), "--require-complete", cwd=tmp_path)
     check_merged(tmp_path / "out.h5", 20)
@@ -418,6 +415,16 @@ def test_requeued_task_resumes_without_doubling(tmp_path: Path, sweeps: list[Pat
     starts = [line for line in log.splitlines() if "runs to do of 40" in line]
     assert len(starts) == 2 and "task 0: 40 runs to do" in starts[0]
     assert "task 0: 40 runs to do" not in starts[1], starts
+
+
+def release_requeued(job: str) -> None:
+    """SLURM holds a requeued batch job for ~2 minutes (BeginTime); release it sooner (test time),
+    but not within the second of the requeue: slurmd refuses a credential as old as the revoked
+    one, and the job ends FAILED before it starts."""
+    wait_for(lambda: "PENDING" in (_sh("squeue", "-h", "-j", job, "-o", "%T") or _none()).stdout,
+             60, "the requeued task to be pending")
+    time.sleep(3)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=20)
 
 
 def _none() -> subprocess.CompletedProcess[str]:
@@ -536,12 +543,7 @@ def test_a_task_warned_of_its_time_limit_requeues_itself_and_finishes(tmp_path: 
     log_path = wd / "logs" / "task_000000.log"
     wait_for(lambda: log_path.exists() and "Requeued job" in log_path.read_text(), 120,
              "the task to requeue itself")
-    # SLURM holds a requeued batch job for ~2 minutes (BeginTime); release it sooner (test time),
-    # but not within the second of the requeue: slurmd refuses a credential as old as the revoked one
-    wait_for(lambda: "PENDING" in (_sh("squeue", "-h", "-j", job, "-o", "%T") or _none()).stdout,
-             60, "the requeued task to be pending")
-    time.sleep(3)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=20)
+    release_requeued(job)
     st = wait_finished(wd, timeout=120)
     [task] = st.tasks
     assert task.state == "COMPLETED" and task.complete, task
