@@ -4,8 +4,6 @@ that adds waves of runs (an adaptive sweep) on the inline, local and SLURM execu
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +16,6 @@ from pypet_rebuild import Environment, HDF5StorageService, PypetError, Trajector
 from pypet_rebuild.environment import job_returns
 from pypet_rebuild.status import sweep_status
 from pypet_rebuild.workdir import Workdir
-
-from .conftest import ROOT
 
 ROOT_OMEGA = float(np.sqrt((1.96 - np.sqrt(1.96**2 - 3.0)) / 2))  # amplitude 2 at zeta 0.1: 0.72202
 
@@ -191,14 +187,6 @@ def test_post_processing_that_returns_something_else_or_takes_too_few_arguments_
     env.add_postprocessing(lambda traj, results: [0.3])
     with pytest.raises(PypetError, match="returned a value of type list; return a dict of parameter"):
         env.run(lambda t: 1)
-
-
-def test_the_adaptive_example_converges_on_local_workers(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "adaptive_bisection.py"), "--workdir",
-                          str(tmp_path / "adaptive")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "0.72217 (bracket width 0.00098) after 5 waves, 17 runs" in out.stdout
-    assert "17 runs, job_return stored for 17" in out.stdout
 
 
 @pytest.fixture
