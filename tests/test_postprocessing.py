@@ -211,3 +211,22 @@ def test_slurm_bisection_converges_in_five_waves(tmp_path: Path, slurm_cluster: 
     loaded = load_trajectory(tmp_path / "b.h5")
     assert job_returns(loaded) == results and len(loaded) == 17
     assert set(loaded.run_info()["job"]) != {""}  # the runs ran as SLURM jobs
+
+
+def _mixed(traj: Trajectory) -> Any:
+    return [traj.x, {"a": traj.x}, np.arange(traj.x), f"s{traj.x}", (traj.x, 2.5), True, None][traj.x]
+
+
+def test_return_values_of_mixed_types_come_back_from_the_merged_file_as_returned(tmp_path: Path) -> None:
+    """One name a column for some runs and per-run objects for others: get_from_runs reads both."""
+    traj = Trajectory("t")
+    traj.add_parameter("x", 0)
+    traj.explore({"x": list(range(7))})
+    results = Environment(traj, executor="local", workdir=tmp_path / "wd").run(_mixed)
+    loaded = load_trajectory(tmp_path / "wd" / "merged.h5")
+    for got in (results, job_returns(loaded)):
+        assert [v for i, v in got if i != 2] == [0, {"a": 1}, "s3", (4, 2.5), True, None]
+        np.testing.assert_array_equal(got[2][1], [0, 1])
+    column = loaded.get_from_runs("job_return")
+    assert column.count() == 6 and column[3] == "s3" and loaded.state.run_store.runs_with(  # type: ignore[union-attr]
+        "results", "job_return") == [0, 1, 2, 3, 4, 5]
