@@ -17,6 +17,8 @@ from pypet_rebuild.environment import job_returns
 from pypet_rebuild.status import sweep_status
 from pypet_rebuild.workdir import Workdir
 
+from .conftest import cli
+
 ROOT_OMEGA = float(np.sqrt((1.96 - np.sqrt(1.96**2 - 3.0)) / 2))  # amplitude 2 at zeta 0.1: 0.72202
 
 
@@ -230,3 +232,39 @@ def test_return_values_of_mixed_types_come_back_from_the_merged_file_as_returned
     column = loaded.get_from_runs("job_return")
     assert column.count() == 6 and column[3] == "s3" and loaded.state.run_store.runs_with(  # type: ignore[union-attr]
         "results", "job_return") == [0, 1, 2, 3, 4, 5]
+
+
+GROWING_SWEEP = '''
+from pypet_rebuild import Trajectory
+
+def make_trajectory():
+    traj = Trajectory("grow")
+    traj.add_parameter("x", 0)
+    return traj
+
+space = {"x": [0, 1]}
+
+def simulate(traj):
+    return traj.x ** 2
+
+def postprocess(traj, results):
+    return {"x": [len(results), len(results) + 1]} if len(results) < 6 else None
+'''
+
+
+def test_submit_follow_runs_the_sweep_files_waves_in_a_detached_process(tmp_path: Path) -> None:
+    import time
+
+    (tmp_path / "grow.py").write_text(GROWING_SWEEP)
+    out = cli("submit", "grow.py", "--workdir", "wd", "--follow", "-o", "grown.h5", cwd=tmp_path).stdout
+    assert "following in the background (pid" in out  # the command has returned: the follower goes on
+    log = tmp_path / "wd" / "logs" / "follow.log"
+    deadline = time.monotonic() + 240
+    while "done:" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "done: 6 finished runs merged into" in log.read_text(), log.read_text()
+    assert "post-processing wave 3: 2 new runs" in log.read_text()
+    assert job_returns(load_trajectory(tmp_path / "grown.h5")) == [(i, i * i) for i in range(6)]
+    refused = cli("submit", "grow.py", "--workdir", "wd2", "--follow", "--wait", cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "--follow runs in the background" in refused.stderr
+    assert not (tmp_path / "wd2").exists()

@@ -37,7 +37,7 @@ from .runstore import RunStatus
 from .status import SweepStatus, failed_runs, sweep_status
 from .storage import HDF5StorageService, StorageService, load_trajectory
 from .taskstate import TaskState
-from .workdir import Simulation, Workdir, bind_job, check_signature
+from .workdir import Simulation, Workdir, bind_job, check_signature, load_reference
 from .worker import RETURN_RESULT
 
 log = logging.getLogger(__name__)
@@ -287,20 +287,7 @@ class Environment:
         """Submit, wait, merge; then, while post-processing adds points, the same for each new wave."""
         try:
             handle = self.submit(simulate, *args, space=space, combined=combined, **kwargs)
-            wave, grew = 1, True
-            while True:
-                failed = self._finish_wave(handle)
-                results = job_returns(self.trajectory)
-                points = self._postprocess(results) if grew else None
-                if points is None:
-                    break
-                n_before = len(self.trajectory)
-                handle, added = self._grow(handle.workdir, simulate, args, kwargs, points)
-                wave, grew = wave + 1, added > 0
-                if grew:
-                    log.info("post-processing wave %d: %s after %d", wave, plural(added, "new run"), n_before)
-                else:
-                    log.warning("post-processing asked only for points the sweep already has; stopping")
+            results, failed = self._waves(handle, simulate, args, kwargs)
         finally:  # an inline sweep stopped by its failure rule leaves no temporary workdir either
             if self._temporary is not None:
                 shutil.rmtree(self._temporary, ignore_errors=True)
@@ -310,6 +297,25 @@ class Environment:
                              f"{plural(len(groups), 'distinct error')}, the most frequent: {groups[0].summary()}",
                              failed)
         return results
+
+    def _waves(self, handle: SweepHandle, simulate: Simulation, args: tuple[Any, ...], kwargs: dict[str, Any],
+               ) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
+        """Finish the submitted wave; while post-processing asks for new points, run them as the
+        next wave. Returns the results and the failed runs."""
+        wave, grew = 1, True
+        while True:
+            failed = self._finish_wave(handle)
+            results = job_returns(self.trajectory)
+            points = self._postprocess(results) if grew else None
+            if points is None:
+                return results, failed
+            n_before = len(self.trajectory)
+            handle, added = self._grow(handle.workdir, simulate, args, kwargs, points)
+            wave, grew = wave + 1, added > 0
+            if grew:
+                log.info("post-processing wave %d: %s after %d", wave, plural(added, "new run"), n_before)
+            else:
+                log.warning("post-processing asked only for points the sweep already has; stopping")
 
     def _finish_wave(self, handle: SweepHandle) -> list[dict[str, Any]]:
         """Wait for the submitted tasks, merge them into the output and give the trajectory their
@@ -404,6 +410,28 @@ class Environment:
         self.executor.submit(wd, range(plan.n_tasks))
         output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
         return SweepHandle(wd, output)
+
+
+def follow(workdir: str | Path, output: str | Path | None = None) -> list[tuple[int, Any]]:
+    """Wait for the sweep in ``workdir`` and merge it; when its sweep file defines
+    ``postprocess(traj, results)``, run the waves it asks for, as ``Environment.run`` does (what
+    ``pypet-hpc submit --follow`` runs detached and ``pypet-hpc follow`` in the foreground)."""
+    wd = Workdir(workdir)
+    manifest = wd.manifest()
+    ref = manifest.function.get("ref")
+    if ref is None or manifest.executor.get("name") == "inline":
+        raise WorkdirError(f"{wd.path}: follow takes a sweep submitted from a sweep file to the local or slurm "
+                           "executor; from Python, Environment.run runs the waves itself")
+    simulate = load_reference(ref)
+    postprocess = getattr(inspect.getmodule(simulate), "postprocess", None)
+    out = Path(output) if output is not None else wd.default_output
+    env = Environment(wd.load_skeleton(manifest), storage=HDF5StorageService(out), executor=executor_of(wd),
+                      workdir=wd.path)
+    if postprocess is not None:
+        env.add_postprocessing(postprocess)
+    results, _ = env._waves(SweepHandle(wd, out), simulate, (), {})
+    log.info("followed %s to the end: %s in %s", wd.path, plural(len(results), "finished run"), out)
+    return results
 
 
 def _check_job_args(args: Sequence[Any], kwargs: Mapping[str, Any], executor: Executor) -> None:
