@@ -554,8 +554,6 @@ def merge(workdir: str, output: str | None, require_complete: bool, rebuild: boo
 @click.argument("workdir", type=click.Path())
 @click.option("--max-parallel", type=int, help="Tasks running at once.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
-@click.option("--follow", is_flag=True, help="Wait, merge and run SWEEP's postprocess(traj, results) waves in a "
-              "detached process that outlives this shell (log: WORKDIR/logs/follow.log).")
 @click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v), help="Merge target for --wait.")
 @click.option("--force", is_flag=True, help="Also resubmit tasks in an UNKNOWN state (their jobs are gone).")
 @resource_options
