@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -252,19 +253,71 @@ def postprocess(traj, results):
 '''
 
 
-def test_submit_follow_runs_the_sweep_files_waves_in_a_detached_process(tmp_path: Path) -> None:
-    import time
-
-    (tmp_path / "grow.py").write_text(GROWING_SWEEP)
-    out = cli("submit", "grow.py", "--workdir", "wd", "--follow", "-o", "grown.h5", cwd=tmp_path).stdout
-    assert "following in the background (pid" in out  # the command has returned: the follower goes on
-    log = tmp_path / "wd" / "logs" / "follow.log"
+def _follow_log(wd: Path) -> str:
+    """The detached follower's log once it says it is done (or what it says after 4 minutes)."""
+    log = wd / "logs" / "follow.log"
     deadline = time.monotonic() + 240
     while "done:" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert "done: 6 finished runs merged into" in log.read_text(), log.read_text()
-    assert "post-processing wave 3: 2 new runs" in log.read_text()
+    return log.read_text() if log.exists() else ""
+
+
+def test_submit_follow_runs_the_sweep_files_waves_in_a_detached_process(tmp_path: Path) -> None:
+    (tmp_path / "grow.py").write_text(GROWING_SWEEP)
+    out = cli("submit", "grow.py", "--workdir", "wd", "--follow", "-o", "grown.h5", cwd=tmp_path).stdout
+    assert "following in the background (pid" in out  # the command has returned: the follower goes on
+    text = _follow_log(tmp_path / "wd")
+    assert "done: 6 finished runs merged into" in text, text
+    assert "post-processing wave 3: 2 new runs" in text
     assert job_returns(load_trajectory(tmp_path / "grown.h5")) == [(i, i * i) for i in range(6)]
     refused = cli("submit", "grow.py", "--workdir", "wd2", "--follow", "--wait", cwd=tmp_path, check=False)
     assert refused.returncode == 2 and "--follow runs in the background" in refused.stderr
     assert not (tmp_path / "wd2").exists()
+
+
+def test_follow_in_the_foreground_picks_up_a_submitted_sweep_and_runs_its_waves(tmp_path: Path) -> None:
+    (tmp_path / "grow.py").write_text(GROWING_SWEEP)
+    cli("submit", "grow.py", "--executor", "local", "--workdir", "wd", cwd=tmp_path)
+    out = cli("follow", "wd", cwd=tmp_path).stdout
+    assert "done: 6 finished runs merged into" in out and "merged.h5" in out
+    assert job_returns(load_trajectory(tmp_path / "wd" / "merged.h5")) == [(i, i * i) for i in range(6)]
+    assert len((tmp_path / "wd" / "jobs.jsonl").read_text().splitlines()) == 3  # the first wave and two more
+    again = cli("follow", "wd", cwd=tmp_path).stdout  # nothing left to do: the same 6 runs, no new wave
+    assert "done: 6 finished runs" in again
+    assert len((tmp_path / "wd" / "jobs.jsonl").read_text().splitlines()) == 3
+
+
+def test_follow_without_postprocess_waits_and_merges(tmp_path: Path) -> None:
+    (tmp_path / "grow.py").write_text(GROWING_SWEEP.split("def postprocess")[0])
+    cli("submit", "grow.py", "--executor", "local", "--workdir", "wd", cwd=tmp_path)
+    assert "done: 2 finished runs merged into" in cli("follow", "wd", "-o", "out.h5", cwd=tmp_path).stdout
+    assert job_returns(load_trajectory(tmp_path / "out.h5")) == [(0, 0), (1, 1)]
+
+
+def test_follow_refuses_a_sweep_started_from_python(tmp_path: Path) -> None:
+    Environment(_omega_traj(), executor="local", workdir=tmp_path / "wd").run(_amplitude, 2.0)
+    refused = cli("follow", "wd", cwd=tmp_path, check=False)
+    assert refused.returncode == 2
+    assert "follow takes a sweep submitted from a sweep file" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slurm
+def test_submit_follow_on_slurm_runs_the_waves_as_array_jobs(tmp_path: Path, slurm_cluster: None) -> None:
+    (tmp_path / "grow.py").write_text(GROWING_SWEEP)
+    wd = tmp_path / "wd"
+    try:
+        out = cli("submit", "grow.py", "--executor", "slurm", "--workdir", "wd", "--follow",
+                  "--job-name", "pht-follow", "--time", "5", cwd=tmp_path).stdout
+        assert "following in the background (pid" in out
+        text = _follow_log(wd)
+    finally:
+        if (wd / "manifest.json").exists():
+            from pypet_rebuild.executors.slurm import SlurmExecutor
+
+            SlurmExecutor().cancel(Workdir(wd))
+    assert "done: 6 finished runs merged into" in text, text
+    loaded = load_trajectory(wd / "merged.h5")
+    assert job_returns(loaded) == [(i, i * i) for i in range(6)]
+    assert len((wd / "jobs.jsonl").read_text().splitlines()) == 3
+    assert set(loaded.run_info()["job"]) != {""}  # the runs ran as SLURM jobs
