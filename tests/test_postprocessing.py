@@ -113,6 +113,21 @@ def test_an_argument_that_cannot_be_pickled_is_named_before_anything_is_written(
     assert not (tmp_path / "wd").exists()
 
 
+def test_a_multiprocessing_proxy_given_as_job_argument_is_refused_off_this_process(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from pypet_rebuild.errors import LiveObjectError
+
+    with multiprocessing.Manager() as manager:
+        shared = manager.list()
+        env = Environment(_omega_traj(), executor="local", workdir=tmp_path / "wd")
+        with pytest.raises(LiveObjectError, match="is a multiprocessing proxy"):
+            env.run(lambda traj, out: out.append(traj.omega), shared)
+        assert not (tmp_path / "wd").exists()
+        Environment(_omega_traj()).run(lambda traj, out: out.append(traj.omega), shared)  # inline: it works
+        assert list(shared) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
 def test_inline_jobs_take_any_argument_and_a_wrong_count_is_refused() -> None:
     lock = threading.Lock()
     assert Environment(_omega_traj()).run(lambda traj, held: held is lock, lock)[0] == (0, True)

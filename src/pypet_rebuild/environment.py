@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -37,7 +38,14 @@ from .runstore import RunStatus
 from .status import SweepStatus, failed_runs, sweep_status
 from .storage import HDF5StorageService, StorageService, load_trajectory
 from .taskstate import TaskState
-from .workdir import Simulation, Workdir, bind_job, check_signature, load_reference
+from .workdir import (
+    Simulation,
+    Workdir,
+    bind_job,
+    check_no_live_objects,
+    check_signature,
+    load_reference,
+)
 from .worker import RETURN_RESULT
 
 log = logging.getLogger(__name__)
@@ -369,8 +377,7 @@ class Environment:
               points: Mapping[str, Sequence[Any]]) -> tuple[SweepHandle, int]:
         """The one way a sweep grows (``expand`` and post-processing waves); returns its handle and
         how many runs were added."""
-        check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"), args, kwargs)
-        _check_job_args(args, kwargs, self.executor)
+        _check_job(simulate, args, kwargs, self.trajectory, self.executor)
         self.executor.bind(self.trajectory, bind_job(simulate, args, kwargs))
         manifest = wd.manifest()
         if not self.executor.in_process and "pickle" in manifest.function:
@@ -387,9 +394,8 @@ class Environment:
                combined: Sequence[Sequence[str]] | None = None, **kwargs: Any) -> SweepHandle:
         """Write the sweep's workdir and submit its tasks, which call ``simulate(traj, *args,
         **kwargs)``; returns at once (inline: when done). Arguments are pickled with the sweep."""
-        check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"), args, kwargs)
-        _check_job_args(args, kwargs, self.executor)
         traj = self.trajectory
+        _check_job(simulate, args, kwargs, traj, self.executor)
         if space is not None:
             traj.explore(cartesian_product(space, combined))
         plan = self.executor.plan(len(traj), self.runs_per_task, self.n_tasks, self.max_array_size)
@@ -432,6 +438,17 @@ def follow(workdir: str | Path, output: str | Path | None = None) -> list[tuple[
     results, _ = env._waves(SweepHandle(wd, out), simulate, (), {})
     log.info("followed %s to the end: %s in %s", wd.path, plural(len(results), "finished run"), out)
     return results
+
+
+def _check_job(simulate: Simulation, args: tuple[Any, ...], kwargs: Mapping[str, Any], traj: Trajectory,
+               executor: Executor) -> None:
+    """Before anything is written or submitted: the job takes the trajectory and its arguments, and
+    (off this process) they can be pickled and carry no multiprocessing object."""
+    check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"), args, kwargs)
+    _check_job_args(args, kwargs, executor)
+    if not executor.in_process:
+        check_no_live_objects(functools.partial(simulate, *args, **kwargs) if args or kwargs else simulate,
+                              traj, executor.name)
 
 
 def _check_job_args(args: Sequence[Any], kwargs: Mapping[str, Any], executor: Executor) -> None:
