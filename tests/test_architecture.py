@@ -118,7 +118,7 @@ def test_a_run_table_column_added_to_the_schema_reaches_shards_merge_and_load(
     traj.add_parameter("x", 0)
     out = tmp_path / "cols.h5"
     Environment(traj, HDF5StorageService(out), executor="inline", workdir=tmp_path / "wd",
-                runs_per_task=2).run_exploration(_square, {"x": [1, 2, 3]})
+                runs_per_task=2).run_exploration(_square, space={"x": [1, 2, 3]})
     info = load_trajectory(out).run_info()
     assert info["attempt"].tolist() == [7, 7, 7]
     assert load_trajectory(out).get_from_runs("z").tolist() == [1, 4, 9]

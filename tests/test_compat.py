@@ -20,7 +20,6 @@ import pytest
 
 import pypet_rebuild
 from pypet_rebuild import RunsFailed
-from pypet_rebuild import environment as modern_env
 from pypet_rebuild import model as modern
 from pypet_rebuild.compat import (
     ArrayParameter,
@@ -39,8 +38,10 @@ HAS_LINKS = hasattr(modern.Trajectory, "add_link")
 HAS_ITEMS = any(p.kind is inspect.Parameter.VAR_KEYWORD
                 for p in inspect.signature(modern.Trajectory.add_result).parameters.values())
 HAS_STORE = all(hasattr(modern.Trajectory, m) for m in ("store", "store_item", "load_item"))
-HAS_JOB_ARGS = any(p.kind is inspect.Parameter.VAR_POSITIONAL
-                   for p in inspect.signature(modern_env.Environment.run).parameters.values())
+
+
+def scaled(traj: Trajectory, factor: int, offset: int = 0) -> int:
+    return traj.x * factor + offset
 
 
 def multiply(traj: Trajectory) -> None:
@@ -223,19 +224,19 @@ def test_custom_parameter_subclass_and_array_exploration(tmp_path: Path) -> None
     assert np.allclose(first[1], expected)
 
 
-@pytest.mark.skipif(not HAS_JOB_ARGS, reason="env.run(job, *args) comes with issue 16's job arguments")
 def test_job_arguments_reach_the_job(tmp_path: Path) -> None:
     env, _, filename = lorenz_env(tmp_path)
     env.run(euler_scheme, diff_lorenz)
     assert load_trajectory(filename=filename).f_get_from_runs("euler_evolution", fast_access=True)
 
 
-@pytest.mark.skipif(HAS_JOB_ARGS, reason="the modern Environment takes job arguments")
-def test_job_arguments_without_modern_support_fail_in_one_line(tmp_path: Path) -> None:
-    env, _, filename = lorenz_env(tmp_path)
-    with pytest.raises(UnsupportedError, match=r"env.run\(job, \*args, \*\*kwargs\) needs") as exc:
-        env.run(euler_scheme, diff_lorenz)
-    assert "\n" not in str(exc.value) and not Path(filename).exists()
+@pytest.mark.parametrize("multiproc", [False, True])
+def test_env_run_returns_pypets_run_index_and_value_pairs(tmp_path: Path, multiproc: bool) -> None:
+    env = Environment(trajectory="ret", filename=str(tmp_path / "r.h5"), multiproc=multiproc, ncores=2)
+    env.trajectory.f_add_parameter("x", 0)
+    env.trajectory.f_explore({"x": [1, 2, 3]})
+    assert env.run(scaled, 10, offset=1) == [(0, 11), (1, 21), (2, 31)]
+    assert list(load_trajectory(filename=str(tmp_path / "r.h5")).f_get_from_runs("job_return", fast_access=True).values()) == [11, 21, 31]
 
 
 # -- example 08: f_find_idx ------------------------------------------------------------------------
@@ -477,10 +478,6 @@ def test_the_modern_trajectory_underneath(tmp_path: Path) -> None:
         traj.f_no_such_thing()
 
 
-HAS_POSTPROC = hasattr(modern_env.Environment, "add_postprocessing")
-
-
-@pytest.mark.skipif(not HAS_POSTPROC, reason="post-processing comes with issue 16")
 def test_postprocessing_expands_as_in_pypet(tmp_path: Path) -> None:
     env = Environment(trajectory="adaptive", filename=str(tmp_path / "a.h5"))
     env.trajectory.f_add_parameter("x", 0)
@@ -497,8 +494,3 @@ def test_postprocessing_expands_as_in_pypet(tmp_path: Path) -> None:
     assert len(waves) == 3 and env.trajectory.f_get("x").f_get_range() == [0, 1, 2, 3]
 
 
-@pytest.mark.skipif(HAS_POSTPROC, reason="the modern Environment has post-processing")
-def test_postprocessing_without_modern_support_fails_in_one_line(tmp_path: Path) -> None:
-    env = Environment(trajectory="adaptive", filename=str(tmp_path / "a.h5"))
-    with pytest.raises(UnsupportedError, match="env.add_postprocessing needs the modern Environment.add_postprocessing"):
-        env.add_postprocessing(lambda traj, results: None)

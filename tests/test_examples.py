@@ -64,3 +64,11 @@ def test_heatmap_plots_a_gridded_sweep_through_xarray(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "drive.zeta" in out.stdout and "heat map saved to hm.png" in out.stdout
     assert (tmp_path / "hm.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_adaptive_example_converges_on_local_workers(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "adaptive_bisection.py"), "--workdir",
+                          str(tmp_path / "adaptive")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "0.72217 (bracket width 0.00098) after 5 waves, 17 runs" in out.stdout
+    assert "17 runs, job_return stored for 17" in out.stdout

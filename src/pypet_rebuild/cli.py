@@ -11,6 +11,7 @@ import json
 import logging
 import shlex
 import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from .codec import value_kind
 from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir, verify_path
+from .environment import follow as follow_workdir
 from .environment import resubmit as resubmit_workdir
 from .errors import (
     DamagedFileError,
@@ -237,6 +239,8 @@ def executor_options(max_parallel: int | None, **given: Any) -> dict[str, Any]:
               help="Explore a parameter from the command line (cartesian product with the file's space).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (and SLURM batch script) and submit nothing.")
 @click.option("--wait", is_flag=True, help="Wait with a progress bar, then merge.")
+@click.option("--follow", is_flag=True, help="Wait, merge and run SWEEP's postprocess(traj, results) waves in a "
+              "detached process that outlives this shell (log: WORKDIR/logs/follow.log).")
 @click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v), help="Merge target for --wait [default: WORKDIR/merged.h5].")
 @click.option("--max-failures", default="auto", show_default=True, metavar="auto|N|FRACTION|off",
               help="Stop the sweep early: auto when the first 20 finished runs all fail with one error; N or a "
@@ -247,7 +251,7 @@ def executor_options(max_parallel: int | None, **given: Any) -> dict[str, Any]:
 @_guard
 def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_per_task: int | None,
            n_tasks: int | None, max_parallel: int | None, params: tuple[str, ...], dry_run: bool, wait: bool,
-           output: str | None, max_failures: str, expand: bool, **resources: Any) -> None:
+           output: str | None, max_failures: str, expand: bool, follow: bool, **resources: Any) -> None:
     """Submit the sweep in SWEEP (a .py file or module).
 
     SWEEP defines `simulate(traj)` and `make_trajectory()`, which returns the Trajectory with its
@@ -259,6 +263,8 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
             fail(f"{flag} must be at least 1, got {value}")
     if runs_per_task is not None and n_tasks is not None:
         fail("give --runs-per-task or --tasks, not both")
+    if follow and (wait or executor == "inline"):
+        fail("--follow runs in the background: not with --wait, nor with --executor inline")
     rule = FailureRule.parse(max_failures)
     traj, ref, sweep_path = load_sweep(sweep, function, params)
     if expand:
@@ -290,10 +296,38 @@ def submit(sweep: str, executor: str, workdir: str | None, function: str, runs_p
         fail(f"{exc}; see: pypet-hpc status {wd.path} --failed", 1)
     click.echo(f"submitted {plan.describe()} to {executor} (jobs {', '.join(ids)})")
     click.echo(f"workdir: {wd.path}")
+    if follow:
+        _follow_detached(wd, output)
     if not wait:
         click.echo(f"next: pypet-hpc status {wd.path}")
         return
     _wait_and_merge(SweepHandle(wd), output)
+
+
+def _follow_detached(wd: Workdir, output: str | None) -> None:
+    """Start ``pypet-hpc follow`` in its own session, so that it outlives this shell."""
+    log_path = wd.logs / "follow.log"
+    argv = [sys.executable, "-c", "from pypet_rebuild.cli import main; main()", "-v", "follow", str(wd.path)]
+    if output:
+        argv += ["-o", str(Path(output).absolute())]
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    click.echo(f"following in the background (pid {proc.pid}): waves, merges and post-processing; "
+               f"log: {log_path}")
+
+
+@main.command(epilog=example("pypet-hpc follow runs/mysweep -o results.h5"))
+@click.argument("workdir", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v),
+              help="Trajectory file to merge into [default: WORKDIR/merged.h5].")
+@_guard
+def follow(workdir: str, output: str | None) -> None:
+    """Wait for a sweep, merge it and, while its sweep file's postprocess(traj, results) returns new
+    points (a dict of parameter -> values), run them as new waves in the same workdir."""
+    wd = _workdir(workdir)
+    results = follow_workdir(wd.path, output)
+    click.echo(f"done: {plural(len(results), 'finished run')} merged into {output or wd.default_output}")
 
 
 def _expand(wd: Workdir, traj: Trajectory, wait: bool, output: str | None) -> None:

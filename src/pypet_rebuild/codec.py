@@ -208,6 +208,10 @@ def _array_from_disk(ds: h5py.Dataset, dtype: str) -> np.ndarray:
     return np.asarray(arr, dtype=target)
 
 
+class PickleRefusedError(StorageError):
+    """A stored value is pickled and the file was loaded without ``allow_pickle``."""
+
+
 def read_value(obj: h5py.Group | h5py.Dataset, allow_pickle: bool = False, where: str = "") -> Any:
     """Read back what :func:`write_value` stored, as the same type."""
     kind = _attr_str(obj, KIND)
@@ -231,7 +235,7 @@ def read_value(obj: h5py.Group | h5py.Dataset, allow_pickle: bool = False, where
         return obj[()].tobytes()
     if kind == "pickle":
         if not allow_pickle:
-            raise StorageError(
+            raise PickleRefusedError(
                 f"{where or obj.name} holds a pickled value; load the file with allow_pickle=True "
                 "to unpickle it (only do that for files you trust)"
             )

@@ -917,21 +917,6 @@ _ENV_IGNORED = frozenset({
 })
 
 
-class _NotCollected(list[Any]):
-    """What ``env.run`` returns while the modern Environment drops job return values: using it
-    raises, so nothing silently reads an empty list."""
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise UnsupportedError("env.run's return values [(run_idx, value), ...] need the modern "
-                               "Environment.run to collect them (issue 16); store them with "
-                               "traj.f_add_result meanwhile")
-
-    __iter__ = __len__ = __getitem__ = __bool__ = __contains__ = _refuse
-
-    def __repr__(self) -> str:
-        return "<env.run's return values: not collected by this pypet_rebuild (issue 16)>"
-
-
 class Environment:
     """pypet's Environment over :class:`pypet_rebuild.Environment`.
 
@@ -977,19 +962,12 @@ class Environment:
     def disable_logging(self, remove_all_handlers: bool = True) -> None:
         log.debug("disable_logging: pypet-hpc leaves logging to Python's logging module")
 
-    def run(self, job: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def run(self, job: Callable[..., Any], *args: Any, **kwargs: Any) -> list[tuple[int, Any]]:
         """Run ``job(traj, *args, **kwargs)`` for every explored point and store the trajectory
         in ``filename``; the first failing run raises."""
         if self._ran:
             raise UnsupportedError("a second env.run: pypet-hpc grows a finished sweep with "
                                    "pypet_rebuild.Environment(traj, workdir=W).expand(job, space=...)")
-        modern_run = _environment.Environment.run
-        takes_args = any(p.kind is inspect.Parameter.VAR_POSITIONAL
-                         for p in inspect.signature(modern_run).parameters.values())
-        if (args or kwargs) and not takes_args:
-            raise UnsupportedError("env.run(job, *args, **kwargs) needs the modern Environment.run with "
-                                   "job arguments (issue 16), not in this pypet_rebuild yet; meanwhile "
-                                   "env.run(lambda traj: job(traj, ...))")
         self._check_target()
         self.filename.parent.mkdir(parents=True, exist_ok=True)
         workdir = None
@@ -1002,14 +980,13 @@ class Environment:
                                        executor="local" if self.multiproc else "inline", workdir=workdir,
                                        fail_on_error=True, **options)
         for postproc, pargs, pkwargs in self._postprocessing:
-            cast(Any, env).add_postprocessing(postproc, *pargs, **pkwargs)
+            env.add_postprocessing(postproc, *pargs, **pkwargs)
         self._ran = True
         try:
-            out = env.run(_PypetJob(job), *args, **kwargs)
+            return env.run(_PypetJob(job), *args, **kwargs)
         finally:
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
-        return out if isinstance(out, list) else _NotCollected()
 
     def _check_target(self) -> None:
         """One trajectory per file: refuse a file holding another trajectory before any run."""
@@ -1028,9 +1005,6 @@ class Environment:
     def add_postprocessing(self, postproc: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """pypet's ``postproc(traj, results, *args, **kwargs)`` after the runs (it may return new
         points to run): handed to the modern Environment's post-processing."""
-        if not hasattr(_environment.Environment, "add_postprocessing"):
-            raise UnsupportedError("env.add_postprocessing needs the modern Environment.add_postprocessing "
-                                   "(issue 16), not in this pypet_rebuild yet")
         self._postprocessing.append((postproc, args, kwargs))
 
     def __getattr__(self, name: str) -> Any:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import (
     ArgumentTypeError,
@@ -29,12 +34,23 @@ from .formats.records import Manifest
 from .merge import LOCK_TIMEOUT, MergeReport, merge
 from .model import Trajectory
 from .progress import Progress
+from .runstore import RunStatus
 from .status import SweepStatus, failed_runs, sweep_status
 from .storage import HDF5StorageService, StorageService, load_trajectory
 from .taskstate import TaskState
-from .workdir import Simulation, Workdir, check_no_live_objects, check_signature
+from .workdir import (
+    Simulation,
+    Workdir,
+    bind_job,
+    check_no_live_objects,
+    check_signature,
+    load_reference,
+)
+from .worker import RETURN_RESULT
 
 log = logging.getLogger(__name__)
+# fn(traj, results, *args, **kwargs) -> new points (parameter -> values) or None
+Postprocessing = Callable[..., Mapping[str, Sequence[Any]] | None]
 
 
 class SweepHandle:
@@ -240,20 +256,78 @@ class Environment:
         self.n_tasks = n_tasks
         self.max_array_size = max_array_size
         self._temporary: Path | None = None
+        self._postprocessing: tuple[Postprocessing, tuple[Any, ...], dict[str, Any]] | None = None
 
-    def run(self, simulate: Simulation) -> Trajectory:
-        """One run with the trajectory's current values."""
-        return self.run_exploration(simulate)
-
-    def run_exploration(self, simulate: Simulation, space: Mapping[str, Sequence[Any]] | None = None,
-                        combined: Sequence[Sequence[str]] | None = None) -> Trajectory:
-        """Run ``simulate`` at every point of ``space`` (a cartesian product) and store the results."""
+    def add_postprocessing(self, fn: Postprocessing, *args: Any, **kwargs: Any) -> None:
+        """Call ``fn(traj, results, *args, **kwargs)`` after each wave of ``run``/``run_exploration``
+        (pypet's ``add_postprocessing``). ``results`` is every finished run's ``(run_idx, value)``
+        so far; ``fn`` may return new points (a dict of parameter -> list of values, zipped as in
+        ``traj.expand``) or call ``traj.expand`` itself: those points then run as the next wave in
+        the same workdir and are merged, until ``fn`` returns nothing new. It runs in this process."""
+        if not callable(fn):
+            raise ArgumentTypeError(f"add_postprocessing(fn) needs a function, not {type(fn).__name__}")
         try:
-            handle = self.submit(simulate, space, combined)
-        except SweepStopped:  # an inline sweep stopped by its failure rule: no temporary workdir left
+            inspect.signature(fn).bind(object(), [], *args, **kwargs)
+        except TypeError:
+            raise ArgumentTypeError(f"add_postprocessing: {getattr(fn, '__qualname__', fn)!s} must take the "
+                                    f"trajectory, the results and the {len(args) + len(kwargs)} arguments given "
+                                    f"(signature: {inspect.signature(fn)})") from None
+        except ValueError:
+            pass
+        self._postprocessing = (fn, args, kwargs)
+
+    def run(self, simulate: Simulation, *args: Any, **kwargs: Any) -> list[tuple[int, Any]]:
+        """Run ``simulate(traj, *args, **kwargs)`` at every explored point (once when nothing is
+        explored), with post-processing waves if added, and store the results; returns pypet's
+        ``[(run_idx, value), ...]`` of what each finished run returned (failed runs are left out)."""
+        return self._run_waves(simulate, args, kwargs, None, None)
+
+    def run_exploration(self, simulate: Simulation, *args: Any, space: Mapping[str, Sequence[Any]] | None = None,
+                        combined: Sequence[Sequence[str]] | None = None, **kwargs: Any) -> Trajectory:
+        """Run ``simulate(traj, *args, **kwargs)`` at every point of ``space`` (a cartesian product;
+        by keyword) and store the results; returns the trajectory (``run`` returns the values)."""
+        self._run_waves(simulate, args, kwargs, space, combined)
+        return self.trajectory
+
+    def _run_waves(self, simulate: Simulation, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   space: Mapping[str, Sequence[Any]] | None, combined: Sequence[Sequence[str]] | None,
+                   ) -> list[tuple[int, Any]]:
+        """Submit, wait, merge; then, while post-processing adds points, the same for each new wave."""
+        try:
+            handle = self.submit(simulate, *args, space=space, combined=combined, **kwargs)
+            results, failed = self._waves(handle, simulate, args, kwargs)
+        finally:  # an inline sweep stopped by its failure rule leaves no temporary workdir either
             if self._temporary is not None:
                 shutil.rmtree(self._temporary, ignore_errors=True)
-            raise
+        if failed and self.fail_on_error:
+            groups = group_failures(failed)
+            raise RunsFailed(f"{len(failed)} of {len(self.trajectory)} runs failed with "
+                             f"{plural(len(groups), 'distinct error')}, the most frequent: {groups[0].summary()}",
+                             failed)
+        return results
+
+    def _waves(self, handle: SweepHandle, simulate: Simulation, args: tuple[Any, ...], kwargs: dict[str, Any],
+               ) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
+        """Finish the submitted wave; while post-processing asks for new points, run them as the
+        next wave. Returns the results and the failed runs."""
+        wave, grew = 1, True
+        while True:
+            failed = self._finish_wave(handle)
+            results = job_returns(self.trajectory)
+            points = self._postprocess(results) if grew else None
+            if points is None:
+                return results, failed
+            n_before = len(self.trajectory)
+            handle, added = self._grow(handle.workdir, simulate, args, kwargs, points)
+            wave, grew = wave + 1, added > 0
+            if grew:
+                log.info("post-processing wave %d: %s after %d", wave, plural(added, "new run"), n_before)
+            else:
+                log.warning("post-processing asked only for points the sweep already has; stopping")
+
+    def _finish_wave(self, handle: SweepHandle) -> list[dict[str, Any]]:
+        """Wait for the submitted tasks, merge them into the output and give the trajectory their
+        run data; returns the failed runs (all of them, when ``fail_on_error`` wants them)."""
         in_process = self.executor.in_process  # then the runs are done and in self.trajectory
         if not in_process:
             st = handle.wait(progress=sys.stderr.isatty())
@@ -262,49 +336,66 @@ class Environment:
         else:
             failed = warn_failures(handle.workdir) if handle.status().counts["failed"] else []
         output = self.storage.file_path if self.storage is not None else None
-        try:
-            if output is not None or not in_process:
-                report = handle.merge(output)
-                log.info("%s", report.summary())
-                self.trajectory.file_path = str(report.target)
-                if not in_process:
-                    loaded = load_trajectory(report.target)
-                    self.trajectory.state.run_store = loaded.state.run_store
-        finally:
-            if self._temporary is not None:
-                shutil.rmtree(self._temporary, ignore_errors=True)
-        if failed and self.fail_on_error:
-            groups = group_failures(failed)
-            raise RunsFailed(f"{len(failed)} of {len(self.trajectory)} runs failed with "
-                             f"{plural(len(groups), 'distinct error')}, the most frequent: {groups[0].summary()}",
-                             failed)
-        return self.trajectory
+        if output is not None or not in_process:
+            report = handle.merge(output)
+            log.info("%s", report.summary())
+            self.trajectory.file_path = str(report.target)
+            if not in_process:
+                loaded = load_trajectory(report.target)
+                self.trajectory.state.run_store = loaded.state.run_store
+        return failed
 
-    def expand(self, simulate: Simulation, space: Mapping[str, Sequence[Any]] | None = None,
-               combined: Sequence[Sequence[str]] | None = None) -> SweepHandle:
+    def _postprocess(self, results: list[tuple[int, Any]]) -> dict[str, list[Any]] | None:
+        """The points the post-processing function asks for next, or None when it asks for none."""
+        if self._postprocessing is None:
+            return None
+        fn, args, kwargs = self._postprocessing
+        traj = self.trajectory
+        n_before = len(traj)
+        points = fn(traj, results, *args, **kwargs)
+        if points is None or (isinstance(points, Mapping) and not points):
+            if len(traj) > n_before:  # it called traj.expand itself
+                return {name: list(values) for name, values in traj.explored.items()}
+            return None
+        if not isinstance(points, Mapping):
+            raise ArgumentTypeError(f"post-processing {getattr(fn, '__qualname__', fn)!s} returned a "
+                                    f"value of type {type(points).__name__}; return a dict of parameter -> list of new "
+                                    "values, or None to stop")
+        return {name: list(values) for name, values in points.items()}
+
+    def expand(self, simulate: Simulation, *args: Any, space: Mapping[str, Sequence[Any]] | None = None,
+               combined: Sequence[Sequence[str]] | None = None, **kwargs: Any) -> SweepHandle:
         """Grow the finished (or running) sweep in ``workdir`` by the points of ``space`` (or of the
-        trajectory's exploration) and run only the new ones (pypet's ``f_expand``)."""
+        trajectory's exploration) and run only the new ones (pypet's ``f_expand``), as
+        ``simulate(traj, *args, **kwargs)``."""
         if self.workdir is None or not Workdir(self.workdir).exists():
             raise WorkdirError("expand needs the workdir= of an existing sweep")
-        check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"))
-        if not self.executor.in_process:
-            check_no_live_objects(simulate, self.trajectory, self.executor.name)
-        wd = Workdir(self.workdir)
         points = cartesian_product(space, combined) if space is not None else self.trajectory.explored
-        self.executor.bind(self.trajectory, simulate)
-        if not self.executor.in_process and "pickle" in wd.manifest().function:
-            wd.save_function(simulate)  # the runs that go now use the function given here
-        expand_workdir(wd, self.trajectory, points, self.executor)
-        output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
-        return SweepHandle(wd, output)
+        return self._grow(Workdir(self.workdir), simulate, args, kwargs, points)[0]
 
-    def submit(self, simulate: Simulation, space: Mapping[str, Sequence[Any]] | None = None,
-               combined: Sequence[Sequence[str]] | None = None) -> SweepHandle:
-        """Write the sweep's workdir and submit its tasks; returns at once (inline: when done)."""
-        check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"))
+    def _grow(self, wd: Workdir, simulate: Simulation, args: tuple[Any, ...], kwargs: dict[str, Any],
+              points: Mapping[str, Sequence[Any]]) -> tuple[SweepHandle, int]:
+        """The one way a sweep grows (``expand`` and post-processing waves); returns its handle and
+        how many runs were added."""
+        _check_job(simulate, args, kwargs, self.trajectory, self.executor)
+        self.executor.bind(self.trajectory, bind_job(simulate, args, kwargs))
+        manifest = wd.manifest()
+        if not self.executor.in_process and "pickle" in manifest.function:
+            # the runs that go now use the function and arguments given here
+            wd.write_manifest(replace(manifest, function=wd.save_function(simulate, args, kwargs)))
+        elif (args or kwargs) and "ref" in manifest.function:
+            raise WorkdirError(f"{wd.path} runs the function of a sweep file ({manifest.function['ref']}), "
+                               "which takes no job arguments")
+        added, _ = expand_workdir(wd, self.trajectory, points, self.executor)
+        output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
+        return SweepHandle(wd, output), added
+
+    def submit(self, simulate: Simulation, *args: Any, space: Mapping[str, Sequence[Any]] | None = None,
+               combined: Sequence[Sequence[str]] | None = None, **kwargs: Any) -> SweepHandle:
+        """Write the sweep's workdir and submit its tasks, which call ``simulate(traj, *args,
+        **kwargs)``; returns at once (inline: when done). Arguments are pickled with the sweep."""
         traj = self.trajectory
-        if not self.executor.in_process:
-            check_no_live_objects(simulate, traj, self.executor.name)
+        _check_job(simulate, args, kwargs, traj, self.executor)
         if space is not None:
             traj.explore(cartesian_product(space, combined))
         plan = self.executor.plan(len(traj), self.runs_per_task, self.n_tasks, self.max_array_size)
@@ -320,11 +411,79 @@ class Environment:
         self.executor.preflight()  # e.g. an unknown SLURM partition: fail before the workdir is written
         wd.create(traj, plan, None if in_process else simulate,
                   {"name": self.executor.name, "options": self.executor.options()},
-                  max_failures=str(self.max_failures))
-        self.executor.bind(traj, simulate)
+                  max_failures=str(self.max_failures), job_args=args, job_kwargs=kwargs)
+        self.executor.bind(traj, bind_job(simulate, args, kwargs))
         self.executor.submit(wd, range(plan.n_tasks))
         output = self.storage.file_path if isinstance(self.storage, HDF5StorageService) else None
         return SweepHandle(wd, output)
+
+
+def follow(workdir: str | Path, output: str | Path | None = None) -> list[tuple[int, Any]]:
+    """Wait for the sweep in ``workdir`` and merge it; when its sweep file defines
+    ``postprocess(traj, results)``, run the waves it asks for, as ``Environment.run`` does (what
+    ``pypet-hpc submit --follow`` runs detached and ``pypet-hpc follow`` in the foreground)."""
+    wd = Workdir(workdir)
+    manifest = wd.manifest()
+    ref = manifest.function.get("ref")
+    if ref is None or manifest.executor.get("name") == "inline":
+        raise WorkdirError(f"{wd.path}: follow takes a sweep submitted from a sweep file to the local or slurm "
+                           "executor; from Python, Environment.run runs the waves itself")
+    simulate = load_reference(ref)
+    postprocess = getattr(inspect.getmodule(simulate), "postprocess", None)
+    out = Path(output) if output is not None else wd.default_output
+    env = Environment(wd.load_skeleton(manifest), storage=HDF5StorageService(out), executor=executor_of(wd),
+                      workdir=wd.path)
+    if postprocess is not None:
+        env.add_postprocessing(postprocess)
+    results, _ = env._waves(SweepHandle(wd, out), simulate, (), {})
+    log.info("followed %s to the end: %s in %s", wd.path, plural(len(results), "finished run"), out)
+    return results
+
+
+def _check_job(simulate: Simulation, args: tuple[Any, ...], kwargs: Mapping[str, Any], traj: Trajectory,
+               executor: Executor) -> None:
+    """Before anything is written or submitted: the job takes the trajectory and its arguments, and
+    (off this process) they can be pickled and carry no multiprocessing object."""
+    check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"), args, kwargs)
+    _check_job_args(args, kwargs, executor)
+    if not executor.in_process:
+        check_no_live_objects(functools.partial(simulate, *args, **kwargs) if args or kwargs else simulate,
+                              traj, executor.name)
+
+
+def _check_job_args(args: Sequence[Any], kwargs: Mapping[str, Any], executor: Executor) -> None:
+    """Job arguments travel pickled to worker processes and cluster nodes: refuse, before
+    anything is written or submitted, one that cannot (naming it). Inline runs take anything."""
+    if executor.in_process or not (args or kwargs):
+        return
+    import cloudpickle
+
+    named = [*((f"job argument {i + 1}", a) for i, a in enumerate(args)),
+             *((f"job keyword argument {k!r}", v) for k, v in kwargs.items())]
+    for what, value in named:
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:  # noqa: BLE001 - pickle raises anything (TypeError, PicklingError, ...)
+            raise ArgumentTypeError(f"{what} (a {type(value).__name__}) cannot be pickled for the "
+                                    f"{executor.name} executor ({type(exc).__name__}: {exc}); pass something "
+                                    "picklable, or run inline") from None
+
+
+def job_returns(traj: Trajectory) -> list[tuple[int, Any]]:
+    """pypet's ``[(run_idx, value), ...]``: what each finished (ok) run returned, in run order, from
+    its result ``job_return`` (None where it returned None). Works on a loaded trajectory too."""
+    store = traj.state.run_store
+    if store is None:
+        return []
+    ok = np.flatnonzero(traj.run_info()["status"] == RunStatus.OK)
+    if RETURN_RESULT not in store.names("results"):
+        return [(int(i), None) for i in ok]
+    column = store.column("results", RETURN_RESULT, len(traj))
+    mask = np.ma.getmaskarray(column)
+    has = np.asarray(~mask.reshape(len(mask), -1).all(axis=1))
+    data = column.data
+    values = data.tolist() if data.ndim == 1 and data.dtype != object else list(data)
+    return [(int(i), values[i] if has[i] else None) for i in ok]
 
 
 def expand_workdir(wd: Workdir, traj: Trajectory, points: Mapping[str, Sequence[Any]],

@@ -5,6 +5,7 @@
   manifest.json      plan, plan hash, executor settings, function reference
   trajectory.h5      the trajectory skeleton: parameters, explored values, empty run table
   function.pkl       the simulation function, cloudpickled once (when given from Python)
+  args.pkl           its extra job arguments, (args, kwargs) cloudpickled (when given)
   sweep/<file>.py    a snapshot of the sweep file (when given from the CLI)
   provenance.json    git commit and dirty flag, package versions, host, user, command line
   jobs.jsonl         one line per submission: executor, job ids, tasks
@@ -29,7 +30,7 @@ import socket
 import subprocess
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from .formats.trajfile import load_trajectory, write_skeleton
 from .model import Trajectory
 
 MANIFEST = "manifest.json"
+ARGS = "args.pkl"  # the job arguments given from Python, (args, kwargs) cloudpickled
 Simulation = Callable[[Trajectory], Any]
 
 
@@ -87,17 +89,46 @@ def _digest(h: Any, value: Any) -> None:
         h.update(f"{type(value).__name__}:{value!r};".encode())
 
 
-def check_signature(fn: Any, where: str) -> None:
-    """A simulation takes the trajectory as its one required argument."""
+def check_signature(fn: Any, where: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> None:
+    """A simulation takes the trajectory, then the job arguments given (none: the trajectory only)."""
     if not callable(fn):
         raise WorkdirError(f"{where} is not a function")
+    kwargs = kwargs or {}
     try:
-        inspect.signature(fn).bind(object())
+        inspect.signature(fn).bind(object(), *args, **kwargs)
     except TypeError:
-        raise WorkdirError(f"{where} must take exactly one argument, the trajectory (signature: "
-                           f"{inspect.signature(fn)})") from None
+        if not args and not kwargs:
+            raise WorkdirError(f"{where} must take exactly one argument, the trajectory (signature: "
+                               f"{inspect.signature(fn)})") from None
+        given = ", ".join([*(f"{type(a).__name__}" for a in args), *(f"{k}=" for k in kwargs)])
+        hint = ("; to explore a space pass it by keyword: space={...}"
+                if args and isinstance(args[0], Mapping) else "")
+        raise WorkdirError(f"{where} cannot take the trajectory and the job arguments given ({given}); "
+                           f"its signature is {inspect.signature(fn)}{hint}") from None
     except ValueError:
         pass
+
+
+class BoundJob:
+    """A simulation with its job arguments: ``job(traj)`` calls ``fn(traj, *args, **kwargs)``."""
+
+    __slots__ = ("fn", "args", "kwargs")
+
+    def __init__(self, fn: Simulation, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        self.fn, self.args, self.kwargs = fn, tuple(args), dict(kwargs)
+
+    def __call__(self, traj: Trajectory) -> Any:
+        return self.fn(traj, *self.args, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{getattr(self.fn, '__qualname__', self.fn)!s} with {len(self.args) + len(self.kwargs)} job arguments>"
+
+
+def bind_job(fn: Simulation, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Simulation:
+    """``fn`` with its job arguments bound, so that every executor calls ``job(traj)``."""
+    if not args and not kwargs:
+        return fn
+    return BoundJob(fn, args, kwargs or {})
 
 
 def check_no_live_objects(fn: Any, traj: Trajectory, executor: str) -> None:
@@ -273,8 +304,10 @@ class Workdir:
         return shard_path(self.shards, task)
 
     def create(self, traj: Trajectory, plan: Plan, fn: Simulation | str | None, executor: dict[str, Any],
-               sweep_file: Path | None = None, max_failures: str = "auto") -> Manifest:
-        """Write a new sweep; refuse a directory holding another (or the same) sweep."""
+               sweep_file: Path | None = None, max_failures: str = "auto", job_args: Sequence[Any] = (),
+               job_kwargs: Mapping[str, Any] | None = None) -> Manifest:
+        """Write a new sweep; refuse a directory holding another (or the same) sweep. A function
+        given from Python is pickled with its job arguments (``job_args``, ``job_kwargs``)."""
         digest = plan_hash(traj, plan)
         if self.exists():
             old = self.manifest()
@@ -303,7 +336,7 @@ class Workdir:
                 snap.mkdir(exist_ok=True)
                 shutil.copyfile(sweep_file, snap / sweep_file.name)  # its mode comes from the umask
         else:
-            function = self.save_function(fn)
+            function = self.save_function(fn, job_args, job_kwargs)
         write_skeleton(self.skeleton, traj, plan.n_runs, digest)
         manifest = Manifest(name=traj.name, plan=plan, plan_hash=digest, function=function,
                             executor=executor, sys_path=[p for p in sys.path if p],
@@ -346,8 +379,10 @@ class Workdir:
         manifest = manifest or self.manifest()
         return load_trajectory(self.skeleton, allow_pickle=manifest.allow_pickle)
 
-    def save_function(self, fn: Simulation) -> dict[str, Any]:
-        """Cloudpickle the simulation once into the workdir; returns its manifest entry.
+    def save_function(self, fn: Simulation, args: Sequence[Any] = (),
+                      kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Cloudpickle the simulation once into the workdir, and its job arguments (if any) into
+        ``args.pkl`` beside it; returns its manifest entry.
 
         Functions from __main__ (scripts, notebooks) and closures go by value, the rest by
         reference: the worker imports them with the submitter's sys.path.
@@ -355,8 +390,14 @@ class Workdir:
         import cloudpickle
 
         atomic_write(self.path / "function.pkl", cloudpickle.dumps(fn))
-        return {"pickle": "function.pkl", "name": getattr(fn, "__qualname__", repr(fn)),
-                "module": getattr(fn, "__module__", "")}
+        entry = {"pickle": "function.pkl", "name": getattr(fn, "__qualname__", repr(fn)),
+                 "module": getattr(fn, "__module__", "")}
+        if args or kwargs:
+            atomic_write(self.path / ARGS, cloudpickle.dumps((tuple(args), dict(kwargs or {}))))
+            entry["args"] = ARGS
+        else:
+            (self.path / ARGS).unlink(missing_ok=True)  # arguments of an earlier wave no longer hold
+        return entry
 
     def write_manifest(self, manifest: Manifest) -> None:
         manifest.write(self.manifest_path)
@@ -373,6 +414,10 @@ class Workdir:
 
         with open(self.path / manifest.function["pickle"], "rb") as fh:
             fn: Simulation = cloudpickle.load(fh)
+        if "args" in manifest.function:
+            with open(self.path / manifest.function["args"], "rb") as fh:
+                args, kwargs = cloudpickle.load(fh)
+            return bind_job(fn, args, kwargs)
         return fn
 
     def record_jobs(self, record: JobRecord) -> None:

@@ -19,17 +19,24 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import InvalidNameError, PypetError, StorageError, SweepStopped
+from .errors import (
+    InvalidNameError,
+    PypetError,
+    StorageError,
+    SweepStopped,
+    UnsupportedValueError,
+)
 from .failures import FailureRule, FailureWatch
 from .formats.schema import RunStatus
 from .formats.shard import ShardWriter
-from .model import Trajectory
+from .model import Parameter, Result, Trajectory
 from .runstore import MemoryRunStore
 from .workdir import Simulation, Workdir
 
 log = logging.getLogger(__name__)
 INTERRUPTED_EXIT = 143
 STOPPED_EXIT = 3  # the sweep's failure rule stopped the task: the controller cancels the rest
+RETURN_RESULT = "job_return"  # the per-run result holding what the job returned (when not None)
 STOP_SIGNALS: list[int] = []  # signals that stopped a task in this process (the SLURM entry reads it)
 DEBUG_ENV = "PYPET_HPC_DEBUG"  # set (to anything but 0): worker logs at DEBUG, tracebacks included
 
@@ -60,7 +67,9 @@ def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWr
             error = bad_name = None
             t0 = clock()
             try:
-                fn(traj)
+                returned = fn(traj)
+                if returned is not None and not isinstance(returned, Parameter | Result):
+                    _store_return(traj, returned)
             except Exception as exc:  # noqa: BLE001 - a failing run is recorded, the sweep goes on
                 error = (type(exc).__name__, str(exc), traceback.format_exc())
                 if isinstance(exc, InvalidNameError):
@@ -85,6 +94,15 @@ def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWr
                 reason = watch.record(error is None, *(error[:2] if error else ("", "")))
                 if reason is not None:
                     raise SweepStopped(reason)
+
+
+def _store_return(traj: Trajectory, value: Any) -> None:
+    """A run's return value becomes its result ``job_return`` (pypet's ``[(run_idx, value), ...]``
+    comes from that column); a value no result may hold fails the run, saying so."""
+    try:
+        traj.add_result(RETURN_RESULT, value)
+    except UnsupportedValueError as exc:
+        raise UnsupportedValueError(f"the job's return value cannot be stored: {exc}") from None
 
 
 def run_task(workdir: str | Path, task: int, retry_failed: bool = False,

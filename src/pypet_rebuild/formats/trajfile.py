@@ -43,6 +43,7 @@ import numpy as np
 from .._version import __version__
 from ..codec import (
     ColumnSpec,
+    PickleRefusedError,
     column_array,
     column_dtype,
     column_element,
@@ -330,28 +331,42 @@ class FileRunStore:
         return list(dict.fromkeys(split_item(n)[0] for n in self._columns[branch] + list(self._items()[branch])))
 
     def runs_with(self, branch: str, name: str) -> list[int]:
+        items = self._items()[branch].get(name, [])
         if name in self._columns[branch]:
             with self._group() as grp:
-                return np.flatnonzero(grp[f"{branch}/runs/masks/{name}"][()]).tolist()
-        if ITEM_SEP not in name and name not in self._items()[branch]:
+                in_column = np.flatnonzero(grp[f"{branch}/runs/masks/{name}"][()]).tolist()
+            return sorted({*in_column, *items}) if items else in_column
+        if ITEM_SEP not in name and not items:
             keys = self._item_names(branch, name)
             if keys:
                 return sorted(set().union(*(self.runs_with(branch, k) for k in keys)))
-        return self._items()[branch].get(name, [])
+        return items
 
     def column(self, branch: str, name: str, n_runs: int) -> np.ma.MaskedArray:
-        with self._group() as grp:
-            if name in self._columns[branch]:
+        # a name may be a column for some runs and per-run objects for others (values that do not
+        # fit the column, e.g. of another type): then both, placed by run
+        items = self._items()[branch].get(name)
+        if name in self._columns[branch]:
+            with self._group() as grp:
                 ds = grp[f"{branch}/runs/columns/{name}"]
+                kind = get_attr(ds, "kind")
                 data = read_column(ds)
-                mask = ~grp[f"{branch}/runs/masks/{name}"][()]
-                if data.ndim > 1:
-                    mask = np.broadcast_to(mask.reshape(-1, *[1] * (data.ndim - 1)), data.shape)
-                return np.ma.MaskedArray(data, mask=mask)
-        runs = self._items()[branch].get(name)
-        if not runs:
+                has = grp[f"{branch}/runs/masks/{name}"][()]
+            if items:
+                found = [(int(r), column_element(kind, data[r])) for r in np.flatnonzero(has)]
+                for r in items:
+                    try:
+                        found.append((r, self.get(r, branch, name).value))
+                    except PickleRefusedError:  # stays masked here; touching the run itself says why
+                        continue
+                return masked_column(sorted(found, key=lambda pair: pair[0]), n_runs)
+            mask = ~has
+            if data.ndim > 1:
+                mask = np.broadcast_to(mask.reshape(-1, *[1] * (data.ndim - 1)), data.shape)
+            return np.ma.MaskedArray(data, mask=mask)
+        if not items:
             raise KeyError(f"no run has {branch}.{name}")
-        return masked_column([(r, self.get(r, branch, name).value) for r in runs], n_runs)
+        return masked_column([(r, self.get(r, branch, name).value) for r in items], n_runs)
 
     def run_info(self, n_runs: int = 0) -> dict[str, np.ndarray]:
         with self._group() as grp:
