@@ -300,7 +300,6 @@ def test_access_full_names_fast_access_and_not_unique(tmp_path: Path) -> None:
     assert node.f_get() == "Mark Hamill" and node.v_comment == "May the force be with you!"
 
 
-@pytest.mark.skipif(not HAS_GROUPS, reason="group nodes come with issue 11's add_parameter_group")
 def test_groups_as_in_example_02(tmp_path: Path) -> None:
     traj = Trajectory("Example")
     traj.f_add_parameter("starwars.characters.han_solo", "Harrison Ford")
@@ -311,11 +310,41 @@ def test_groups_as_in_example_02(tmp_path: Path) -> None:
         traj.characters
 
 
-@pytest.mark.skipif(HAS_GROUPS, reason="the modern trajectory has parameter groups")
-def test_groups_without_modern_support_fail_in_one_line() -> None:
+def test_every_way_to_a_group_gives_pypets_methods() -> None:
     traj = Trajectory("Example")
-    with pytest.raises(UnsupportedError, match="f_add_parameter_group needs Trajectory.add_parameter_group"):
-        traj.f_add_parameter_group("spaceballs.characters")
+    traj.f_add_parameter("starwars.characters.han_solo", "Harrison Ford")
+    ways = [traj.parameters.starwars.characters, traj.characters, traj.f_get("characters"),
+            traj["characters"], traj["parameters.starwars"]["characters"]]
+    for i, group in enumerate(ways):
+        group.f_add_parameter(f"extra_{i}", i)
+        assert group.v_full_name == "parameters.starwars.characters"
+    assert traj["han_solo"] == "Harrison Ford"  # pypet's traj[...] is traj.name: fast access
+    assert traj.f_to_dict(short_names=True, fast_access=True) == {
+        "han_solo": "Harrison Ford", **{f"extra_{i}": i for i in range(len(ways))}}
+    assert traj.get("characters").path == "parameters.starwars.characters"  # modern get: the modern node
+    traj.f_add_link("hero", "han_solo")  # a link target given by name
+    assert traj.hero == "Harrison Ford"
+
+
+def test_skeleton_results_are_nodes_until_loaded(tmp_path: Path) -> None:
+    filename = str(tmp_path / "example_02.hdf5")
+    traj = Trajectory("Example", filename=filename, overwrite_file=True)
+    traj.f_add_parameter("x", 1)
+    traj.f_store()
+    traj.f_add_result("starwars.gross_income_of_film", amount=10.1**11, currency="$$$", comment="rich")
+    traj.f_add_result("starwars.budget", 11e6)
+    traj.f_store_item("gross_income_of_film")
+    traj.f_store_item("budget")
+    traj.gross_income_of_film.f_empty()
+    assert traj.gross_income_of_film.f_is_empty()
+    loaded = Trajectory(filename=filename)
+    loaded.f_load(index=-1, load_parameters=2, load_results=1)
+    assert loaded.gross_income_of_film.f_is_empty() and loaded.budget.f_is_empty()
+    loaded.f_load_item("gross_income_of_film")
+    loaded.f_load_item(loaded.budget)
+    assert not loaded.gross_income_of_film.f_is_empty()
+    assert (loaded.gross_income_of_film.amount, loaded.gross_income_of_film.currency) == (10.1**11, "$$$")
+    assert loaded.budget == 11e6  # loaded again, a one-value result gives its value
 
 
 @pytest.mark.skipif(not (HAS_ITEMS and HAS_STORE), reason="needs multi-item results and traj.store (issue 11)")

@@ -234,10 +234,12 @@ class _Node:
         return self._branch == "parameters" and self._node.name in self._traj.explored
 
     def f_is_empty(self) -> bool:
-        return bool(_modern(self._node, "is_empty", "f_is_empty()")())
+        if isinstance(self._node, _model.Parameter):
+            return self._node.value is None
+        return bool(self._node.is_empty)
 
     def f_empty(self) -> None:
-        _modern(self._node, "empty", "f_empty()")()
+        self._node.empty()
 
     def f_set(self, *args: Any, **kwargs: Any) -> None:
         """``f_set(value)``, or items of a result: ``f_set(monty="...")``."""
@@ -394,9 +396,10 @@ def _is_node(obj: Any) -> bool:
 
 
 def _one_value(node: Any) -> bool:
-    """Whether a result holds one value (pypet's fast access), not several items."""
-    if isinstance(node, _model.Result) and hasattr(type(node), "keys"):
-        return list(getattr(node, "keys")()) == [node.name.rpartition(".")[2]]  # noqa: B009
+    """Whether pypet's fast access gives a result's value: it holds one value (not several
+    items) and is not empty (an emptied result, or a skeleton, comes back as the node)."""
+    if isinstance(node, _model.Result):
+        return not node.is_empty and list(node.keys()) == [node.name.rpartition(".")[2]]
     return True
 
 
@@ -623,11 +626,36 @@ class Trajectory(_model.Trajectory):
     res = results
     conf = config
 
+    def _lookup(self, name: str) -> Any:
+        """The modern node ``name`` (a leaf or the modern group view), not yet wrapped."""
+        return _model.Trajectory.__getitem__(self, name)
+
+    def __getitem__(self, name: str) -> Any:
+        """pypet's ``traj["name"]``: as ``traj.name`` (a group with pypet's methods, a leaf's value
+        with fast access)."""
+        head = name.partition(".")[0]
+        node = self._lookup(name)
+        branch = head if head in _BRANCHES else _branch_of(self, node)
+        return self._wrap(node, branch, self._fast_access)
+
+    def _node_path(self, target: Any) -> str:
+        # the modern link target: a name is looked up as a node, a pypet proxy is unwrapped
+        return super()._node_path(self._lookup(target) if isinstance(target, str) else _unwrap(target))
+
+    def get(self, name: str, default: Any = _model._MISSING) -> Any:
+        """The modern ``traj.get(name)``: the node itself (pypet's ``f_get`` wraps it)."""
+        try:
+            return self._lookup(name)
+        except KeyError:
+            if default is _model._MISSING:
+                raise
+            return default
+
     def f_get(self, name: str, fast_access: bool = False, with_links: bool = True, shortcuts: bool = True,
               max_depth: int | None = None, auto_load: bool = False) -> Any:
         head = name.partition(".")[0]
         try:
-            node = self[name]
+            node = self._lookup(name)
         except KeyError as exc:
             raise AttributeError(exc.args[0]) from None
         except PypetError as exc:
@@ -652,10 +680,10 @@ class Trajectory(_model.Trajectory):
             raise _UnsupportedAttribute(f"pypet's traj.{name} is not supported by pypet_rebuild.compat")
         try:
             if not self._fast_access:
-                node = self[name]
+                node = self._lookup(name)
                 return self._wrap(node, _branch_of(self, node), False)
             try:
-                node = self[name]  # the modern shortcut resolution (the node, not yet its value)
+                node = self._lookup(name)  # the modern shortcut resolution (the node, not yet its value)
             except KeyError:  # what only attribute access resolves (a link during a run, say)
                 found = super().__getattr__(name)
                 return self._wrap(found, "results", True) if _is_node(found) else found
