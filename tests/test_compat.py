@@ -347,33 +347,44 @@ def test_skeleton_results_are_nodes_until_loaded(tmp_path: Path) -> None:
     assert loaded.budget == 11e6  # loaded again, a one-value result gives its value
 
 
-@pytest.mark.skipif(not (HAS_ITEMS and HAS_STORE), reason="needs multi-item results and traj.store (issue 11)")
 def test_large_results_store_and_load_items(tmp_path: Path) -> None:
     filename = str(tmp_path / "example_09.hdf5")
     traj = Trajectory(name="example_09_huge_data", filename=filename, overwrite_file=True)
     traj.f_add_result("huge_matrices", mat1=np.arange(8.0).reshape(2, 2, 2), mat2=np.eye(3))
     assert traj.huge_matrices.mat1[1, 1, 1] == 7.0
     traj.f_store()
+    traj.huge_matrices.f_empty()
+    assert traj.huge_matrices.f_is_empty()
+    traj.huge_matrices.f_set(monty="Always look on the bright side of life!")
+    traj.f_store_item("huge_matrices")  # pypet adds the new item next to the stored ones
     loaded = Trajectory(filename=filename)
     loaded.f_load(name="example_09_huge_data", load_results=pypetconstants.LOAD_SKELETON)
-    loaded.f_load_item("huge_matrices", load_only=["mat1"])
+    assert loaded.huge_matrices.f_is_empty()
+    loaded.f_load_item("huge_matrices", load_only=["monty", "mat1"])
+    assert "monty" in loaded.huge_matrices and "mat1" in loaded.huge_matrices
+    assert "mat2" not in loaded.huge_matrices
     assert loaded.huge_matrices.mat1[1, 1, 1] == 7.0
+    assert loaded.huge_matrices.monty == "Always look on the bright side of life!"
+    loaded.f_load_item("huge_matrices")
+    assert sorted(loaded.huge_matrices.keys()) == ["mat1", "mat2", "monty"]
 
 
-@pytest.mark.skipif(HAS_ITEMS, reason="the modern add_result takes several items")
-def test_multi_item_results_without_modern_support_fail_in_one_line() -> None:
-    traj = Trajectory("example_09")
-    with pytest.raises(UnsupportedError, match=r"f_add_result\('huge_matrices', mat1=..., mat2=...\) needs"):
-        traj.f_add_result("huge_matrices", mat1=np.zeros(2), mat2=np.ones(2))
-    traj.f_add_result("single", single=3)  # one item named like the result is its value, as in pypet
-    assert traj.single == 3
-
-
-@pytest.mark.skipif(HAS_STORE, reason="the modern trajectory has store")
-def test_store_without_modern_support_fails_in_one_line(tmp_path: Path) -> None:
-    traj = Trajectory("t", filename=str(tmp_path / "t.h5"))
-    with pytest.raises(UnsupportedError, match=r"f_store\(\) needs Trajectory.store"):
-        traj.f_store()
+def test_store_item_keeps_stored_data_unless_overwriting(tmp_path: Path) -> None:
+    filename = str(tmp_path / "t.hdf5")
+    traj = Trajectory(name="t", filename=filename, overwrite_file=True)
+    traj.f_add_result("money", amount=1.0, currency="EUR")
+    traj.f_add_result("z", 3)
+    traj.f_store()
+    traj.money.f_set(amount=2.0, bank="B")  # amount is stored already: pypet's STORE_DATA keeps it
+    traj.f_get("z").f_set(4)
+    traj.f_store_item("money")
+    traj.f_store_item("z")
+    assert traj.money.amount == 1.0 and traj.money.bank == "B"
+    again = load_trajectory(filename=filename, load_data=pypetconstants.LOAD_DATA)
+    assert (again.money.amount, again.money.bank, again.z) == (1.0, "B", 3)
+    traj.f_get("z").f_set(5)
+    traj.f_store_item("z", store_data=pypetconstants.OVERWRITE_DATA)
+    assert load_trajectory(filename=filename, load_data=pypetconstants.LOAD_DATA).z == 5
 
 
 # -- examples 14 and 15: links and more ways to add data --------------------------------------------

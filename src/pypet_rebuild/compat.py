@@ -37,8 +37,9 @@ from . import storage as _storage
 from .codec import Pickled
 from .errors import LockedParameterError, PypetError
 from .exploration import cartesian_product as _cartesian_product
+from .formats import trajfile as _trajfile
 from .naming import run_name, run_set_name
-from .runstore import RunStatus
+from .runstore import RunStatus, is_multi
 
 __all__ = [
     "ArrayParameter", "DataNotInStorageError", "Environment", "NotUniqueNodeError", "Parameter",
@@ -825,11 +826,37 @@ class Trajectory(_model.Trajectory):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         _modern(self, "store", "f_store()")(path)
 
-    def f_store_item(self, item: Any, *args: Any, **kwargs: Any) -> None:
-        _modern(self, "store_item", "f_store_item")(_item_name(item), *args, **kwargs)
+    def f_store_item(self, item: Any, store_data: int = pypetconstants.STORE_DATA, overwrite: bool = False,
+                     **kwargs: Any) -> None:
+        """pypet's ``f_store_item``: a leaf the file lacks is written; of one stored already the
+        stored data stays, and a result's new items (``res.f_set(monty=...)``) are added to it;
+        ``store_data=OVERWRITE_DATA`` (or ``overwrite=True``) replaces it."""
+        _refuse("f_store_item", kwargs, {}, frozenset())
+        name = _item_name(item)
+        if store_data == pypetconstants.STORE_NOTHING:
+            return
+        if self.file_path is None:  # nothing stored yet: the file gets the trajectory, this item too
+            self.f_store()
+            return
+        replace = overwrite or store_data == pypetconstants.OVERWRITE_DATA
+        node = self.get(name)
+        branch = _branch_of(self, node)
+        if replace or (branch, node.name) not in _trajfile.stored_leaves(Path(self.file_path), self.name):
+            self.store_item(name, overwrite=replace)
+            return
+        if not (isinstance(node, _model.Result) and is_multi(node)):
+            log.debug("f_store_item(%r): stored already, the stored data is kept", name)
+            return
+        new = dict(node.value)  # a multi-item result's value is the dict of its items
+        self.load_item(name)  # the stored items; of those also in memory the stored ones stay
+        added = {key: value for key, value in new.items() if key not in node}
+        for key, value in added.items():
+            node[key] = value
+        if added:
+            self.store_item(name, overwrite=True)
 
     def f_load_item(self, item: Any, *args: Any, **kwargs: Any) -> None:
-        _modern(self, "load_item", "f_load_item")(_item_name(item), *args, **kwargs)
+        self.load_item(_item_name(item), *args, **kwargs)
 
     def f_load(self, name: str | None = None, index: int | None = None, as_new: bool = False,
                load_parameters: int = 2, load_derived_parameters: int = 1, load_results: int = 1,
@@ -1086,5 +1113,6 @@ def load_trajectory(name: str | None = None, index: int | None = None, as_new: b
     if wildcard_functions is not None:
         raise UnsupportedError("load_trajectory(wildcard_functions=...): pypet-hpc knows $ and $set only")
     traj = Trajectory(filename=filename)
-    traj.f_load(name=name, index=index, as_new=as_new, storage_service=storage_service, **kwargs)
+    traj.f_load(name=name, index=index, as_new=as_new, load_results=load_results, load_data=load_data,
+                storage_service=storage_service, **kwargs)
     return traj
