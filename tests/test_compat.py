@@ -403,14 +403,21 @@ def test_links_in_runs(tmp_path: Path) -> None:
     assert list(traj.f_get_from_runs("z", fast_access=True).values()) == [3, 4]
 
 
-@pytest.mark.skipif(HAS_LINKS, reason="the modern trajectory has links")
-def test_links_without_modern_support_fail_in_one_line() -> None:
-    traj = Trajectory("t")
-    traj.f_add_parameter("x", 1)
-    with pytest.raises(UnsupportedError, match="f_add_link needs Trajectory.add_link"):
-        traj.f_add_link("mylink1", traj.f_get("x"))
-    with pytest.raises(UnsupportedError, match="parameters.y = ...: adding by assignment into a group needs"):
-        traj.par.y = Parameter("y", 1, "I am the second dimension!")
+def test_adding_by_assignment_as_in_example_15() -> None:
+    traj = Trajectory()
+    traj.f_add_parameter("x", 1, comment="I am the first dimension!")
+    traj.parameters.y = Parameter("y", 1, comment="I am the second dimension!")
+    traj.parameters.t = Parameter("", 1, comment="Third dimension")
+    traj.parameters.subgroup = Parameter("subgroup.subsubgroup.w", 2)  # pypet: a name under the attribute
+    traj.par.subgroup.deeper = Parameter("deeper.v", 3)  # the same in a subgroup
+    traj.results.summary = modern.Result("summary.mean", 2.5)
+    traj.mylink = traj.f_get("x")
+    assert (traj.t, traj.par.subgroup.subsubgroup.w, traj.mylink, traj.v, traj.mean) == (1, 2, 1, 3, 2.5)
+    assert traj.f_get("w").v_full_name == "parameters.subgroup.subsubgroup.w"
+    assert traj.f_get("v").v_full_name == "parameters.subgroup.deeper.v"
+    assert traj.f_get("y").v_comment == "I am the second dimension!"
+    with pytest.raises(pypet_rebuild.NamingError, match="assigned to attribute 'other'"):
+        traj.parameters.other = Parameter("subgroup2.w", 2)  # a name not under the attribute: refused
 
 
 def test_more_ways_to_add_data() -> None:

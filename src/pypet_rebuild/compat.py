@@ -343,11 +343,15 @@ class _Group:
         return self._traj._wrap(self._node[name], self._branch, self._traj._fast_access)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if getattr(type(self._node), "__setattr__", None) is object.__setattr__:
-            raise UnsupportedError(f"{self._path}.{name} = ...: adding by assignment into a group needs "
-                                   "the modern groups of issue 11, not in this pypet_rebuild yet; use "
-                                   "traj.f_add_parameter(Parameter(...)) meanwhile")
-        setattr(self._node, name, _unwrap(value))  # pypet's traj.par.x = Parameter(...)
+        """pypet's ``traj.par.x = Parameter("x", ...)``, also ``traj.par.sub = Parameter("sub.w", ...)``
+        (a dotted name under the attribute: added here under its full name), a link, or a value."""
+        value = _unwrap(value)
+        if (isinstance(value, _model.Parameter | _model.Result) and value.name.startswith(name + ".")
+                and not any(self._traj.state.leaves[b].get(value.name) is value for b in _BRANCHES)):
+            adder = self._node.add_result if isinstance(value, _model.Result) else self._node.add_parameter
+            adder(value)
+            return
+        setattr(self._node, name, value)
 
     @property
     def func(self) -> _Prefixed:
