@@ -1,9 +1,9 @@
 """pypet's spellings through ``pypet_rebuild.compat``: short scenarios that do what pypet's own
 examples do (01-05, 08-10, 14, 15, 18), with the numbers pypet gives.
 
-Scenarios that need modern methods still to come (groups, links, multi-item results, store,
-job arguments, wildcards) run when the modern API has them; until then their twin checks that the
-compat call fails with one line naming what is missing.
+Scenarios that need modern methods still to come (job arguments, post-processing: issue 16) run
+when the modern Environment has them; until then their twin checks that the compat call fails
+with one line naming what is missing.
 """
 
 from __future__ import annotations
@@ -34,11 +34,6 @@ from pypet_rebuild.compat import (
     pypetconstants,
 )
 
-HAS_GROUPS = hasattr(modern.Trajectory, "add_parameter_group")
-HAS_LINKS = hasattr(modern.Trajectory, "add_link")
-HAS_ITEMS = any(p.kind is inspect.Parameter.VAR_KEYWORD
-                for p in inspect.signature(modern.Trajectory.add_result).parameters.values())
-HAS_STORE = all(hasattr(modern.Trajectory, m) for m in ("store", "store_item", "load_item"))
 HAS_JOB_ARGS = any(p.kind is inspect.Parameter.VAR_POSITIONAL
                    for p in inspect.signature(modern_env.Environment.run).parameters.values())
 
@@ -176,17 +171,15 @@ def diff_lorenz(value_array, sigma, beta, rho):  # type: ignore[no-untyped-def]
                      value_array[0] * value_array[1] - beta * value_array[2]])
 
 
-def euler_scheme(traj, diff_func=diff_lorenz, as_item=HAS_ITEMS):  # type: ignore[no-untyped-def]
+def euler_scheme(traj, diff_func=diff_lorenz):  # type: ignore[no-untyped-def]
     steps = traj.steps
     result = np.zeros((steps, 3))
     result[0] = traj.initial_conditions
     params = {"sigma": traj.sigma, "beta": traj.beta, "rho": traj.rho}
     for idx in range(1, steps):
         result[idx] = diff_func(result[idx - 1], **params) * traj.dt + result[idx - 1]
-    if as_item:  # example 05's spelling: a result with one item named `data`
-        traj.f_add_result("euler_evolution", data=result, comment="Our time series data!")
-    else:
-        traj.f_add_result("euler_evolution", result, comment="Our time series data!")
+    # example 05's spelling: a result with one item named `data`
+    traj.f_add_result("euler_evolution", data=result, comment="Our time series data!")
 
 
 def lorenz_env(tmp_path: Path) -> tuple[Environment, Trajectory, str]:
@@ -215,8 +208,8 @@ def test_custom_parameter_subclass_and_array_exploration(tmp_path: Path) -> None
     assert loaded.diff_eq.startswith("def diff_lorenz")
     ranges = loaded.f_get("initial_conditions").f_get_range()
     assert [list(r) for r in ranges] == [[0.01, 0.01, 0.01], [2.02, 0.02, 0.02], [42.0, 4.2, 0.42]]
-    evolution = loaded.f_get_from_runs("euler_evolution", fast_access=not HAS_ITEMS)
-    first = evolution["run_00000001"] if not HAS_ITEMS else evolution["run_00000001"].data
+    evolution = loaded.f_get_from_runs("euler_evolution")
+    first = evolution["run_00000001"].data
     assert first.shape == (50, 3) and list(first[0]) == [2.02, 0.02, 0.02]
     expected = np.array([2.02, 0.02, 0.02])
     expected = diff_lorenz(expected, 10.0, 8.0 / 3.0, 28.0) * 0.01 + expected
@@ -389,7 +382,6 @@ def test_store_item_keeps_stored_data_unless_overwriting(tmp_path: Path) -> None
 
 # -- examples 14 and 15: links and more ways to add data --------------------------------------------
 
-@pytest.mark.skipif(not HAS_LINKS, reason="links come with issue 11's add_link")
 def test_links_in_runs(tmp_path: Path) -> None:
     env = Environment(trajectory="Multiplication", filename=str(tmp_path / "example_14.hdf5"), overwrite_file=True)
     traj = env.trajectory

@@ -9,10 +9,9 @@ modern API (:class:`pypet_rebuild.Trajectory`, :class:`pypet_rebuild.Environment
 
 A pypet keyword or feature without a modern counterpart raises :class:`UnsupportedError` with one
 line naming it and the modern way; keywords that change nothing here (logging, pools, wrap modes,
-HDF5 titles) are accepted and ignored with a DEBUG log line. Some translations need modern methods
-that arrive with other parts of issue 11 and 16 (groups, links, multi-item results, ``store``,
-``load_item``, job arguments, post-processing); until those exist, the call raises
-:class:`UnsupportedError` naming the missing modern method.
+HDF5 titles) are accepted and ignored with a DEBUG log line. ``env.run(job, *args)`` and
+``env.add_postprocessing`` need the modern Environment's job arguments and post-processing (issue
+16); until those exist, the call raises :class:`UnsupportedError` naming what is missing.
 """
 
 from __future__ import annotations
@@ -58,18 +57,7 @@ class _UnsupportedAttribute(UnsupportedError, AttributeError):
     """An unsupported pypet attribute: also an AttributeError, so ``hasattr`` says False."""
 
 
-def _ambiguity_error() -> type[Exception]:
-    # the modern API's own "not unique" error, once it has one (issue 11); until then ours
-    for name in ("NotUniqueNodeError", "AmbiguousNameError", "AmbiguityError"):
-        found = getattr(_errors, name, None)
-        if isinstance(found, type) and issubclass(found, Exception):
-            return found
-    return type("NotUniqueNodeError", (PypetError, AttributeError),
-                {"__doc__": "A short name matches several nodes (pypet's NotUniqueNodeError).",
-                 "__module__": __name__})
-
-
-NotUniqueNodeError: type[Exception] = _ambiguity_error()
+NotUniqueNodeError = _errors.AmbiguousNameError  # pypet's name for "a short name matches several nodes"
 ParameterLockedException = LockedParameterError
 DataNotInStorageError = _errors.StorageError
 
@@ -120,17 +108,6 @@ def _refuse(where: str, given: Mapping[str, Any], known: Mapping[str, str], igno
             tail = f" (pypet_rebuild.compat supports {', '.join(supported)})" if supported else ""
             raise UnsupportedError(f"{where}: unknown keyword {key}={tail}")
     _ignored(where, list(given))
-
-
-def _modern(obj: Any, method: str, feature: str) -> Callable[..., Any]:
-    """``obj.method`` of the modern API, or one line saying which modern method is still missing."""
-    found = getattr(type(obj), method, None)
-    if found is None:
-        modern = next(c for c in type(obj).__mro__ if c.__module__ != __name__)
-        raise UnsupportedError(f"{feature} needs {modern.__name__}.{method}, "
-                               "which this pypet_rebuild does not have yet (issue 11/16)")
-    bound: Callable[..., Any] = getattr(obj, method)
-    return bound
 
 
 def _unwrap(node: Any) -> Any:
@@ -219,9 +196,7 @@ class _Node:
     def f_get_range(self, copy: bool = True) -> list[Any]:
         if self._branch != "parameters" or self._node.name not in self._traj.explored:
             raise PypetError(f"{self.v_full_name} is not explored: it has no range")
-        if hasattr(type(self._traj), "get_range"):
-            return list(self._traj.get_range(self._node.name))
-        return self._traj.explored[self._node.name]
+        return list(self._traj.get_range(self._node.name))
 
     @property
     def func(self) -> _Prefixed:
@@ -249,9 +224,8 @@ class _Node:
                 raise PypetError(f"{self.v_full_name}: f_set takes one value or named items")
             self._node.value = args[0]
             return
-        setter = _modern(self._node, "__setitem__", "f_set(item=...)")
         for key, value in kwargs.items():
-            setter(key, value)
+            self._node[key] = value
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -329,7 +303,7 @@ class _Group:
 
     @property
     def v_annotations(self) -> Any:
-        return _modern(self._node, "annotations", "v_annotations")
+        return self._node.annotations
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -562,7 +536,7 @@ class Trajectory(_model.Trajectory):
                 raise PypetError(f"f_add_{branch[:-1]} {name!r}: unknown keywords {sorted(kwargs)}")
             if rest:
                 kwargs[leaf_name] = rest[0]
-            return self._add_items(name, comment, kwargs)
+            return self.add_result(name, comment=comment, **kwargs)  # a result of several items
         value = rest[0] if rest else None
         if cls in (Parameter, Result, _model.Parameter, _model.Result):
             adders: dict[str, Callable[..., Any]] = {"parameters": self.add_parameter, "config": self.add_config,
@@ -572,20 +546,11 @@ class Trajectory(_model.Trajectory):
         self.add_leaf(branch, leaf)
         return leaf
 
-    def _add_items(self, name: str, comment: str, items: dict[str, Any]) -> Any:
-        """A result of several items (``amount=..., currency=...``): the modern multi-item result."""
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD
-                   for p in inspect.signature(_model.Trajectory.add_result).parameters.values()):
-            raise UnsupportedError(f"f_add_result({name!r}, {', '.join(k + '=...' for k in items)}) needs "
-                                   "Trajectory.add_result(name, **items), which this pypet_rebuild does not "
-                                   "have yet (issue 11); add one result per item meanwhile")
-        return self.add_result(name, comment=comment, **items)
-
     def f_add_parameter_group(self, name: str, comment: str = "") -> Any:
-        return _Group(_modern(self, "add_parameter_group", "f_add_parameter_group")(name, comment=comment), self)
+        return _Group(self.add_parameter_group(name, comment=comment), self)
 
-    def f_add_link(self, name: str, node: Any = None) -> Any:
-        return _modern(self, "add_link", "f_add_link")(name, _unwrap(node))
+    def f_add_link(self, name: str, node: Any = None) -> None:
+        self.add_link(name, _unwrap(node))
 
     # -- exploring --------------------------------------------------------------------------------
     def f_explore(self, build_dict: Mapping[str, Sequence[Any]]) -> None:
@@ -663,10 +628,6 @@ class Trajectory(_model.Trajectory):
             node = self._lookup(name)
         except KeyError as exc:
             raise AttributeError(exc.args[0]) from None
-        except PypetError as exc:
-            if "ambiguous" in str(exc) and not isinstance(exc, NotUniqueNodeError):
-                raise NotUniqueNodeError(str(exc)) from None
-            raise
         branch = head if head in _BRANCHES else _branch_of(self, node)
         return self._wrap(node, branch, fast_access)
 
@@ -693,12 +654,6 @@ class Trajectory(_model.Trajectory):
                 found = super().__getattr__(name)
                 return self._wrap(found, "results", True) if _is_node(found) else found
             return self._wrap(node, _branch_of(self, node), True)
-        except NotUniqueNodeError:
-            raise
-        except PypetError as exc:
-            if "ambiguous" in str(exc):  # the modern ambiguity error, before it had its own class
-                raise NotUniqueNodeError(str(exc)) from None
-            raise
         except KeyError as exc:
             raise AttributeError(exc.args[0]) from None
 
@@ -740,16 +695,7 @@ class Trajectory(_model.Trajectory):
     def f_iter_runs(self, start: int = 0, stop: int | None = None, step: int = 1,
                     yields: str = "name") -> Iterator[Any]:
         """Each run in turn, with the trajectory set to it (pypet's default yields run names)."""
-        if "yields" in inspect.signature(_model.Trajectory.iter_runs).parameters:
-            yield from cast(Any, self).iter_runs(start, stop, step, yields=yields)
-            return
-        if yields not in ("name", "idx", "self"):
-            raise UnsupportedError(f"f_iter_runs(yields={yields!r}): choose 'name', 'idx' or 'self'; "
-                                   "copies of a trajectory are not offered")
-        wanted = range(len(self))[start:stop:step]
-        for idx in self.iter_runs():
-            if idx in wanted:
-                yield run_name(idx) if yields == "name" else idx if yields == "idx" else self
+        yield from self.iter_runs(start, stop, step, yields=yields)
 
     def f_get_from_runs(self, name: str, include_default_run: bool = True, use_indices: bool = False,
                         fast_access: bool = False, with_links: bool = True, shortcuts: bool = True,
@@ -805,14 +751,7 @@ class Trajectory(_model.Trajectory):
         return one(name_or_idx if isinstance(name_or_idx, int) else int(name_or_idx.rpartition("_")[2]))
 
     def f_is_completed(self, name_or_id: int | str | None = None) -> bool:
-        if hasattr(type(self), "is_completed"):
-            check = self.is_completed
-            return bool(check() if name_or_id is None else check(name_or_id))
-        status = self.run_info()["status"]
-        if name_or_id is None:
-            return bool(np.all(status == RunStatus.OK))
-        idx = name_or_id if isinstance(name_or_id, int) else int(name_or_id.rpartition("_")[2])
-        return bool(status[idx] == RunStatus.OK)
+        return self.is_completed(name_or_id)
 
     # -- storage ----------------------------------------------------------------------------------
     def _path(self) -> str:
@@ -828,7 +767,7 @@ class Trajectory(_model.Trajectory):
             os.unlink(path)
             self._overwrite = False
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        _modern(self, "store", "f_store()")(path)
+        self.store(path)
 
     def f_store_item(self, item: Any, store_data: int = pypetconstants.STORE_DATA, overwrite: bool = False,
                      **kwargs: Any) -> None:
@@ -885,13 +824,8 @@ class Trajectory(_model.Trajectory):
             name = self.name  # reload this trajectory (after env.run, say)
         if load_data is not None:
             load_results = load_data
-        if load_results != pypetconstants.LOAD_DATA and "load_data" in inspect.signature(
-                _storage.load_trajectory).parameters:
-            # pypet's skeleton: results without their data, read later with f_load_item
-            loaded = cast(Any, _storage.load_trajectory)(path, name, load_data=False)
-        else:
-            loaded = _storage.load_trajectory(path, name)
-        self._adopt(loaded)
+        # below LOAD_DATA, pypet's skeleton: results without their data, read later with f_load_item
+        self._adopt(_storage.load_trajectory(path, name, load_data=load_results == pypetconstants.LOAD_DATA))
 
     def _adopt(self, other: _model.Trajectory) -> None:
         """Take over ``other``'s name, comment, file and content (what f_load does in place)."""
