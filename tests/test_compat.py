@@ -175,7 +175,7 @@ def euler_scheme(traj, diff_func=diff_lorenz):  # type: ignore[no-untyped-def]
     steps = traj.steps
     result = np.zeros((steps, 3))
     result[0] = traj.initial_conditions
-    params = {"sigma": traj.sigma, "beta": traj.beta, "rho": traj.rho}
+    params = traj.func_params.f_to_dict(short_names=True, fast_access=True)  # example 05's spelling
     for idx in range(1, steps):
         result[idx] = diff_func(result[idx - 1], **params) * traj.dt + result[idx - 1]
     # example 05's spelling: a result with one item named `data`
@@ -214,6 +214,29 @@ def test_custom_parameter_subclass_and_array_exploration(tmp_path: Path) -> None
     expected = np.array([2.02, 0.02, 0.02])
     expected = diff_lorenz(expected, 10.0, 8.0 / 3.0, 28.0) * 0.01 + expected
     assert np.allclose(first[1], expected)
+
+
+def test_example_05_annotations_and_loading_run_results(tmp_path: Path) -> None:
+    env, traj, filename = lorenz_env(tmp_path)
+    traj.func_params.v_annotations.info = "This group contains as default the original values chosen by Lorenz"
+    traj.f_get("steps").v_annotations.f_set("first", unit="steps")
+    traj.v_annotations.author = "Lorenz"
+    env.run(euler_scheme)
+    loaded = Trajectory(filename=filename)
+    loaded.f_load(name=traj.v_name, load_parameters=2, load_derived_parameters=2, load_results=1)
+    assert loaded.func_params.v_annotations.info.startswith("This group contains")
+    assert loaded.f_get("steps").v_annotations.f_get("unit", 0) == ("steps", "first")
+    assert loaded.v_annotations.f_get() == "Lorenz" and str(loaded.v_annotations) == "author=Lorenz"
+    with pytest.raises(AttributeError, match="no annotation 'nothing'"):
+        loaded.v_annotations.nothing  # noqa: B018
+    for idx, name in enumerate(loaded.f_get_run_names()):
+        euler_result = loaded.results.f_get(name).euler_evolution
+        loaded.f_load_item(euler_result)  # a run's result: read from the file already
+        assert euler_result.data[0].tolist() == loaded.f_get("initial_conditions").f_get_range()[idx].tolist()
+        euler_result.f_empty()
+        with pytest.raises(UnsupportedError, match="get it again"):
+            loaded.f_load_item(euler_result)
+        assert loaded.results.f_get(name).euler_evolution.data.shape == (50, 3)
 
 
 @pytest.mark.skipif(not HAS_JOB_ARGS, reason="env.run(job, *args) comes with issue 16's job arguments")

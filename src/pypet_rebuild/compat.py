@@ -168,6 +168,82 @@ class Result(_model.Result[Any]):
         return self.comment
 
 
+class _Annotations:
+    """pypet's ``node.v_annotations``: attribute access (``.info = "..."``) and pypet's methods over
+    the node's modern annotations (a dict stored as HDF5 attributes)."""
+
+    __slots__ = ("_ann",)
+
+    def __init__(self, ann: Any) -> None:
+        object.__setattr__(self, "_ann", ann)
+
+    @staticmethod
+    def _key(key: str | int) -> str:
+        return key if isinstance(key, str) else "annotation" if key == 0 else f"annotation_{key}"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.f_get(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._ann[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        self.f_remove(name)
+
+    def __getitem__(self, key: str | int) -> Any:
+        return self._ann[self._key(key)]
+
+    def __setitem__(self, key: str | int, value: Any) -> None:
+        self._ann[self._key(key)] = value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ann)
+
+    def f_get(self, *names: str | int) -> Any:
+        if not names:
+            if len(self._ann) != 1:
+                raise AttributeError(f"f_get() needs one annotation, there are {len(self._ann)}: name one")
+            return next(iter(self._ann.values()))
+        missing = [n for n in map(self._key, names) if n not in self._ann]
+        if missing:
+            raise AttributeError(f"no annotation {missing[0]!r} (there are: {', '.join(self._ann) or 'none'})")
+        found = tuple(self._ann[self._key(n)] for n in names)
+        return found[0] if len(found) == 1 else found
+
+    def f_set(self, *args: Any, **kwargs: Any) -> None:
+        for idx, value in enumerate(args):
+            self._ann[self._key(idx)] = value
+        self._ann.update(kwargs)
+
+    def f_set_single(self, name: str, value: Any) -> None:
+        self._ann[name] = value
+
+    def f_remove(self, key: str | int) -> None:
+        try:
+            del self._ann[self._key(key)]
+        except KeyError:
+            raise AttributeError(f"no annotation {self._key(key)!r}") from None
+
+    def f_to_dict(self, copy: bool = True) -> dict[str, Any]:
+        return dict(self._ann)
+
+    def f_is_empty(self) -> bool:
+        return not self._ann
+
+    def f_empty(self) -> None:
+        self._ann.clear()
+
+    def f_ann_to_str(self) -> str:
+        return "; ".join(f"{k}={self._ann[k]}" for k in sorted(self._ann))
+
+    __str__ = f_ann_to_str
+
+    def __repr__(self) -> str:
+        return f"<annotations {dict(self._ann)!r}>"
+
+
 class _Node:
     """What ``traj.f_get(name)`` gives for a leaf: the modern leaf with pypet's methods."""
 
@@ -205,6 +281,10 @@ class _Node:
     @property
     def vars(self) -> _Prefixed:
         return _Prefixed(self, "v_")
+
+    @property
+    def v_annotations(self) -> _Annotations:
+        return _Annotations(self._node.annotations)
 
     def f_has_range(self) -> bool:
         return self._branch == "parameters" and self._node.name in self._traj.explored
@@ -302,8 +382,8 @@ class _Group:
         return out
 
     @property
-    def v_annotations(self) -> Any:
-        return self._node.annotations
+    def v_annotations(self) -> _Annotations:
+        return _Annotations(self._node.annotations)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -321,7 +401,7 @@ class _Group:
         (a dotted name under the attribute: added here under its full name), a link, or a value."""
         value = _unwrap(value)
         if (isinstance(value, _model.Parameter | _model.Result) and value.name.startswith(name + ".")
-                and not any(self._traj.state.leaves[b].get(value.name) is value for b in _BRANCHES)):
+                and not _trajectory_level(self._traj, value)):
             adder = self._node.add_result if isinstance(value, _model.Result) else self._node.add_parameter
             adder(value)
             return
@@ -491,6 +571,10 @@ class Trajectory(_model.Trajectory):
     def vars(self) -> _Prefixed:
         """pypet's ``traj.vars.name``: the v_ properties without the prefix."""
         return _Prefixed(self, "v_")
+
+    @property
+    def v_annotations(self) -> _Annotations:
+        return _Annotations(self.annotations)
 
     @property
     def v_filename(self) -> str | None:
@@ -799,6 +883,15 @@ class Trajectory(_model.Trajectory):
             self.store_item(name, overwrite=True)
 
     def f_load_item(self, item: Any, *args: Any, **kwargs: Any) -> None:
+        """Read a trajectory-level leaf's data back (pypet's skeleton or an emptied result); a
+        run's result (``traj.results.f_get("run_00000001").z``) is read from the file already."""
+        node = _unwrap(item)
+        if isinstance(node, _model.Result) and not _trajectory_level(self, node):
+            if node.is_empty:
+                raise UnsupportedError(f"f_load_item of an emptied result of a run ({node.name!r}): get it "
+                                       "again, traj.results.runs.run_N.name reads it from the file")
+            log.debug("f_load_item(%r): a run's result, read from the file when it was reached", node.name)
+            return
         self.load_item(_item_name(item), *args, **kwargs)
 
     def f_load(self, name: str | None = None, index: int | None = None, as_new: bool = False,
@@ -851,6 +944,11 @@ def _branch_of(traj: _model.Trajectory, node: Any) -> str:
         if traj.state.leaves[branch].get(str(getattr(node, "name", ""))) is node:
             return branch
     return "results"
+
+
+def _trajectory_level(traj: _model.Trajectory, node: Any) -> bool:
+    """Whether ``node`` is a leaf of the trajectory itself (not of a run, not a new object)."""
+    return any(traj.state.leaves[b].get(str(getattr(node, "name", ""))) is node for b in _BRANCHES)
 
 
 def _item_name(item: Any) -> str:
