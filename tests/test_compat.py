@@ -1,14 +1,13 @@
 """pypet's spellings through ``pypet_rebuild.compat``: short scenarios that do what pypet's own
 examples do (01-05, 08-10, 14, 15, 18), with the numbers pypet gives.
 
-Scenarios that need modern methods still to come (groups, links, multi-item results, store,
-job arguments, wildcards) run when the modern API has them; until then their twin checks that the
-compat call fails with one line naming what is missing.
+Scenarios that need modern methods still to come (job arguments, post-processing: issue 16) run
+when the modern Environment has them; until then their twin checks that the compat call fails
+with one line naming what is missing.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import os
@@ -32,12 +31,6 @@ from pypet_rebuild.compat import (
     load_trajectory,
     pypetconstants,
 )
-
-HAS_GROUPS = hasattr(modern.Trajectory, "add_parameter_group")
-HAS_LINKS = hasattr(modern.Trajectory, "add_link")
-HAS_ITEMS = any(p.kind is inspect.Parameter.VAR_KEYWORD
-                for p in inspect.signature(modern.Trajectory.add_result).parameters.values())
-HAS_STORE = all(hasattr(modern.Trajectory, m) for m in ("store", "store_item", "load_item"))
 
 
 def scaled(traj: Trajectory, factor: int, offset: int = 0) -> int:
@@ -73,20 +66,6 @@ def first_steps(tmp_path: Path, job=multiply, **env_kwargs):  # type: ignore[no-
 Z = [x * y for x in [1, 2, 3, 4] for y in [6, 7, 8]]
 
 
-@functools.cache
-def has_wildcards() -> bool:
-    """Whether the modern naming knows ``$`` and ``$set`` and the ``run_N`` / ``crun`` shortcuts."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            _, traj, _ = first_steps(Path(tmp), multiply_wildcard)
-            traj.v_idx = 1
-            return bool(traj.crun.z == 7 and traj.run_00000001.z == 7)
-        except Exception:  # noqa: BLE001 - any failure means: not there yet
-            return False
-
-
 # -- example 01: first steps -------------------------------------------------------------------
 
 def test_first_steps_reload_gives_pypets_numbers(tmp_path: Path) -> None:
@@ -104,7 +83,6 @@ def test_first_steps_reload_gives_pypets_numbers(tmp_path: Path) -> None:
     assert not [p for p in Path(filename).parent.iterdir() if p.name.startswith(".pypet-sweep")]
 
 
-@pytest.mark.skipif(not has_wildcards(), reason="traj.run_00000001 shortcuts come with the wildcards of issue 11")
 def test_first_steps_run_shortcut(tmp_path: Path) -> None:
     _, _, filename = first_steps(tmp_path)
     loaded = Trajectory(filename=filename)
@@ -177,17 +155,15 @@ def diff_lorenz(value_array, sigma, beta, rho):  # type: ignore[no-untyped-def]
                      value_array[0] * value_array[1] - beta * value_array[2]])
 
 
-def euler_scheme(traj, diff_func=diff_lorenz, as_item=HAS_ITEMS):  # type: ignore[no-untyped-def]
+def euler_scheme(traj, diff_func=diff_lorenz):  # type: ignore[no-untyped-def]
     steps = traj.steps
     result = np.zeros((steps, 3))
     result[0] = traj.initial_conditions
-    params = {"sigma": traj.sigma, "beta": traj.beta, "rho": traj.rho}
+    params = traj.func_params.f_to_dict(short_names=True, fast_access=True)  # example 05's spelling
     for idx in range(1, steps):
         result[idx] = diff_func(result[idx - 1], **params) * traj.dt + result[idx - 1]
-    if as_item:  # example 05's spelling: a result with one item named `data`
-        traj.f_add_result("euler_evolution", data=result, comment="Our time series data!")
-    else:
-        traj.f_add_result("euler_evolution", result, comment="Our time series data!")
+    # example 05's spelling: a result with one item named `data`
+    traj.f_add_result("euler_evolution", data=result, comment="Our time series data!")
 
 
 def lorenz_env(tmp_path: Path) -> tuple[Environment, Trajectory, str]:
@@ -216,12 +192,35 @@ def test_custom_parameter_subclass_and_array_exploration(tmp_path: Path) -> None
     assert loaded.diff_eq.startswith("def diff_lorenz")
     ranges = loaded.f_get("initial_conditions").f_get_range()
     assert [list(r) for r in ranges] == [[0.01, 0.01, 0.01], [2.02, 0.02, 0.02], [42.0, 4.2, 0.42]]
-    evolution = loaded.f_get_from_runs("euler_evolution", fast_access=not HAS_ITEMS)
-    first = evolution["run_00000001"] if not HAS_ITEMS else evolution["run_00000001"].data
+    evolution = loaded.f_get_from_runs("euler_evolution")
+    first = evolution["run_00000001"].data
     assert first.shape == (50, 3) and list(first[0]) == [2.02, 0.02, 0.02]
     expected = np.array([2.02, 0.02, 0.02])
     expected = diff_lorenz(expected, 10.0, 8.0 / 3.0, 28.0) * 0.01 + expected
     assert np.allclose(first[1], expected)
+
+
+def test_example_05_annotations_and_loading_run_results(tmp_path: Path) -> None:
+    env, traj, filename = lorenz_env(tmp_path)
+    traj.func_params.v_annotations.info = "This group contains as default the original values chosen by Lorenz"
+    traj.f_get("steps").v_annotations.f_set("first", unit="steps")
+    traj.v_annotations.author = "Lorenz"
+    env.run(euler_scheme)
+    loaded = Trajectory(filename=filename)
+    loaded.f_load(name=traj.v_name, load_parameters=2, load_derived_parameters=2, load_results=1)
+    assert loaded.func_params.v_annotations.info.startswith("This group contains")
+    assert loaded.f_get("steps").v_annotations.f_get("unit", 0) == ("steps", "first")
+    assert loaded.v_annotations.f_get() == "Lorenz" and str(loaded.v_annotations) == "author=Lorenz"
+    with pytest.raises(AttributeError, match="no annotation 'nothing'"):
+        loaded.v_annotations.nothing  # noqa: B018
+    for idx, name in enumerate(loaded.f_get_run_names()):
+        euler_result = loaded.results.f_get(name).euler_evolution
+        loaded.f_load_item(euler_result)  # a run's result: read from the file already
+        assert euler_result.data[0].tolist() == loaded.f_get("initial_conditions").f_get_range()[idx].tolist()
+        euler_result.f_empty()
+        with pytest.raises(UnsupportedError, match="get it again"):
+            loaded.f_load_item(euler_result)
+        assert loaded.results.f_get(name).euler_evolution.data.shape == (50, 3)
 
 
 def test_job_arguments_reach_the_job(tmp_path: Path) -> None:
@@ -255,7 +254,6 @@ def test_find_idx_and_v_idx(tmp_path: Path) -> None:
                     enumerate((x, y) for x in [1, 2, 3, 4] for y in [6, 7, 8]) if x == 2 or y == 8]
 
 
-@pytest.mark.skipif(not has_wildcards(), reason="traj.crun comes with the wildcards of issue 11")
 def test_crun_wildcard(tmp_path: Path) -> None:
     _, traj, _ = first_steps(tmp_path)
     traj.v_idx = 4
@@ -301,7 +299,6 @@ def test_access_full_names_fast_access_and_not_unique(tmp_path: Path) -> None:
     assert node.f_get() == "Mark Hamill" and node.v_comment == "May the force be with you!"
 
 
-@pytest.mark.skipif(not HAS_GROUPS, reason="group nodes come with issue 11's add_parameter_group")
 def test_groups_as_in_example_02(tmp_path: Path) -> None:
     traj = Trajectory("Example")
     traj.f_add_parameter("starwars.characters.han_solo", "Harrison Ford")
@@ -312,45 +309,85 @@ def test_groups_as_in_example_02(tmp_path: Path) -> None:
         traj.characters
 
 
-@pytest.mark.skipif(HAS_GROUPS, reason="the modern trajectory has parameter groups")
-def test_groups_without_modern_support_fail_in_one_line() -> None:
+def test_every_way_to_a_group_gives_pypets_methods() -> None:
     traj = Trajectory("Example")
-    with pytest.raises(UnsupportedError, match="f_add_parameter_group needs Trajectory.add_parameter_group"):
-        traj.f_add_parameter_group("spaceballs.characters")
+    traj.f_add_parameter("starwars.characters.han_solo", "Harrison Ford")
+    ways = [traj.parameters.starwars.characters, traj.characters, traj.f_get("characters"),
+            traj["characters"], traj["parameters.starwars"]["characters"]]
+    for i, group in enumerate(ways):
+        group.f_add_parameter(f"extra_{i}", i)
+        assert group.v_full_name == "parameters.starwars.characters"
+    assert traj["han_solo"] == "Harrison Ford"  # pypet's traj[...] is traj.name: fast access
+    assert traj.f_to_dict(short_names=True, fast_access=True) == {
+        "han_solo": "Harrison Ford", **{f"extra_{i}": i for i in range(len(ways))}}
+    assert traj.get("characters").path == "parameters.starwars.characters"  # modern get: the modern node
+    traj.f_add_link("hero", "han_solo")  # a link target given by name
+    assert traj.hero == "Harrison Ford"
 
 
-@pytest.mark.skipif(not (HAS_ITEMS and HAS_STORE), reason="needs multi-item results and traj.store (issue 11)")
+def test_skeleton_results_are_nodes_until_loaded(tmp_path: Path) -> None:
+    filename = str(tmp_path / "example_02.hdf5")
+    traj = Trajectory("Example", filename=filename, overwrite_file=True)
+    traj.f_add_parameter("x", 1)
+    traj.f_store()
+    traj.f_add_result("starwars.gross_income_of_film", amount=10.1**11, currency="$$$", comment="rich")
+    traj.f_add_result("starwars.budget", 11e6)
+    traj.f_store_item("gross_income_of_film")
+    traj.f_store_item("budget")
+    traj.gross_income_of_film.f_empty()
+    assert traj.gross_income_of_film.f_is_empty()
+    loaded = Trajectory(filename=filename)
+    loaded.f_load(index=-1, load_parameters=2, load_results=1)
+    assert loaded.gross_income_of_film.f_is_empty() and loaded.budget.f_is_empty()
+    loaded.f_load_item("gross_income_of_film")
+    loaded.f_load_item(loaded.budget)
+    assert not loaded.gross_income_of_film.f_is_empty()
+    assert (loaded.gross_income_of_film.amount, loaded.gross_income_of_film.currency) == (10.1**11, "$$$")
+    assert loaded.budget == 11e6  # loaded again, a one-value result gives its value
+
+
 def test_large_results_store_and_load_items(tmp_path: Path) -> None:
     filename = str(tmp_path / "example_09.hdf5")
     traj = Trajectory(name="example_09_huge_data", filename=filename, overwrite_file=True)
     traj.f_add_result("huge_matrices", mat1=np.arange(8.0).reshape(2, 2, 2), mat2=np.eye(3))
     assert traj.huge_matrices.mat1[1, 1, 1] == 7.0
     traj.f_store()
+    traj.huge_matrices.f_empty()
+    assert traj.huge_matrices.f_is_empty()
+    traj.huge_matrices.f_set(monty="Always look on the bright side of life!")
+    traj.f_store_item("huge_matrices")  # pypet adds the new item next to the stored ones
     loaded = Trajectory(filename=filename)
     loaded.f_load(name="example_09_huge_data", load_results=pypetconstants.LOAD_SKELETON)
-    loaded.f_load_item("huge_matrices", load_only=["mat1"])
+    assert loaded.huge_matrices.f_is_empty()
+    loaded.f_load_item("huge_matrices", load_only=["monty", "mat1"])
+    assert "monty" in loaded.huge_matrices and "mat1" in loaded.huge_matrices
+    assert "mat2" not in loaded.huge_matrices
     assert loaded.huge_matrices.mat1[1, 1, 1] == 7.0
+    assert loaded.huge_matrices.monty == "Always look on the bright side of life!"
+    loaded.f_load_item("huge_matrices")
+    assert sorted(loaded.huge_matrices.keys()) == ["mat1", "mat2", "monty"]
 
 
-@pytest.mark.skipif(HAS_ITEMS, reason="the modern add_result takes several items")
-def test_multi_item_results_without_modern_support_fail_in_one_line() -> None:
-    traj = Trajectory("example_09")
-    with pytest.raises(UnsupportedError, match=r"f_add_result\('huge_matrices', mat1=..., mat2=...\) needs"):
-        traj.f_add_result("huge_matrices", mat1=np.zeros(2), mat2=np.ones(2))
-    traj.f_add_result("single", single=3)  # one item named like the result is its value, as in pypet
-    assert traj.single == 3
-
-
-@pytest.mark.skipif(HAS_STORE, reason="the modern trajectory has store")
-def test_store_without_modern_support_fails_in_one_line(tmp_path: Path) -> None:
-    traj = Trajectory("t", filename=str(tmp_path / "t.h5"))
-    with pytest.raises(UnsupportedError, match=r"f_store\(\) needs Trajectory.store"):
-        traj.f_store()
+def test_store_item_keeps_stored_data_unless_overwriting(tmp_path: Path) -> None:
+    filename = str(tmp_path / "t.hdf5")
+    traj = Trajectory(name="t", filename=filename, overwrite_file=True)
+    traj.f_add_result("money", amount=1.0, currency="EUR")
+    traj.f_add_result("z", 3)
+    traj.f_store()
+    traj.money.f_set(amount=2.0, bank="B")  # amount is stored already: pypet's STORE_DATA keeps it
+    traj.f_get("z").f_set(4)
+    traj.f_store_item("money")
+    traj.f_store_item("z")
+    assert traj.money.amount == 1.0 and traj.money.bank == "B"
+    again = load_trajectory(filename=filename, load_data=pypetconstants.LOAD_DATA)
+    assert (again.money.amount, again.money.bank, again.z) == (1.0, "B", 3)
+    traj.f_get("z").f_set(5)
+    traj.f_store_item("z", store_data=pypetconstants.OVERWRITE_DATA)
+    assert load_trajectory(filename=filename, load_data=pypetconstants.LOAD_DATA).z == 5
 
 
 # -- examples 14 and 15: links and more ways to add data --------------------------------------------
 
-@pytest.mark.skipif(not HAS_LINKS, reason="links come with issue 11's add_link")
 def test_links_in_runs(tmp_path: Path) -> None:
     env = Environment(trajectory="Multiplication", filename=str(tmp_path / "example_14.hdf5"), overwrite_file=True)
     traj = env.trajectory
@@ -364,14 +401,21 @@ def test_links_in_runs(tmp_path: Path) -> None:
     assert list(traj.f_get_from_runs("z", fast_access=True).values()) == [3, 4]
 
 
-@pytest.mark.skipif(HAS_LINKS, reason="the modern trajectory has links")
-def test_links_without_modern_support_fail_in_one_line() -> None:
-    traj = Trajectory("t")
-    traj.f_add_parameter("x", 1)
-    with pytest.raises(UnsupportedError, match="f_add_link needs Trajectory.add_link"):
-        traj.f_add_link("mylink1", traj.f_get("x"))
-    with pytest.raises(UnsupportedError, match="parameters.y = ...: adding by assignment into a group needs"):
-        traj.par.y = Parameter("y", 1, "I am the second dimension!")
+def test_adding_by_assignment_as_in_example_15() -> None:
+    traj = Trajectory()
+    traj.f_add_parameter("x", 1, comment="I am the first dimension!")
+    traj.parameters.y = Parameter("y", 1, comment="I am the second dimension!")
+    traj.parameters.t = Parameter("", 1, comment="Third dimension")
+    traj.parameters.subgroup = Parameter("subgroup.subsubgroup.w", 2)  # pypet: a name under the attribute
+    traj.par.subgroup.deeper = Parameter("deeper.v", 3)  # the same in a subgroup
+    traj.results.summary = modern.Result("summary.mean", 2.5)
+    traj.mylink = traj.f_get("x")
+    assert (traj.t, traj.par.subgroup.subsubgroup.w, traj.mylink, traj.v, traj.mean) == (1, 2, 1, 3, 2.5)
+    assert traj.f_get("w").v_full_name == "parameters.subgroup.subsubgroup.w"
+    assert traj.f_get("v").v_full_name == "parameters.subgroup.deeper.v"
+    assert traj.f_get("y").v_comment == "I am the second dimension!"
+    with pytest.raises(pypet_rebuild.NamingError, match="assigned to attribute 'other'"):
+        traj.parameters.other = Parameter("subgroup2.w", 2)  # a name not under the attribute: refused
 
 
 def test_more_ways_to_add_data() -> None:
@@ -395,7 +439,6 @@ def test_more_ways_to_add_data() -> None:
 
 # -- example 18: many runs --------------------------------------------------------------------------
 
-@pytest.mark.skipif(not has_wildcards(), reason="$set and $ come with the wildcards of issue 11")
 def test_many_runs_bucketed_by_wildcards(tmp_path: Path) -> None:
     _, traj, _ = first_steps(tmp_path, multiply_wildcard)
     traj.v_idx = 5

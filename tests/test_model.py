@@ -355,3 +355,14 @@ def test_dir_offers_natural_names_and_html_shows_the_tree(tmp_path: Path) -> Non
     html = t._repr_html_()
     assert "<b>Trajectory tab</b>: 3 runs" in html and "ok: 2, failed: 1" in html
     assert "<code>traffic.ncars</code> = 10 <i>cars</i>" in html and "per run: <code>flow</code>" in html
+
+
+def test_an_emptied_result_takes_new_items() -> None:
+    # pypet's res.f_empty(); res.f_set(monty=...): the emptied result holds the new item only
+    res = Result("huge", mat1=1.0, mat2=2.0)
+    res.empty()
+    res["monty"] = "bright side"
+    assert not res.is_empty and res.value == {"monty": "bright side"} and res.keys() == ["monty"]
+    single = Result("z", 3)
+    with pytest.raises(PypetError, match="holds one value"):
+        single["extra"] = 1

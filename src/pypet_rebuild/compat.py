@@ -9,10 +9,9 @@ modern API (:class:`pypet_rebuild.Trajectory`, :class:`pypet_rebuild.Environment
 
 A pypet keyword or feature without a modern counterpart raises :class:`UnsupportedError` with one
 line naming it and the modern way; keywords that change nothing here (logging, pools, wrap modes,
-HDF5 titles) are accepted and ignored with a DEBUG log line. Some translations need modern methods
-that arrive with other parts of issue 11 and 16 (groups, links, multi-item results, ``store``,
-``load_item``, job arguments, post-processing); until those exist, the call raises
-:class:`UnsupportedError` naming the missing modern method.
+HDF5 titles) are accepted and ignored with a DEBUG log line. ``env.run(job, *args)`` and
+``env.add_postprocessing`` need the modern Environment's job arguments and post-processing (issue
+16); until those exist, the call raises :class:`UnsupportedError` naming what is missing.
 """
 
 from __future__ import annotations
@@ -37,8 +36,9 @@ from . import storage as _storage
 from .codec import Pickled
 from .errors import LockedParameterError, PypetError
 from .exploration import cartesian_product as _cartesian_product
+from .formats import trajfile as _trajfile
 from .naming import run_name, run_set_name
-from .runstore import RunStatus
+from .runstore import RunStatus, is_multi
 
 __all__ = [
     "ArrayParameter", "DataNotInStorageError", "Environment", "NotUniqueNodeError", "Parameter",
@@ -57,18 +57,7 @@ class _UnsupportedAttribute(UnsupportedError, AttributeError):
     """An unsupported pypet attribute: also an AttributeError, so ``hasattr`` says False."""
 
 
-def _ambiguity_error() -> type[Exception]:
-    # the modern API's own "not unique" error, once it has one (issue 11); until then ours
-    for name in ("NotUniqueNodeError", "AmbiguousNameError", "AmbiguityError"):
-        found = getattr(_errors, name, None)
-        if isinstance(found, type) and issubclass(found, Exception):
-            return found
-    return type("NotUniqueNodeError", (PypetError, AttributeError),
-                {"__doc__": "A short name matches several nodes (pypet's NotUniqueNodeError).",
-                 "__module__": __name__})
-
-
-NotUniqueNodeError: type[Exception] = _ambiguity_error()
+NotUniqueNodeError = _errors.AmbiguousNameError  # pypet's name for "a short name matches several nodes"
 ParameterLockedException = LockedParameterError
 DataNotInStorageError = _errors.StorageError
 
@@ -119,17 +108,6 @@ def _refuse(where: str, given: Mapping[str, Any], known: Mapping[str, str], igno
             tail = f" (pypet_rebuild.compat supports {', '.join(supported)})" if supported else ""
             raise UnsupportedError(f"{where}: unknown keyword {key}={tail}")
     _ignored(where, list(given))
-
-
-def _modern(obj: Any, method: str, feature: str) -> Callable[..., Any]:
-    """``obj.method`` of the modern API, or one line saying which modern method is still missing."""
-    found = getattr(type(obj), method, None)
-    if found is None:
-        modern = next(c for c in type(obj).__mro__ if c.__module__ != __name__)
-        raise UnsupportedError(f"{feature} needs {modern.__name__}.{method}, "
-                               "which this pypet_rebuild does not have yet (issue 11/16)")
-    bound: Callable[..., Any] = getattr(obj, method)
-    return bound
 
 
 def _unwrap(node: Any) -> Any:
@@ -190,6 +168,82 @@ class Result(_model.Result[Any]):
         return self.comment
 
 
+class _Annotations:
+    """pypet's ``node.v_annotations``: attribute access (``.info = "..."``) and pypet's methods over
+    the node's modern annotations (a dict stored as HDF5 attributes)."""
+
+    __slots__ = ("_ann",)
+
+    def __init__(self, ann: Any) -> None:
+        object.__setattr__(self, "_ann", ann)
+
+    @staticmethod
+    def _key(key: str | int) -> str:
+        return key if isinstance(key, str) else "annotation" if key == 0 else f"annotation_{key}"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.f_get(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._ann[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        self.f_remove(name)
+
+    def __getitem__(self, key: str | int) -> Any:
+        return self._ann[self._key(key)]
+
+    def __setitem__(self, key: str | int, value: Any) -> None:
+        self._ann[self._key(key)] = value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ann)
+
+    def f_get(self, *names: str | int) -> Any:
+        if not names:
+            if len(self._ann) != 1:
+                raise AttributeError(f"f_get() needs one annotation, there are {len(self._ann)}: name one")
+            return next(iter(self._ann.values()))
+        missing = [n for n in map(self._key, names) if n not in self._ann]
+        if missing:
+            raise AttributeError(f"no annotation {missing[0]!r} (there are: {', '.join(self._ann) or 'none'})")
+        found = tuple(self._ann[self._key(n)] for n in names)
+        return found[0] if len(found) == 1 else found
+
+    def f_set(self, *args: Any, **kwargs: Any) -> None:
+        for idx, value in enumerate(args):
+            self._ann[self._key(idx)] = value
+        self._ann.update(kwargs)
+
+    def f_set_single(self, name: str, value: Any) -> None:
+        self._ann[name] = value
+
+    def f_remove(self, key: str | int) -> None:
+        try:
+            del self._ann[self._key(key)]
+        except KeyError:
+            raise AttributeError(f"no annotation {self._key(key)!r}") from None
+
+    def f_to_dict(self, copy: bool = True) -> dict[str, Any]:
+        return dict(self._ann)
+
+    def f_is_empty(self) -> bool:
+        return not self._ann
+
+    def f_empty(self) -> None:
+        self._ann.clear()
+
+    def f_ann_to_str(self) -> str:
+        return "; ".join(f"{k}={self._ann[k]}" for k in sorted(self._ann))
+
+    __str__ = f_ann_to_str
+
+    def __repr__(self) -> str:
+        return f"<annotations {dict(self._ann)!r}>"
+
+
 class _Node:
     """What ``traj.f_get(name)`` gives for a leaf: the modern leaf with pypet's methods."""
 
@@ -218,9 +272,7 @@ class _Node:
     def f_get_range(self, copy: bool = True) -> list[Any]:
         if self._branch != "parameters" or self._node.name not in self._traj.explored:
             raise PypetError(f"{self.v_full_name} is not explored: it has no range")
-        if hasattr(type(self._traj), "get_range"):
-            return list(self._traj.get_range(self._node.name))
-        return self._traj.explored[self._node.name]
+        return list(self._traj.get_range(self._node.name))
 
     @property
     def func(self) -> _Prefixed:
@@ -230,14 +282,20 @@ class _Node:
     def vars(self) -> _Prefixed:
         return _Prefixed(self, "v_")
 
+    @property
+    def v_annotations(self) -> _Annotations:
+        return _Annotations(self._node.annotations)
+
     def f_has_range(self) -> bool:
         return self._branch == "parameters" and self._node.name in self._traj.explored
 
     def f_is_empty(self) -> bool:
-        return bool(_modern(self._node, "is_empty", "f_is_empty()")())
+        if isinstance(self._node, _model.Parameter):
+            return self._node.value is None
+        return bool(self._node.is_empty)
 
     def f_empty(self) -> None:
-        _modern(self._node, "empty", "f_empty()")()
+        self._node.empty()
 
     def f_set(self, *args: Any, **kwargs: Any) -> None:
         """``f_set(value)``, or items of a result: ``f_set(monty="...")``."""
@@ -246,9 +304,8 @@ class _Node:
                 raise PypetError(f"{self.v_full_name}: f_set takes one value or named items")
             self._node.value = args[0]
             return
-        setter = _modern(self._node, "__setitem__", "f_set(item=...)")
         for key, value in kwargs.items():
-            setter(key, value)
+            self._node[key] = value
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -325,8 +382,8 @@ class _Group:
         return out
 
     @property
-    def v_annotations(self) -> Any:
-        return _modern(self._node, "annotations", "v_annotations")
+    def v_annotations(self) -> _Annotations:
+        return _Annotations(self._node.annotations)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -340,11 +397,15 @@ class _Group:
         return self._traj._wrap(self._node[name], self._branch, self._traj._fast_access)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if getattr(type(self._node), "__setattr__", None) is object.__setattr__:
-            raise UnsupportedError(f"{self._path}.{name} = ...: adding by assignment into a group needs "
-                                   "the modern groups of issue 11, not in this pypet_rebuild yet; use "
-                                   "traj.f_add_parameter(Parameter(...)) meanwhile")
-        setattr(self._node, name, _unwrap(value))  # pypet's traj.par.x = Parameter(...)
+        """pypet's ``traj.par.x = Parameter("x", ...)``, also ``traj.par.sub = Parameter("sub.w", ...)``
+        (a dotted name under the attribute: added here under its full name), a link, or a value."""
+        value = _unwrap(value)
+        if (isinstance(value, _model.Parameter | _model.Result) and value.name.startswith(name + ".")
+                and not _trajectory_level(self._traj, value)):
+            adder = self._node.add_result if isinstance(value, _model.Result) else self._node.add_parameter
+            adder(value)
+            return
+        setattr(self._node, name, value)
 
     @property
     def func(self) -> _Prefixed:
@@ -394,9 +455,10 @@ def _is_node(obj: Any) -> bool:
 
 
 def _one_value(node: Any) -> bool:
-    """Whether a result holds one value (pypet's fast access), not several items."""
-    if isinstance(node, _model.Result) and hasattr(type(node), "keys"):
-        return list(getattr(node, "keys")()) == [node.name.rpartition(".")[2]]  # noqa: B009
+    """Whether pypet's fast access gives a result's value: it holds one value (not several
+    items) and is not empty (an emptied result, or a skeleton, comes back as the node)."""
+    if isinstance(node, _model.Result):
+        return not node.is_empty and list(node.keys()) == [node.name.rpartition(".")[2]]
     return True
 
 
@@ -511,6 +573,10 @@ class Trajectory(_model.Trajectory):
         return _Prefixed(self, "v_")
 
     @property
+    def v_annotations(self) -> _Annotations:
+        return _Annotations(self.annotations)
+
+    @property
     def v_filename(self) -> str | None:
         return self._filename or self.file_path
 
@@ -554,7 +620,7 @@ class Trajectory(_model.Trajectory):
                 raise PypetError(f"f_add_{branch[:-1]} {name!r}: unknown keywords {sorted(kwargs)}")
             if rest:
                 kwargs[leaf_name] = rest[0]
-            return self._add_items(name, comment, kwargs)
+            return self.add_result(name, comment=comment, **kwargs)  # a result of several items
         value = rest[0] if rest else None
         if cls in (Parameter, Result, _model.Parameter, _model.Result):
             adders: dict[str, Callable[..., Any]] = {"parameters": self.add_parameter, "config": self.add_config,
@@ -564,20 +630,11 @@ class Trajectory(_model.Trajectory):
         self.add_leaf(branch, leaf)
         return leaf
 
-    def _add_items(self, name: str, comment: str, items: dict[str, Any]) -> Any:
-        """A result of several items (``amount=..., currency=...``): the modern multi-item result."""
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD
-                   for p in inspect.signature(_model.Trajectory.add_result).parameters.values()):
-            raise UnsupportedError(f"f_add_result({name!r}, {', '.join(k + '=...' for k in items)}) needs "
-                                   "Trajectory.add_result(name, **items), which this pypet_rebuild does not "
-                                   "have yet (issue 11); add one result per item meanwhile")
-        return self.add_result(name, comment=comment, **items)
-
     def f_add_parameter_group(self, name: str, comment: str = "") -> Any:
-        return _Group(_modern(self, "add_parameter_group", "f_add_parameter_group")(name, comment=comment), self)
+        return _Group(self.add_parameter_group(name, comment=comment), self)
 
-    def f_add_link(self, name: str, node: Any = None) -> Any:
-        return _modern(self, "add_link", "f_add_link")(name, _unwrap(node))
+    def f_add_link(self, name: str, node: Any = None) -> None:
+        self.add_link(name, _unwrap(node))
 
     # -- exploring --------------------------------------------------------------------------------
     def f_explore(self, build_dict: Mapping[str, Sequence[Any]]) -> None:
@@ -623,17 +680,38 @@ class Trajectory(_model.Trajectory):
     res = results
     conf = config
 
+    def _lookup(self, name: str) -> Any:
+        """The modern node ``name`` (a leaf or the modern group view), not yet wrapped."""
+        return _model.Trajectory.__getitem__(self, name)
+
+    def __getitem__(self, name: str) -> Any:
+        """pypet's ``traj["name"]``: as ``traj.name`` (a group with pypet's methods, a leaf's value
+        with fast access)."""
+        head = name.partition(".")[0]
+        node = self._lookup(name)
+        branch = head if head in _BRANCHES else _branch_of(self, node)
+        return self._wrap(node, branch, self._fast_access)
+
+    def _node_path(self, target: Any) -> str:
+        # the modern link target: a name is looked up as a node, a pypet proxy is unwrapped
+        return super()._node_path(self._lookup(target) if isinstance(target, str) else _unwrap(target))
+
+    def get(self, name: str, default: Any = _model._MISSING) -> Any:
+        """The modern ``traj.get(name)``: the node itself (pypet's ``f_get`` wraps it)."""
+        try:
+            return self._lookup(name)
+        except KeyError:
+            if default is _model._MISSING:
+                raise
+            return default
+
     def f_get(self, name: str, fast_access: bool = False, with_links: bool = True, shortcuts: bool = True,
               max_depth: int | None = None, auto_load: bool = False) -> Any:
         head = name.partition(".")[0]
         try:
-            node = self[name]
+            node = self._lookup(name)
         except KeyError as exc:
             raise AttributeError(exc.args[0]) from None
-        except PypetError as exc:
-            if "ambiguous" in str(exc) and not isinstance(exc, NotUniqueNodeError):
-                raise NotUniqueNodeError(str(exc)) from None
-            raise
         branch = head if head in _BRANCHES else _branch_of(self, node)
         return self._wrap(node, branch, fast_access)
 
@@ -652,20 +730,14 @@ class Trajectory(_model.Trajectory):
             raise _UnsupportedAttribute(f"pypet's traj.{name} is not supported by pypet_rebuild.compat")
         try:
             if not self._fast_access:
-                node = self[name]
+                node = self._lookup(name)
                 return self._wrap(node, _branch_of(self, node), False)
             try:
-                node = self[name]  # the modern shortcut resolution (the node, not yet its value)
+                node = self._lookup(name)  # the modern shortcut resolution (the node, not yet its value)
             except KeyError:  # what only attribute access resolves (a link during a run, say)
                 found = super().__getattr__(name)
                 return self._wrap(found, "results", True) if _is_node(found) else found
             return self._wrap(node, _branch_of(self, node), True)
-        except NotUniqueNodeError:
-            raise
-        except PypetError as exc:
-            if "ambiguous" in str(exc):  # the modern ambiguity error, before it had its own class
-                raise NotUniqueNodeError(str(exc)) from None
-            raise
         except KeyError as exc:
             raise AttributeError(exc.args[0]) from None
 
@@ -707,16 +779,7 @@ class Trajectory(_model.Trajectory):
     def f_iter_runs(self, start: int = 0, stop: int | None = None, step: int = 1,
                     yields: str = "name") -> Iterator[Any]:
         """Each run in turn, with the trajectory set to it (pypet's default yields run names)."""
-        if "yields" in inspect.signature(_model.Trajectory.iter_runs).parameters:
-            yield from cast(Any, self).iter_runs(start, stop, step, yields=yields)
-            return
-        if yields not in ("name", "idx", "self"):
-            raise UnsupportedError(f"f_iter_runs(yields={yields!r}): choose 'name', 'idx' or 'self'; "
-                                   "copies of a trajectory are not offered")
-        wanted = range(len(self))[start:stop:step]
-        for idx in self.iter_runs():
-            if idx in wanted:
-                yield run_name(idx) if yields == "name" else idx if yields == "idx" else self
+        yield from self.iter_runs(start, stop, step, yields=yields)
 
     def f_get_from_runs(self, name: str, include_default_run: bool = True, use_indices: bool = False,
                         fast_access: bool = False, with_links: bool = True, shortcuts: bool = True,
@@ -772,14 +835,7 @@ class Trajectory(_model.Trajectory):
         return one(name_or_idx if isinstance(name_or_idx, int) else int(name_or_idx.rpartition("_")[2]))
 
     def f_is_completed(self, name_or_id: int | str | None = None) -> bool:
-        if hasattr(type(self), "is_completed"):
-            check = self.is_completed
-            return bool(check() if name_or_id is None else check(name_or_id))
-        status = self.run_info()["status"]
-        if name_or_id is None:
-            return bool(np.all(status == RunStatus.OK))
-        idx = name_or_id if isinstance(name_or_id, int) else int(name_or_id.rpartition("_")[2])
-        return bool(status[idx] == RunStatus.OK)
+        return self.is_completed(name_or_id)
 
     # -- storage ----------------------------------------------------------------------------------
     def _path(self) -> str:
@@ -795,13 +851,48 @@ class Trajectory(_model.Trajectory):
             os.unlink(path)
             self._overwrite = False
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        _modern(self, "store", "f_store()")(path)
+        self.store(path)
 
-    def f_store_item(self, item: Any, *args: Any, **kwargs: Any) -> None:
-        _modern(self, "store_item", "f_store_item")(_item_name(item), *args, **kwargs)
+    def f_store_item(self, item: Any, store_data: int = pypetconstants.STORE_DATA, overwrite: bool = False,
+                     **kwargs: Any) -> None:
+        """pypet's ``f_store_item``: a leaf the file lacks is written; of one stored already the
+        stored data stays, and a result's new items (``res.f_set(monty=...)``) are added to it;
+        ``store_data=OVERWRITE_DATA`` (or ``overwrite=True``) replaces it."""
+        _refuse("f_store_item", kwargs, {}, frozenset())
+        name = _item_name(item)
+        if store_data == pypetconstants.STORE_NOTHING:
+            return
+        if self.file_path is None:  # nothing stored yet: the file gets the trajectory, this item too
+            self.f_store()
+            return
+        replace = overwrite or store_data == pypetconstants.OVERWRITE_DATA
+        node = self.get(name)
+        branch = _branch_of(self, node)
+        if replace or (branch, node.name) not in _trajfile.stored_leaves(Path(self.file_path), self.name):
+            self.store_item(name, overwrite=replace)
+            return
+        if not (isinstance(node, _model.Result) and is_multi(node)):
+            log.debug("f_store_item(%r): stored already, the stored data is kept", name)
+            return
+        new = dict(node.value)  # a multi-item result's value is the dict of its items
+        self.load_item(name)  # the stored items; of those also in memory the stored ones stay
+        added = {key: value for key, value in new.items() if key not in node}
+        for key, value in added.items():
+            node[key] = value
+        if added:
+            self.store_item(name, overwrite=True)
 
     def f_load_item(self, item: Any, *args: Any, **kwargs: Any) -> None:
-        _modern(self, "load_item", "f_load_item")(_item_name(item), *args, **kwargs)
+        """Read a trajectory-level leaf's data back (pypet's skeleton or an emptied result); a
+        run's result (``traj.results.f_get("run_00000001").z``) is read from the file already."""
+        node = _unwrap(item)
+        if isinstance(node, _model.Result) and not _trajectory_level(self, node):
+            if node.is_empty:
+                raise UnsupportedError(f"f_load_item of an emptied result of a run ({node.name!r}): get it "
+                                       "again, traj.results.runs.run_N.name reads it from the file")
+            log.debug("f_load_item(%r): a run's result, read from the file when it was reached", node.name)
+            return
+        self.load_item(_item_name(item), *args, **kwargs)
 
     def f_load(self, name: str | None = None, index: int | None = None, as_new: bool = False,
                load_parameters: int = 2, load_derived_parameters: int = 1, load_results: int = 1,
@@ -826,13 +917,8 @@ class Trajectory(_model.Trajectory):
             name = self.name  # reload this trajectory (after env.run, say)
         if load_data is not None:
             load_results = load_data
-        if load_results != pypetconstants.LOAD_DATA and "load_data" in inspect.signature(
-                _storage.load_trajectory).parameters:
-            # pypet's skeleton: results without their data, read later with f_load_item
-            loaded = cast(Any, _storage.load_trajectory)(path, name, load_data=False)
-        else:
-            loaded = _storage.load_trajectory(path, name)
-        self._adopt(loaded)
+        # below LOAD_DATA, pypet's skeleton: results without their data, read later with f_load_item
+        self._adopt(_storage.load_trajectory(path, name, load_data=load_results == pypetconstants.LOAD_DATA))
 
     def _adopt(self, other: _model.Trajectory) -> None:
         """Take over ``other``'s name, comment, file and content (what f_load does in place)."""
@@ -858,6 +944,11 @@ def _branch_of(traj: _model.Trajectory, node: Any) -> str:
         if traj.state.leaves[branch].get(str(getattr(node, "name", ""))) is node:
             return branch
     return "results"
+
+
+def _trajectory_level(traj: _model.Trajectory, node: Any) -> bool:
+    """Whether ``node`` is a leaf of the trajectory itself (not of a run, not a new object)."""
+    return any(traj.state.leaves[b].get(str(getattr(node, "name", ""))) is node for b in _BRANCHES)
 
 
 def _item_name(item: Any) -> str:
@@ -1032,5 +1123,6 @@ def load_trajectory(name: str | None = None, index: int | None = None, as_new: b
     if wildcard_functions is not None:
         raise UnsupportedError("load_trajectory(wildcard_functions=...): pypet-hpc knows $ and $set only")
     traj = Trajectory(filename=filename)
-    traj.f_load(name=name, index=index, as_new=as_new, storage_service=storage_service, **kwargs)
+    traj.f_load(name=name, index=index, as_new=as_new, load_results=load_results, load_data=load_data,
+                storage_service=storage_service, **kwargs)
     return traj

@@ -154,7 +154,7 @@ class Result(Generic[T]):
     def __setitem__(self, key: str, value: Any) -> None:
         items = self.__dict__.get("_items")
         if items is None:
-            if self.value is not None:
+            if self.__dict__.get("value") is not None:  # an emptied result takes new items (pypet's f_set)
                 raise PypetError(f"result {self.name!r} holds one value; items go in a result made with items")
             items = self.__dict__["_items"] = {}
             _set(self, "value", items)
