@@ -12,7 +12,7 @@ import numpy as np
 from .codec import scalar_column
 from .errors import ExplorationError, check_type
 
-DEFAULT_MAX_ARRAY_SIZE = 1001  # tasks per array when nothing else says
+DEFAULT_MAX_ARRAY_SIZE = 1001  # tasks per array when nothing else says (SLURM's compiled-in MaxArraySize)
 
 
 def cartesian_product(

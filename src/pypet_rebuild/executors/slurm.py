@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PypetError, SubmissionError
-from ..exploration import Plan
+from ..exploration import DEFAULT_MAX_ARRAY_SIZE, Plan
 from ..formats.records import JobRecord
 from ..taskstate import TaskState
 from ..timefmt import parse_time, slurm_minutes
@@ -56,7 +56,6 @@ QUERY_RATE = 0.09  # scheduler commands per second at most in the long run, what
 QUERY_BURST = 6.0  # commands that may go at once after a quiet stretch (a budget, refilled at QUERY_RATE)
 FRESH_S = 2.0  # a one-shot status (not wait's loop) reuses an answer at most this old, budget permitting
 # so a wait of T seconds runs at most QUERY_BURST + QUERY_RATE * T commands: under 1 per 10 s from 10 minutes on
-DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's compiled-in default, used when scontrol cannot be read
 UNTHROTTLED = 1_000_000_000  # array_parallelism when max_parallel is not given: %N = no throttle
 
 # sacct/squeue state words -> ours: the one place that reads SLURM's words
