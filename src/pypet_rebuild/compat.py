@@ -17,7 +17,6 @@ HDF5 titles) are accepted and ignored with a DEBUG log line. ``env.run(job, *arg
 from __future__ import annotations
 
 import datetime
-import inspect
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
