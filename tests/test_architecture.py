@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"analysis"},
     {"model"},
     {"formats", "formats.files", "formats.schema", "formats.records", "formats.shard", "formats.trajfile"},
-    {"storage", "workdir"},
+    {"storage", "workdir", "live"},
     {"worker"},
     {"executors", "executors.base", "executors.inline", "executors.local", "executors.slurm"},
     {"merge", "combine", "status"},

@@ -35,6 +35,7 @@ from .exploration import cartesian_product, plural
 from .failures import FailureRule, group_failures
 from .formats.records import JobRecord, Provenance
 from .formats.trajfile import summarize
+from .live import summarize_live
 from .merge import LOCK_TIMEOUT
 from .model import Trajectory
 from .status import SweepStatus, failed_runs, sweep_status
@@ -605,7 +606,8 @@ def logs(workdir: str, task: int | None, run: int | None) -> None:
 @click.option("--name", help="Trajectory name, when the file holds several.")
 @_guard
 def show(file: str, name: str | None) -> None:
-    """Show a trajectory file: tree, run table summary, result columns, provenance."""
+    """Show a trajectory file: tree, run table summary, result columns, provenance. Given a
+    sweep directory, show its runs as they are now, read from the shards (no merge needed)."""
     width = shutil.get_terminal_size((100, 24)).columns
 
     def out(line: str) -> None:  # long lines wrap to the terminal, their rest indented
@@ -613,7 +615,8 @@ def show(file: str, name: str | None) -> None:
         click.echo(textwrap.fill(line, width, subsequent_indent=indent, break_on_hyphens=False,
                                  break_long_words=False) if len(line) > width else line)
 
-    info = summarize(file, name)
+    live = Path(file).is_dir()
+    info = summarize_live(_workdir(file).path) if live else summarize(file, name)
     out(f"trajectory {info.name!r} ({info.n_runs} runs), format {info.format_version}, "
                f"written by pypet-hpc {info.library_version}")
     if info.comment:
@@ -650,7 +653,11 @@ def show(file: str, name: str | None) -> None:
         out(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
         out(f"  submitted by {p.user} on {p.host}: {shlex.join(p.argv)}")
         out("  versions: " + ", ".join(f"{k} {v}" for k, v in p.versions.items()))
-    out(f"merged shards: {info.merged_shards}")
+    if live:
+        out(f"live view of {plural(info.merged_shards, 'shard')} (finished tasks, and the committed runs of "
+            "running ones); merge for the file")
+    else:
+        out(f"merged shards: {info.merged_shards}")
 
 
 @main.command(epilog=example("pypet-hpc combine week1.h5 week2.h5 -o all.h5 --remove-duplicates"))

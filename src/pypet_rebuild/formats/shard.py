@@ -379,9 +379,9 @@ def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:
         append(dst, src[a:min(n, a + step)])
 
 
-def last_status(f: h5py.File) -> dict[int, int]:
-    """run index -> status of its last row in an open shard."""
-    table = read_table(f["run_info"], {k: SHARD_RUN_COLUMNS[k] for k in ("idx", "status")})
+def last_status(f: h5py.File, sel: Any = ()) -> dict[int, int]:
+    """run index -> status of its last row in an open shard (``sel``: only these rows)."""
+    table = read_table(f["run_info"], {k: SHARD_RUN_COLUMNS[k] for k in ("idx", "status")}, sel)
     return dict(zip(table["idx"].tolist(), table["status"].tolist(), strict=True))
 
 
@@ -394,6 +394,13 @@ class ShardColumn:
     spec: ColumnSpec  # (kind, dtype.str, shape of one value)
     idx: np.ndarray   # the run of each row
     values: h5py.Dataset
+
+    def read(self) -> np.ndarray:
+        """The values of the rows in ``idx`` (text as an object array of str)."""
+        n = len(self.idx)
+        if self.spec[0] == "str":
+            return np.asarray(self.values.asstr()[:n], dtype=object)
+        return np.asarray(self.values[:n])
 
 
 @dataclass(frozen=True)
@@ -409,8 +416,13 @@ class ShardReader:
     tolerate a table caught between two appends). Raises StorageError for anything that is not
     a readable pypet-hpc shard."""
 
-    def __init__(self, path: Path, live: bool = False) -> None:
+    def __init__(self, path: Path, live: bool = False, committed: bool = False,
+                 limits: dict[str, Any] | None = None) -> None:
+        """``committed``: ``path`` is a ``.partial``; read only the rows its commit record says are
+        durable (the runs a running task has committed). ``limits``: read only these row counts
+        (``run_info``, ``errors``, ``columns``: key -> rows), as :attr:`limits` gave them before."""
         self.path = path
+        self.limits = limits
         try:
             self.f = open_h5(path, locking=False if live else LOCKING)
         except StorageError as exc:
@@ -423,6 +435,32 @@ class ShardReader:
         if kind != SHARD_KIND:
             self.f.close()
             raise StorageError(f"{path.name}: not a pypet-hpc shard")
+        if committed and limits is None:
+            try:
+                self.limits = self._committed()
+            except StorageError:
+                self.f.close()
+                raise
+
+    def _committed(self) -> dict[str, Any]:
+        """The row counts of the last durable flush of this ``.partial`` (none: nothing is)."""
+        try:
+            record = json.loads(commit_path(self.path).read_text())
+        except FileNotFoundError:
+            return {"run_info": 0, "errors": 0, "columns": {}}
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"{self.path.name}: unreadable commit record ({exc})") from None
+        if record.get("shard_id") != self.shard_id:
+            raise StorageError(f"{self.path.name}: its commit record belongs to another file (being rebuilt?)")
+        return {"run_info": int(record["run_info"]), "errors": int(record["errors"]),
+                "columns": {str(k): int(v) for k, v in record["columns"].items()}}
+
+    def _sel(self, group: str) -> Any:
+        return () if self.limits is None else slice(0, self.limits[group])
+
+    def _column_limit(self, key: str) -> int | None:
+        """Rows of column ``key`` to read (None: all); 0 for a column with no committed row."""
+        return None if self.limits is None else self.limits["columns"].get(key, 0)
 
     def __enter__(self) -> ShardReader:
         return self
@@ -467,7 +505,7 @@ class ShardReader:
     def last_status(self) -> dict[int, int]:
         """run index -> status (1 ok, 2 failed) of every run the shard holds (last row wins)."""
         try:
-            return last_status(self.f)
+            return last_status(self.f, self._sel("run_info"))
         except (OSError, KeyError, ValueError) as exc:
             raise self._guard(exc) from None
 
@@ -479,17 +517,19 @@ class ShardReader:
     def run_table(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(runs, columns): each run's last row, ordered by run index."""
         try:
-            table = read_table(self.f["run_info"], SHARD_RUN_COLUMNS)
+            table = read_table(self.f["run_info"], SHARD_RUN_COLUMNS, self._sel("run_info"))
         except (OSError, KeyError, ValueError) as exc:
             raise self._guard(exc) from None
+        if self.limits is not None and len(table["idx"]) < self.limits["run_info"]:
+            raise StorageError(f"{self.path.name}: caught in the middle of a write (fewer rows than committed)")
         keep = last_rows(table["idx"])
         return table["idx"][keep], {k: v[keep] for k, v in table.items() if k != "idx"}
 
     def failed_runs(self) -> list[FailedRun]:
         """The runs whose last row failed, with their exception and traceback."""
         try:
-            last = last_status(self.f)
-            err = read_table(self.f["errors"], ERROR_COLUMNS)
+            last = last_status(self.f, self._sel("run_info"))
+            err = read_table(self.f["errors"], ERROR_COLUMNS, self._sel("errors"))
         except (OSError, KeyError, ValueError) as exc:
             raise self._guard(exc) from None
         seen: dict[int, FailedRun] = {}
@@ -501,25 +541,53 @@ class ShardReader:
 
     def column_rows(self) -> dict[str, int]:
         """``branch.name`` -> rows of each column (counting a retried run twice)."""
-        return {key: grp["idx"].shape[0] for key, grp in self.f["columns"].items()}
-
-    def columns(self) -> list[ShardColumn]:
-        out = []
+        out = {}
         for key, grp in self.f["columns"].items():
-            branch, name = key.split(".", 1)
-            spec = (get_attr(grp, "kind"), get_attr(grp, "dtype"), tuple(int(x) for x in grp.attrs["shape"]))
-            out.append(ShardColumn(branch, name, spec, grp["idx"][()], grp["values"]))
+            limit = self._column_limit(key)
+            n = grp["idx"].shape[0] if limit is None else min(limit, grp["idx"].shape[0])
+            if n:
+                out[key] = n
         return out
 
-    def items(self) -> list[tuple[int, str, str, h5py.HLObject]]:
-        """(run, branch, name, stored object) of everything kept per run."""
+    def columns(self) -> list[ShardColumn]:
+        return [col for key in self.f["columns"] if (col := self.column(key)) is not None]
+
+    def column(self, key: str) -> ShardColumn | None:
+        """The column ``branch.name``, its values read only when asked; None when the shard has
+        no (committed) row of it."""
+        grp = self.f["columns"].get(key)
+        limit = self._column_limit(key)
+        if grp is None or limit == 0:
+            return None
+        try:
+            branch, name = key.split(".", 1)
+            spec = (get_attr(grp, "kind"), get_attr(grp, "dtype"), tuple(int(x) for x in grp.attrs["shape"]))
+            idx = grp["idx"][()] if limit is None else grp["idx"][:limit]
+            return ShardColumn(branch, name, spec, idx, grp["values"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise self._guard(exc) from None
+
+    def items(self, runs: set[int] | None = None) -> list[tuple[int, str, str, h5py.HLObject]]:
+        """(run, branch, name, stored object) of everything kept per run (``runs``: of these only)."""
         out = []
         for run_set in self.f["items"].values():
             for rname, rgrp in run_set.items():
+                run = int(rname[4:])
+                if runs is not None and run not in runs:
+                    continue
                 for key in rgrp:
                     branch, name = key.split(".", 1)
-                    out.append((int(rname[4:]), branch, name, rgrp[key]))
+                    out.append((run, branch, name, rgrp[key]))
         return out
+
+    def item(self, run: int, key: str) -> h5py.HLObject | None:
+        """What run ``run`` kept per run under ``branch.name``, or None."""
+        return self.f["items"].get(f"{run_set_name(run)}/{run_name(run)}/{key}")
+
+    def item_names(self, run: int) -> list[str]:
+        """``branch.name`` of everything run ``run`` kept per run."""
+        grp = self.f["items"].get(f"{run_set_name(run)}/{run_name(run)}")
+        return list(grp) if grp is not None else []
 
 
 class ShardBuilder:
