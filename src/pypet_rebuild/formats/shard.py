@@ -81,8 +81,12 @@ def job_label() -> str:
 _PLAIN = frozenset({"bool", "int", "float", "complex"})  # str may hold NUL: checked per value
 
 
+def shard_name(task: int) -> str:
+    return f"task_{task:06d}.h5"
+
+
 def shard_path(shards_dir: Path, task: int) -> Path:
-    return shards_dir / f"task_{task:06d}.h5"
+    return shards_dir / shard_name(task)
 
 
 def partial_path(final: Path) -> Path:
@@ -588,6 +592,51 @@ class ShardReader:
         """``branch.name`` of everything run ``run`` kept per run."""
         grp = self.f["items"].get(f"{run_set_name(run)}/{run_name(run)}")
         return list(grp) if grp is not None else []
+
+
+class CountsCache:
+    """The (ok, failed) runs of shard files, remembered in ``shards/.counts.json`` by file name,
+    size and modification time, so that status reads a shard once, not on every call (10,000
+    shards cost seconds to open). A file rewritten since (a retried task, a flushed ``.partial``)
+    has another size or time and is read again. A cache only: losing it costs time, never truth."""
+
+    NAME = ".counts.json"
+
+    def __init__(self, shards_dir: Path) -> None:
+        self.path = shards_dir / self.NAME
+        self.changed = False
+        try:
+            data = json.loads(self.path.read_text())
+            self.entries: dict[str, list[int]] = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def counts(self, name: str, stat: os.stat_result, live: bool = False) -> tuple[int, int]:
+        """(ok, failed) of the shard file ``name`` whose ``os.stat`` is ``stat``; StorageError
+        when it cannot be read (not remembered: it is read again next time)."""
+        key = [stat.st_size, stat.st_mtime_ns]
+        hit = self.entries.get(name)
+        if isinstance(hit, list) and len(hit) == 4 and hit[:2] == key:
+            return int(hit[2]), int(hit[3])
+        with ShardReader(self.path.parent / name, live=live) as reader:
+            ok, failed = reader.counts()
+        self.entries[name] = [*key, ok, failed]
+        self.changed = True
+        return ok, failed
+
+    def save(self, keep: set[str] | None = None) -> None:
+        """Write the cache when it changed (``keep``: forget the names not in it); a workdir this
+        process cannot write keeps its old cache."""
+        if keep is not None and set(self.entries) - keep:
+            self.entries = {k: v for k, v in self.entries.items() if k in keep}
+            self.changed = True
+        if not self.changed:
+            return
+        try:
+            atomic_write(self.path, json.dumps(self.entries, separators=(",", ":")), durable=False)
+        except OSError as exc:
+            log.debug("cannot write %s: %s", self.path, exc)
+        self.changed = False
 
 
 class ShardBuilder:
