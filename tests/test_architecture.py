@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"storage", "workdir", "live"},
     {"worker"},
     {"executors", "executors.base", "executors.inline", "executors.local", "executors.slurm"},
-    {"merge", "combine", "status"},
+    {"merge", "combine", "status", "clean"},
     {"environment"},
     {"cli", ""},  # "" is the package's __init__ (its Environment import is lazy, but counted)
 ]

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 import numpy as np
 
+from .clean import clean_workdir
 from .codec import value_kind
 from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir, verify_path
 from .environment import resubmit as resubmit_workdir
@@ -557,6 +558,23 @@ def verify(path: str) -> None:
         sys.exit(1)
 
 
+@main.command(epilog=example("pypet-hpc clean runs/mysweep"))
+@click.argument("workdir", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v),
+              help="The merged file that must hold the runs [default: WORKDIR/merged.h5].")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=LOCK_TIMEOUT, show_default=True,
+              help="Seconds to wait for a merge of the same file.")
+@_guard
+def clean(workdir: str, output: str | None, lock_timeout: float) -> None:
+    """Remove the shards whose runs are in the verified merged file (every checksum checked);
+    keep manifest, logs and provenance, so status and show still work. Removes nothing, and says
+    why in one line, while any shard holds runs the merged file lacks."""
+    wd = _workdir(workdir)
+    report = clean_workdir(wd, Path(output) if output else None, lock_timeout)
+    click.echo(f"removed {plural(len(report.removed), 'shard')} ({report.freed_bytes / 1e6:.1f} MB); "
+               f"their runs are in {report.target}")
+
+
 @main.command(epilog=example("pypet-hpc cancel runs/mysweep"))
 @click.argument("workdir", type=click.Path())
 @_guard
@@ -653,7 +671,10 @@ def show(file: str, name: str | None) -> None:
         out(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
         out(f"  submitted by {p.user} on {p.host}: {shlex.join(p.argv)}")
         out("  versions: " + ", ".join(f"{k} {v}" for k, v in p.versions.items()))
-    if live:
+    cleaned = _workdir(file).cleaned() if live else None
+    if cleaned is not None and not _workdir(file).shard_files():
+        out(f"shards removed by clean: read from the merged file {cleaned.target}")
+    elif live:
         out(f"live view of {plural(info.merged_shards, 'shard')} (finished tasks, and the committed runs of "
             "running ones); merge for the file")
     else:

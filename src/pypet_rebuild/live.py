@@ -25,7 +25,7 @@ from .errors import StorageError
 from .formats.files import get_attr
 from .formats.schema import FILE_RUN_COLUMNS, RunStatus, last_rows
 from .formats.shard import ShardColumn, ShardReader
-from .formats.trajfile import RunDataSummary, TrajectorySummary, summarize
+from .formats.trajfile import RunDataSummary, TrajectorySummary, load_trajectory, summarize
 from .model import Parameter, Result, Trajectory, loaded_leaf
 from .runstore import RUN_BRANCHES, masked_column
 from .workdir import Workdir
@@ -280,6 +280,9 @@ def load_live(path: Path, allow_pickle: bool = False) -> Trajectory:
     """The live view of the sweep in the workdir ``path`` (see the module docstring)."""
     wd = Workdir(path)
     manifest = wd.manifest()
+    cleaned = _cleaned_target(wd)
+    if cleaned is not None:
+        return load_trajectory(cleaned, allow_pickle=allow_pickle or manifest.allow_pickle)
     traj = wd.load_skeleton(manifest)
     hashes = {manifest.plan_hash, *manifest.earlier_hashes}
     traj.state.run_store = LiveRunStore(wd, len(traj), hashes, allow_pickle or manifest.allow_pickle)
@@ -287,9 +290,21 @@ def load_live(path: Path, allow_pickle: bool = False) -> Trajectory:
     return traj
 
 
+def _cleaned_target(wd: Workdir) -> Path | None:
+    """The merged file holding the runs when ``clean`` removed the shards and none came since."""
+    cleaned = wd.cleaned()
+    if cleaned is None or wd.shard_files() or any(wd.shards.glob("task_*.h5.partial")):
+        return None
+    log.info("%s: shards removed by clean; reading the merged file %s", wd.path, cleaned.target)
+    return Path(cleaned.target)
+
+
 def summarize_live(path: Path) -> TrajectorySummary:
     """What ``pypet-hpc show WORKDIR`` prints: the skeleton's tree and the live view's runs."""
     wd = Workdir(path)
+    cleaned = _cleaned_target(wd)
+    if cleaned is not None:
+        return summarize(cleaned)
     traj = load_live(path)
     store = traj.state.run_store
     assert isinstance(store, LiveRunStore)

@@ -109,6 +109,8 @@ def sweep_status(wd: Workdir) -> SweepStatus:
     tasks: list[TaskStatus] = []
     files = _shard_files(wd)
     cache = CountsCache(wd.shards)
+    cleaned = wd.cleaned()
+    removed = cleaned.tasks if cleaned is not None else {}
     for task in range(plan.n_tasks):
         runs = plan.task_runs(task)
         final = shard_name(task)  # names, not paths: this loop runs once per task
@@ -117,6 +119,9 @@ def sweep_status(wd: Workdir) -> SweepStatus:
                                                       submitted.get(task, 0.0))
         if facts is not None and facts.final:
             name = final  # (its .partial may have been renamed since the listing)
+        elif facts is None and str(task) in removed:  # removed by clean: its runs are in the merged file
+            ok, failed = removed[str(task)]
+            facts = ShardFacts(True, len(runs), ok, failed)
         age = None if now is None or task not in submitted else now - submitted[task]
         state, problem = classify(facts, sched.get(task), age)
         tasks.append(TaskStatus(task, runs.start, len(runs), state, facts.ok if facts else 0,
