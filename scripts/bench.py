@@ -34,7 +34,7 @@ from pypet_rebuild import Environment, HDF5StorageService, Trajectory, load_traj
 from pypet_rebuild.environment import merge_workdir  # noqa: E402
 from pypet_rebuild.exploration import Plan  # noqa: E402
 from pypet_rebuild.formats.records import JobRecord  # noqa: E402
-from pypet_rebuild.formats.shard import ShardWriter  # noqa: E402
+from pypet_rebuild.formats.shard import CountsCache, ShardWriter  # noqa: E402
 from pypet_rebuild.runstore import MemoryRunStore  # noqa: E402
 from pypet_rebuild.workdir import Workdir  # noqa: E402
 from pypet_rebuild.worker import execute  # noqa: E402
@@ -233,6 +233,7 @@ def synthetic_finished_sweep(tmp: Path, n_tasks: int, runs_per_task: int = 100) 
     sink.finish()
     for task in range(1, n_tasks):
         shutil.copyfile(wd.shard(0), wd.shard(task))
+        CountsCache.record_done(wd.shard(task), runs_per_task, 0)  # as each task's finish() does
     (wd.path / "local").mkdir(exist_ok=True)
     (wd.path / "local" / "s0.state.json").write_text(json.dumps(
         {"pid": None, "finished": True, "tasks": {str(t): "COMPLETED" for t in range(n_tasks)}}))
@@ -261,12 +262,36 @@ def list_seconds(folder: Path) -> float:
 def status_rows(tmp: Path, n_tasks: int) -> list[Row]:
     wd = synthetic_finished_sweep(tmp, n_tasks)
     os.sync()
-    cold = status_seconds(wd)  # reads every shard once; later calls take the counts from its cache
+    cold = status_seconds(wd)  # the counts each task appended as it finished: no shard opened
     warm = median_of(lambda: status_seconds(wd), 3)
     floor = median_of(lambda: list_seconds(wd.shards), 3)
     shutil.rmtree(wd.path)
-    return [Row(f"status of a {n_tasks:,}-task sweep (local, all finished)", f"{warm:.2f} s (first call {cold:.1f} s)",
+    return [Row(f"status of a {n_tasks:,}-task sweep (local, all finished)", f"{warm:.2f} s (first call {cold:.2f} s)",
                 f"{floor * 1e3:.0f} ms listing the shards", f"{warm / floor:.0f}x", "<= 1 s", warm <= 1.0)]
+
+
+def shard_rows(tmp: Path, runs_per_task: list[int]) -> list[Row]:
+    """Bytes of one task's shard per byte of its result data (3 float64 results per run), beside
+    the floor: the same runs written as plain h5py columns (the explored x, y and the results)."""
+    rows = []
+    for n in runs_per_task:
+        traj = sweep_traj(n, "shard")
+        traj.state.run_store = MemoryRunStore()
+        path = tmp / f"shard-{n}.h5"
+        sink = ShardWriter(path, "bench", 0)
+        execute(traj, simulate, range(n), sink, keep=False)
+        sink.finish()
+        data = 3 * 8 * n  # z, w, v: one float64 each per run
+        floor = tmp / f"floor-{n}.h5"
+        baselines.floor_sweep(n, floor)
+        size, floor_size = path.stat().st_size, floor.stat().st_size
+        rows.append(Row(f"shard bytes per byte of result data, {n:,} runs per task",
+                        f"{size / data:.2f}x ({size / 1e3:.0f} KB for {data / 1e3:.0f} KB)",
+                        f"{floor_size / data:.2f}x plain h5py columns", f"{size / floor_size:.1f}x", "<= 1.5x",
+                        size / data <= 1.5))
+        path.unlink()
+        floor.unlink()
+    return rows
 
 
 # -- the growth table: each cost at growing run counts, beside the floor measured in the same run
@@ -379,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pypet", action="store_true", help="skip the pypet baseline")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--growth", action="store_true", help="only the growth table: 100k and 1M runs")
+    ap.add_argument("--status", action="store_true", help="only status of a 10,000-task sweep and shard bytes")
     ap.add_argument("--large", action="store_true", help="with --growth: 10M runs too")
     args = ap.parse_args(argv)
     q = args.quick
@@ -387,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# pypet-hpc growth table {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
         with tempfile.TemporaryDirectory(prefix="pypet-growth-", dir=os.environ.get("BENCH_DIR")) as tmp_g:
             print_growth(growth_rows(sizes_g, Path(tmp_g)))
+        return 0
+    if args.status:
+        n_tasks = 1_000 if q else 10_000
+        print(f"# pypet-hpc status and shard size {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
+        with tempfile.TemporaryDirectory(prefix="pypet-status-", dir=os.environ.get("BENCH_DIR")) as tmp_s:
+            print_table(status_rows(Path(tmp_s), n_tasks) + shard_rows(Path(tmp_s), [100, 1_000, 10_000]))
         return 0
     sizes = {
         "overhead": 20_000 if q else 100_000, "e2e": 10_000 if q else 100_000, "pypet": 200 if q else 1_000,
@@ -464,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(wd.path)
 
         rows += status_rows(tmp, sizes["status_tasks"])
+        rows += shard_rows(tmp, [100, 1_000, 10_000])
 
     rows += slurm_rows(sizes["slurm"], None if q else 10_000)
     if q:  # the targets are stated at the full sizes: judge them only there

@@ -20,7 +20,7 @@ from .errors import CleanRefused, StorageError
 from .formats.files import verify_h5
 from .formats.records import CleanRecord
 from .formats.schema import RunStatus
-from .formats.shard import ShardReader
+from .formats.shard import CountsCache, ShardReader
 from .formats.trajfile import merged_runs
 from .merge import LOCK_TIMEOUT, merge_lock
 from .workdir import Workdir
@@ -90,6 +90,7 @@ def clean_workdir(wd: Workdir, target: Path | None = None, lock_timeout: float =
             report.freed_bytes += path.stat().st_size
             path.unlink()
             report.removed.append(path.name)
-        (wd.shards / ".counts.json").unlink(missing_ok=True)
+        for cache in (CountsCache.NAME, CountsCache.DONE):
+            (wd.shards / cache).unlink(missing_ok=True)
     log.info("removed %d shards (%d bytes); their runs are in %s", len(report.removed), report.freed_bytes, target)
     return report

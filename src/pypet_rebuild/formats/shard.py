@@ -51,6 +51,7 @@ from .files import (
 from .schema import (
     ERROR_COLUMNS,
     SHARD_RUN_COLUMNS,
+    SMALL_FILTERS,
     RunStatus,
     append,
     append_rows,
@@ -98,12 +99,50 @@ def commit_path(partial: Path) -> Path:
     return partial.with_name(partial.name + ".commit")
 
 
+LABELLED = ("host", "job")  # run_info text columns a shard stores as codes into a "labels" attribute
+
+
+def label_codes(ds: h5py.Dataset, values: np.ndarray) -> np.ndarray:
+    """The codes of the words ``values`` in the labelled column ``ds`` (new words added to its
+    labels attribute)."""
+    labels: list[str] = json.loads(get_attr(ds, "labels", "[]"))
+    words, inverse = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+    codes = []
+    for word in words.tolist():
+        if word not in labels:
+            labels.append(word)
+        codes.append(labels.index(word))
+    ds.attrs["labels"] = json.dumps(labels)
+    return np.asarray(codes, dtype=np.int32)[inverse.reshape(-1)]
+
+
+def _read_run_info(grp: h5py.Group, sel: Any) -> dict[str, np.ndarray]:
+    """A shard's run table: labelled columns decoded (a shard from before labels holds the words)."""
+    coded = [k for k in LABELLED if k in grp and h5py.check_vlen_dtype(grp[k].dtype) is None]
+    table = read_table(grp, {k: c for k, c in SHARD_RUN_COLUMNS.items() if k not in coded}, sel)
+    for name in coded:
+        labels = np.array(json.loads(get_attr(grp[name], "labels", "[]")) or [""], dtype=object)
+        table[name] = labels[np.asarray(grp[name][sel], dtype=np.int64)]
+    return table
+
+
+def _encode(grp: h5py.Group, table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: label_codes(grp[k], v) if k in LABELLED and h5py.check_vlen_dtype(grp[k].dtype) is None else v
+            for k, v in table.items()}
+
+
 def create_shard(path: Path, plan_hash: str, task: int) -> h5py.File:
     """A new, empty shard file."""
     f = h5py.File(path, "w", locking=LOCKING)
     set_attrs(f, kind=SHARD_KIND, plan_hash=plan_hash, task=task, shard_id=uuid.uuid4().hex,
               created=time.time(), complete=False)
-    create_table(f.create_group("run_info"), SHARD_RUN_COLUMNS, chunk_cap=ROWS_PER_CHUNK)
+    info = f.create_group("run_info")
+    create_table(info, {k: c for k, c in SHARD_RUN_COLUMNS.items() if k not in LABELLED},
+                 chunk_cap=ROWS_PER_CHUNK, compress=True)
+    for name in LABELLED:  # the same host and job on every row of a task: a code per row, the words once
+        ds = new_dataset(info, name, shape=(0,), dtype=np.int32, maxshape=(None,), chunks=(ROWS_PER_CHUNK,),
+                         **SMALL_FILTERS)
+        ds.attrs["labels"] = "[]"
     create_table(f.create_group("errors"), ERROR_COLUMNS, chunk_cap=ERROR_ROWS_PER_CHUNK)
     f.create_group("columns")
     f.create_group("items")
@@ -201,7 +240,13 @@ class ShardWriter:
             try:
                 for group in ("run_info", "errors"):
                     for name, ds in old[group].items():
-                        _copy_rows(ds, fresh[group][name], commit[group])
+                        dst = fresh[group][name]
+                        if group == "run_info" and name in LABELLED:
+                            if h5py.check_vlen_dtype(ds.dtype) is not None:  # a shard from before labels
+                                append(dst, label_codes(dst, ds.asstr()[:commit[group]]))
+                                continue
+                            dst.attrs["labels"] = get_attr(ds, "labels", "[]")
+                        _copy_rows(ds, dst, commit[group])
                 for key, n in commit["columns"].items():
                     src, dst = old["columns"][key], fresh["columns"].create_group(key)
                     for attr, value in src.attrs.items():
@@ -281,7 +326,7 @@ class ShardWriter:
             for name, column in SHARD_RUN_COLUMNS.items():  # a schema column given no value here: its fill
                 if name not in table:
                     table[name] = column.full(len(rows))
-            append_rows(f["run_info"], table)
+            append_rows(f["run_info"], _encode(f["run_info"], table))
             if self._errors:
                 e = self._errors
                 append_rows(f["errors"], {"idx": np.array([x[0] for x in e], dtype=np.int64),
@@ -319,12 +364,15 @@ class ShardWriter:
         try:
             self.f.attrs["complete"] = True
             self.f.attrs["finished"] = time.time()
+            values = np.fromiter(last_status(self.f, ()).values(), dtype=np.int8)
             sync_h5(self.f)
             self.f.close()
         except (OSError, RuntimeError) as exc:
             raise self._cannot_write(exc) from exc
         replace_durably(self.partial, self.final)
         commit_path(self.partial).unlink(missing_ok=True)
+        CountsCache.record_done(self.final, int(np.count_nonzero(values == OK)),
+                                int(np.count_nonzero(values == FAILED)))
         return self.final
 
     def close(self) -> None:
@@ -354,7 +402,7 @@ def _locked_by_another(exc: BaseException) -> bool:
 def _create_column(grp: h5py.Group, spec: ColumnSpec, row_bytes: int) -> None:
     """The ``idx`` and ``values`` datasets of a shard column, chunked by the one rule."""
     shape = spec[2]
-    new_dataset(grp, "idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
+    new_dataset(grp, "idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(ROWS_PER_CHUNK,), **SMALL_FILTERS)
     new_dataset(grp, "values", shape=(0, *shape), dtype=column_dtype(spec), maxshape=(None, *shape),
                        chunks=(chunk_rows(row_bytes, ROWS_PER_CHUNK), *shape))
 
@@ -521,7 +569,7 @@ class ShardReader:
     def run_table(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(runs, columns): each run's last row, ordered by run index."""
         try:
-            table = read_table(self.f["run_info"], SHARD_RUN_COLUMNS, self._sel("run_info"))
+            table = _read_run_info(self.f["run_info"], self._sel("run_info"))
         except (OSError, KeyError, ValueError) as exc:
             raise self._guard(exc) from None
         if self.limits is not None and len(table["idx"]) < self.limits["run_info"]:
@@ -601,15 +649,44 @@ class CountsCache:
     has another size or time and is read again. A cache only: losing it costs time, never truth."""
 
     NAME = ".counts.json"
+    DONE = ".done.jsonl"  # a line appended by each task as it finishes its shard: status opens none of them
 
     def __init__(self, shards_dir: Path) -> None:
         self.path = shards_dir / self.NAME
+        self.done = shards_dir / self.DONE
         self.changed = False
         try:
             data = json.loads(self.path.read_text())
             self.entries: dict[str, list[int]] = data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             self.entries = {}
+        try:
+            lines = self.done.read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:  # a torn or garbled line is skipped: its shard is read instead
+            try:
+                name, *entry = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(name, str) and len(entry) == 4 and all(isinstance(v, int) for v in entry):
+                self.entries[name] = entry
+                self.changed = True
+
+    @classmethod
+    def record_done(cls, final: Path, ok: int, failed: int) -> None:
+        """Append the counts of the shard just finished at ``final`` (one short ``O_APPEND``
+        write, so concurrent tasks do not interleave); a cache only, so a failure is ignored."""
+        try:
+            st = final.stat()
+            line = json.dumps([final.name, st.st_size, st.st_mtime_ns, ok, failed]) + "\n"
+            fd = os.open(final.parent / cls.DONE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.debug("cannot record the counts of %s: %s", final, exc)
 
     def counts(self, name: str, stat: os.stat_result, live: bool = False) -> tuple[int, int]:
         """(ok, failed) of the shard file ``name`` whose ``os.stat`` is ``stat``; StorageError
@@ -634,6 +711,7 @@ class CountsCache:
             return
         try:
             atomic_write(self.path, json.dumps(self.entries, separators=(",", ":")), durable=False)
+            self.done.unlink(missing_ok=True)  # folded in (a line appended meanwhile is lost: a cache miss)
         except OSError as exc:
             log.debug("cannot write %s: %s", self.path, exc)
         self.changed = False
@@ -648,7 +726,7 @@ class ShardBuilder:
         set_attrs(self.f, **attrs)
 
     def run_table(self, idx: np.ndarray, columns: dict[str, np.ndarray]) -> None:
-        write_table(self.f["run_info"], {"idx": idx, **columns})
+        write_table(self.f["run_info"], _encode(self.f["run_info"], {"idx": idx, **columns}))
 
     def errors(self, columns: dict[str, np.ndarray]) -> None:
         write_table(self.f["errors"], columns)
