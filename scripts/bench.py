@@ -144,6 +144,26 @@ def timed_merge(wd: Workdir, out: Path) -> float:
     return time.perf_counter() - t
 
 
+def incremental_merge(wd: Workdir, new: list[Path], target: Path, held: Path) -> float:
+    """Seconds to merge the shards ``new`` into a target holding every other shard (merged first,
+    untimed): the merge writes in place the bytes of the new runs only."""
+    held.mkdir(exist_ok=True)
+    for f in new:
+        f.rename(held / f.name)
+    try:
+        target.unlink(missing_ok=True)
+        merge_workdir(wd, target)
+    finally:
+        for f in new:
+            (held / f.name).rename(f)
+    os.sync()
+    t = time.perf_counter()
+    report = merge_workdir(wd, target)
+    elapsed = time.perf_counter() - t
+    assert len(report.merged_shards) == len(new), report.summary()
+    return elapsed
+
+
 def column_load(path: Path) -> float:
     t = time.perf_counter()
     load_trajectory(path).get_from_runs("z")
@@ -423,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {
         "overhead": 20_000 if q else 100_000, "e2e": 10_000 if q else 100_000, "pypet": 200 if q else 1_000,
         "shards": 100 if q else 1_000, "bulk_mb": 128 if q else 512, "peak_mb": 256 if q else 2_048,
-        "slurm": 10_000 if q else 100_000, "status_tasks": 1_000 if q else 10_000,
+        "slurm": 10_000 if q else 100_000, "status_tasks": 1_000 if q else 10_000, "incr_mb": 256 if q else 1024,
     }
     reps = 2 if q else 3
     print(f"# pypet-hpc benchmark ({'quick' if q else 'full'}) {time.strftime('%Y-%m-%d %H:%M')}")
@@ -485,6 +505,18 @@ def main(argv: list[str] | None = None) -> int:
                         f"{nbytes / cp_b / 2**20:.0f} MiB/s cp", f"{cp_b / merge_b:.0%} of cp", ">= 70% of cp",
                         cp_b / merge_b >= 0.7))
         (tmp / "bulk.h5").unlink(missing_ok=True)
+        shutil.rmtree(wd.path)
+
+        target_mb = sizes["incr_mb"]  # a GB-size target, then 4 new shards (128 MiB) merged into it in place
+        wd = make_sweep_shards(tmp, target_mb // 8, 4, bulk_sim(rows_per_run), "incr")
+        new = wd.shard_files()[-4:]
+        new_bytes = sum(f.stat().st_size for f in new)
+        merge_i = median_of(lambda: incremental_merge(wd, new, tmp / "incr.h5", tmp / "held"), reps)
+        cp_i = median_of(lambda: cp_seconds(new, tmp / "cp"), reps)
+        rows.append(Row(f"incremental merge of {new_bytes / 2**20:.0f} MiB into a {target_mb / 1024:.2g} GiB target",
+                        f"{new_bytes / merge_i / 2**20:.0f} MiB/s", f"{new_bytes / cp_i / 2**20:.0f} MiB/s cp",
+                        f"{cp_i / merge_i:.0%} of cp", ">= 70% of cp", cp_i / merge_i >= 0.7))
+        (tmp / "incr.h5").unlink(missing_ok=True)
         shutil.rmtree(wd.path)
 
         peak_mb = sizes["peak_mb"]

@@ -448,4 +448,14 @@ done
 # shellcheck disable=SC2086
 [ $ok = 1 ] || fail "cluster not ready after 30 s (nodes: $(node_states | tr '\n' ' '))" slurmctld $SLURMDS slurmdbd
 
+# shellcheck disable=SC2086
+bad=$(probe_nodes $NODE_NAMES)
+if [ -n "$bad" ]; then
+    echo "[slurm] jobs pinned to $bad did not run within 90 s; queue and node reasons:" >&2
+    timeout 10 squeue -o '%i %j %T %r %N' >&2 || true
+    timeout 10 sinfo -R >&2 || true
+    # shellcheck disable=SC2086
+    fail "node(s) $bad registered but cannot run jobs" slurmctld $SLURMDS
+fi
+
 awk -v a="$T0" -v b="$EPOCHREALTIME" -v n="$NODES" 'BEGIN { printf "cluster ready in %.1f s (%d node%s)\n", b - a, n, (n > 1 ? "s" : "") }'

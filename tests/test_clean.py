@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -60,9 +61,14 @@ def test_clean_refuses_while_a_shard_holds_runs_the_merged_file_lacks(tmp_path: 
 def test_clean_refuses_a_damaged_merged_file(tmp_path: Path) -> None:
     wd = run_sweep(tmp_path)
     merge_workdir(wd, wd.default_output)
-    data = bytearray(wd.default_output.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 4096] = b"\xff" * 4096  # damage in the middle of the file
-    wd.default_output.write_bytes(bytes(data))
+    with h5py.File(wd.default_output) as f:  # where the stored values of the column z lie
+        found: list[h5py.Dataset] = []
+        f.visititems(lambda name, obj: found.append(obj) if name.endswith("columns/z") else None)
+        info = found[0].id.get_chunk_info(0)
+        offset, size = info.byte_offset, info.size
+    with open(wd.default_output, "r+b") as fh:  # overwrite them: the checksum no longer matches
+        fh.seek(offset)
+        fh.write((bytes(range(1, 251)) * (size // 250 + 1))[:size])  # (not 0xff: fletcher32 cannot tell 0xffff from 0)
     with pytest.raises(CleanRefused, match="nothing removed"):
         clean_workdir(wd)
     assert len(wd.shard_files()) == 4

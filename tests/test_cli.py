@@ -99,6 +99,7 @@ def test_submit_expand_runs_only_new_points(tmp_path: Path) -> None:
     out = cli("submit", str(sweep), "--workdir", "wd", "--expand", "-p", "n=0,1,2,3,4,5,6,7", "--wait",
               cwd=tmp_path).stdout
     assert "added 4 runs" in out and "submitted tasks 3\n" in out  # 12 old runs in tasks 0-2, 4 new in task 3
+    assert "(1 new shard merged)" in out, out  # the merged file grows in place; old shards are not merged again
     after = load_trajectory(tmp_path / "wd" / "merged.h5")
     assert after.explored["n"][:12] == before.explored["n"] and sorted(after.explored["n"][12:]) == [6, 6, 7, 7]
     assert after.get_from_runs("z").count() == 16
@@ -163,7 +164,7 @@ def test_every_help_example_runs(command: str, examples_copy: Path, tmp_path: Pa
     else:
         shutil.copytree(examples_copy, where)
     if command == "combine":
-        for name in ("week1.h5", "week2.h5"):
+        for name in ("week1.h5", "week2.h5", "week3.h5"):
             shutil.copyfile(where / "runs" / "mysweep" / "merged.h5", where / name)
     proc = cli(*shlex.split(examples[0]), cwd=where, check=False)
     assert proc.returncode == 0, f"pypet-hpc {examples[0]}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"

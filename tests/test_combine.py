@@ -43,7 +43,7 @@ def run_sweep(path: Path, xs: list[int], trials: list[int] | None = None, extra:
 def test_combine_renumbers_runs_and_records_the_merge(tmp_path: Path) -> None:
     a = run_sweep(tmp_path / "a.h5", [1, 2, 3])
     b = run_sweep(tmp_path / "b.h5", [2, 4])
-    report = combine(a, b, tmp_path / "ab.h5")
+    report = combine([a, b], tmp_path / "ab.h5")
     assert report.ok == 4 and report.failed == 1
     traj = load_trajectory(tmp_path / "ab.h5")
     assert traj.explored["x"] == [1, 2, 3, 2, 4]
@@ -59,11 +59,11 @@ def test_combine_renumbers_runs_and_records_the_merge(tmp_path: Path) -> None:
 def test_combine_drops_duplicates_and_renumbers_trials(tmp_path: Path) -> None:
     a = run_sweep(tmp_path / "a.h5", [1, 2], trials=[0, 1])
     b = run_sweep(tmp_path / "b.h5", [1, 2], trials=[0, 1])
-    combine(a, b, tmp_path / "trials.h5", trial_parameter="trial")
+    combine([a, b], tmp_path / "trials.h5", trial_parameter="trial")
     traj = load_trajectory(tmp_path / "trials.h5")
     assert traj.explored["trial"] == [0, 1, 2, 3]
     run_sweep(tmp_path / "c.h5", [1, 5])
-    combine(tmp_path / "c.h5", run_sweep(tmp_path / "d.h5", [5, 6]), tmp_path / "dedup.h5", remove_duplicates=True)
+    combine([tmp_path / "c.h5", run_sweep(tmp_path / "d.h5", [5, 6])], tmp_path / "dedup.h5", remove_duplicates=True)
     assert load_trajectory(tmp_path / "dedup.h5").explored["x"] == [1, 5, 6]
 
 
@@ -71,7 +71,7 @@ def test_combine_refuses_different_parameter_sets(tmp_path: Path) -> None:
     a = run_sweep(tmp_path / "a.h5", [1])
     b = run_sweep(tmp_path / "b.h5", [1], extra="gain")
     with pytest.raises(ExplorationError, match=r"only in the second: \['gain'\]"):
-        combine(a, b, tmp_path / "x.h5")
+        combine([a, b], tmp_path / "x.h5")
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -103,12 +103,16 @@ def test_expand_a_finished_sweep_runs_only_the_new_points(tmp_path: Path) -> Non
     env.run_exploration(_product, space={"x": [1, 2, 3], "y": [10, 20, 30]})  # 9 runs, tasks of 4
     first = load_trajectory(wd / "merged.h5")
     starts = first.run_info()["start"].copy()
+    inode = (wd / "merged.h5").stat().st_ino
     # grow both axes; the 9 old points keep their indices, 7 new ones follow
     env = Environment(_grid_traj(), executor="local", workdir=wd)
     handle = env.expand(_product, space={"x": [1, 2, 3, 4], "y": [10, 20, 30, 40]})
     handle.wait(timeout=60)
     report = handle.merge()
     assert report.ok == 16 and report.missing == 0
+    # the merged file grows in place: only the shards of the tasks that ran (2, again, and 3)
+    assert report.merged_shards == ["task_000002.h5", "task_000003.h5"], report.merged_shards
+    assert (wd / "merged.h5").stat().st_ino == inode
     grown = load_trajectory(wd / "merged.h5")
     x, y = np.array(grown.explored["x"]), np.array(grown.explored["y"])
     assert list(zip(x[:9], y[:9], strict=True)) == list(zip(first.explored["x"], first.explored["y"], strict=True))

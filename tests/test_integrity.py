@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import resource
 import socket
 import subprocess
@@ -96,24 +95,30 @@ def test_corrupt_final_shard_is_set_aside_named_and_recomputed(tmp_path: Path) -
     check_merged(wd.default_output, wd)
 
 
-def test_corrupt_target_is_refused_untouched_and_rebuilt(merged: Workdir) -> None:
+@pytest.mark.parametrize("dataset", ["run_info/status", "results/runs/columns/z"],
+                         ids=["seen by the cheap check", "in a chunk the merge rewrites"])
+def test_corrupt_target_is_refused_untouched_and_rebuilt(tmp_path: Path, dataset: str) -> None:
+    """A merge into a target checks it cheaply (the status column, masks, explored values) and
+    reads back every chunk it rewrites: damage there is refused, the target left byte for byte
+    (`verify` is the full check). A new shard makes the merge write."""
+    merged = make_workdir(tmp_path, 30, runs_per_task=10, executor="inline")
+    run_inline(merged)
     target = merged.default_output
-    corrupt_chunk(target, "trajectories/rel/results/runs/columns/z")
-    # a merge with nothing new returns before reading the target (its cost must not grow with
-    # the target: `verify` is the full check); a shard the target has not seen makes it read
-    shard = sorted(merged.shards.glob("*.h5"))[0]
-    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 1_000_000))
+    held = merged.shard(2).rename(tmp_path / merged.shard(2).name)
+    assert merge_workdir(merged, target).ok == 20
+    held.rename(merged.shard(2))
+    corrupt_chunk(target, f"trajectories/rel/{dataset}")
     before = target.read_bytes()
-    with pytest.raises(DamagedFileError, match="is damaged: /trajectories/rel/results/runs/columns/z; merge into a"):
+    with pytest.raises(DamagedFileError, match=f"is damaged: /trajectories/rel/{dataset}.*; merge into a"):
         merge_workdir(merged, target)
     runner = CliRunner()
     out = runner.invoke(cli_main, ["merge", str(merged.path)], catch_exceptions=False)
     assert out.exit_code == 1, out.output
-    assert out.output.strip().splitlines() == [
-        f"Error: {target} is damaged: /trajectories/rel/results/runs/columns/z; merge into a new file with -o, "
-        "or `pypet-hpc merge --rebuild` from the shards"]
-    assert target.read_bytes() == before  # never copied forward, never touched
-    assert not [p for p in target.parent.iterdir() if ".merging-" in p.name]
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {target} is damaged: /trajectories/rel/{dataset}")
+    assert lines[0].endswith("merge into a new file with -o, or `pypet-hpc merge --rebuild` from the shards")
+    assert target.read_bytes() == before  # never written to, never copied forward
+    assert not [p for p in target.parent.iterdir() if ".merging-" in p.name or p.name.endswith(".journal")]
 
     out = runner.invoke(cli_main, ["verify", str(target)], catch_exceptions=False)
     assert out.exit_code == 1 and "1 file checked, 1 damaged" in out.output, out.output
@@ -179,8 +184,9 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[str], target: Path, b
     assert not [p for p in target.parent.iterdir() if ".merging-" in p.name]
 
 
-@pytest.mark.parametrize(("previous", "factor"), [(True, None), (False, None), (False, 0.0)],
-                         ids=["onto a target", "new target", "new target, limit hit inside HDF5"])
+@pytest.mark.parametrize(("previous", "factor"), [(True, None), (False, None), (False, 0.0), (True, 0.0)],
+                         ids=["onto a target", "new target", "new target, limit hit inside HDF5",
+                              "onto a target, limit hit inside HDF5 (rolled back)"])
 def test_merge_under_a_file_size_limit_fails_cleanly(tmp_path: Path, previous: bool, factor: float | None) -> None:
     wd, first = half_merged(tmp_path)
     target = first if previous else tmp_path / "new.h5"
@@ -207,10 +213,10 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
 @pytest.mark.parametrize("previous", [False, True], ids=["new target", "onto a target"])
 def test_merge_onto_a_full_tmpfs_fails_cleanly(tmp_path: Path, previous: bool) -> None:
     wd, _ = half_merged(tmp_path)
-    with small_tmpfs(tmp_path / "disk", "6m" if previous else "3m") as disk:
+    with small_tmpfs(tmp_path / "disk", "3m") as disk:
         target = disk / "out.h5"
         before = None
-        if previous:  # a first merge of 20 runs fits (4 MB: its column is allocated whole); the next does not
+        if previous:  # a first merge of 20 runs fits (2 MB); the next 2 MB, written in place, do not
             (wd.shards / "hold").mkdir()
             for k in (2, 3):
                 wd.shard(k).rename(wd.shards / "hold" / wd.shard(k).name)

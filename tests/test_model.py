@@ -48,8 +48,10 @@ def test_shortcuts_give_values_and_ambiguity_lists_candidates() -> None:
     traj = make()
     assert traj.ncars == 10
     traj.add_config("ncars", 3)
-    with pytest.raises(PypetError, match="ambiguous.*config.ncars.*parameters.traffic.ncars"):
-        traj.ncars
+    assert traj.ncars == 3  # config.ncars is shallower than parameters.traffic.ncars: it wins, as in pypet
+    traj.add_config("traffic.speed", 2.0)
+    with pytest.raises(PypetError, match="ambiguous.*config.traffic.speed.*parameters.traffic.speed"):
+        traj.speed
     with pytest.raises(AttributeError, match="no node named 'missing'"):
         traj.missing
 
@@ -210,7 +212,7 @@ def test_runs_record_results_failures_and_lock() -> None:
     assert traj.ncars == 1 and traj.results.z.value == 2
     traj.set_run(None)
     with pytest.raises(PypetError, match="exists in 2 runs"):
-        traj.results.z
+        traj.results.z.value
 
 
 def test_stop_on_error_stops() -> None:
@@ -276,13 +278,13 @@ def test_results_added_in_runs_check_each_name_once_and_still_refuse_bad_ones(
     from pypet_rebuild.runstore import MemoryRunStore
 
     seen: list[str] = []
-    real = model.split_name
+    real = model.run_form
 
-    def counting(name: str, reserved: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    def counting(name: str, reserved: frozenset[str] = frozenset(), what: str = "result") -> str:
         seen.append(name)
-        return real(name, reserved)
+        return real(name, reserved, what)
 
-    monkeypatch.setattr(model, "split_name", counting)
+    monkeypatch.setattr(model, "run_form", counting)
     traj = make()
     traj.explore({"traffic.ncars": list(range(200))})
     traj.state.run_store = store = MemoryRunStore()

@@ -325,9 +325,24 @@ def copy_sweep(finished: Path, dest: Path) -> Workdir:
     return Workdir(dest / "wd")
 
 
-def cli_merge_process(wd: Workdir, target: Path) -> subprocess.Popen[str]:
+def cli_merge_process(wd: Workdir, target: Path, kill_at: str | None = None) -> subprocess.Popen[str]:
+    """``pypet-hpc merge`` in a subprocess; ``kill_at``: it SIGKILLs itself at that named step."""
+    env = {**os.environ, "PYPET_HPC_KILL_AT": kill_at} if kill_at else None
     return subprocess.Popen([sys.executable, "-m", "pypet_rebuild.cli", "merge", str(wd.path), "-o", str(target)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def half_merged_sweep(finished: Path, tmp_path: Path) -> tuple[Workdir, Path, list[int]]:
+    """A copy of the finished sweep whose first half is merged into ``out.h5`` (the runs it holds)."""
+    wd = copy_sweep(finished, tmp_path)
+    target = tmp_path / "out.h5"
+    hidden = [wd.shard(t) for t in range(MERGE_TASKS // 2, MERGE_TASKS)]
+    for s in hidden:
+        s.rename(tmp_path / s.name)
+    merge_workdir(wd, target)  # the previous, valid content: half of the runs
+    for s in hidden:
+        (tmp_path / s.name).rename(s)
+    return wd, target, merged_runs(target)
 
 
 def merged_runs(path: Path) -> list[int]:
@@ -352,20 +367,12 @@ def merged_runs_of(path: Path) -> list[int]:
 def test_merge_killed_at_random_moment_leaves_old_or_new_target(
         tmp_path: Path, seed: int, finished_sweep: tuple[Path, float]) -> None:
     rng = random.Random(seed)
-    wd = copy_sweep(finished_sweep[0], tmp_path)
-    target = tmp_path / "out.h5"
-    hidden = [wd.shard(t) for t in range(MERGE_TASKS // 2, MERGE_TASKS)]
-    for s in hidden:
-        s.rename(tmp_path / s.name)
-    merge_workdir(wd, target)  # the previous, valid content: half of the runs
-    before = merged_runs(target)
+    wd, target, before = half_merged_sweep(finished_sweep[0], tmp_path)
     assert before == list(range(MERGE_RUNS // 2))
-    for s in hidden:
-        (tmp_path / s.name).rename(s)
 
     proc = cli_merge_process(wd, target)
-    deadline = time.monotonic() + 30  # wait until the merge really works (its temp file exists)
-    while not list(tmp_path.glob(".out.h5.merging-*")) and proc.poll() is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30  # wait until the merge really works (its journal exists)
+    while not (tmp_path / ".out.h5.journal").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)
     delay = rng.uniform(0.0, 1.2 * finished_sweep[1])
     time.sleep(delay)
@@ -378,6 +385,27 @@ def test_merge_killed_at_random_moment_leaves_old_or_new_target(
     assert report.ok == MERGE_RUNS
     assert merged_runs(target) == list(range(MERGE_RUNS))
     assert not list(tmp_path.glob(".out.h5.merging-*")), "a killed merge's temp file was left behind"
+    assert not (tmp_path / ".out.h5.journal").exists()
+
+
+@pytest.mark.parametrize("step", ["journal-open", "shard-merged", "closed", "journaled", "applying", "applied"])
+def test_merge_killed_at_each_step_of_its_commit_leaves_the_old_target(
+        tmp_path: Path, step: str, finished_sweep: tuple[Path, float]) -> None:
+    """SIGKILL at each named step of an in-place merge (up to the journal's removal, the commit):
+    whoever opens the target next (here `verify`) rolls the change back; values are the old ones."""
+    wd, target, before = half_merged_sweep(finished_sweep[0], tmp_path)
+    size = target.stat().st_size
+    proc = cli_merge_process(wd, target, kill_at=step)
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert (tmp_path / ".out.h5.journal").exists(), "killed before its commit: the journal stays"
+    out = CliRunner().invoke(cli_main, ["verify", str(target)], catch_exceptions=False)
+    assert out.exit_code == 0 and "1 file checked, 0 damaged" in out.output, out.output
+    assert not (tmp_path / ".out.h5.journal").exists() and target.stat().st_size == size
+    assert merged_runs(target) == before
+    report = merge_workdir(wd, target)
+    assert (report.ok, len(report.merged_shards)) == (MERGE_RUNS, MERGE_TASKS // 2)
+    assert merged_runs(target) == list(range(MERGE_RUNS))
 
 
 @pytest.mark.parametrize("n_merges", [2, 4])

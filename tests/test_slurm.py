@@ -109,6 +109,18 @@ def slurm_cluster() -> Iterator[None]:
     yield from hold_cluster(cluster_problem(), "local SLURM cluster", "sudo bash slurm/start.sh")
 
 
+def scheduler_view() -> str:
+    """What squeue and sinfo say now, for a test that gave up waiting on the cluster."""
+    out = []
+    for cmd in (["squeue", "-o", "%i %j %T %r %N"], ["sinfo", "-N", "-o", "%N %T %E"]):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            out.append(f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}")
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out.append(f"$ {' '.join(cmd)}: {e}")
+    return "\n".join(out)
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.3) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -116,7 +128,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}\n{scheduler_view()}")
         time.sleep(poll)
 
 

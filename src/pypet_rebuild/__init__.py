@@ -7,9 +7,12 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .codec import Pickled
 from .errors import (
+    AmbiguousNameError,
     ExplorationError,
+    InvalidNameError,
     LockedParameterError,
     NamingError,
+    NotExploredError,
     PypetError,
     RunsFailed,
     StorageError,
@@ -37,11 +40,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'pypet_rebuild' has no attribute {name!r}")
 
 __all__ = [
+    "AmbiguousNameError",
     "Environment",
     "ExplorationError",
     "HDF5StorageService",
+    "InvalidNameError",
     "LockedParameterError",
     "NamingError",
+    "NotExploredError",
     "Parameter",
     "Pickled",
     "Plan",

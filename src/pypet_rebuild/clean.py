@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CleanRefused, StorageError
-from .formats.files import verify_h5
+from .formats.files import LOCK_TIMEOUT, merge_lock, verify_h5
+from .formats.journal import settle
 from .formats.records import CleanRecord
 from .formats.schema import RunStatus
 from .formats.shard import CountsCache, ShardReader
 from .formats.trajfile import merged_runs
-from .merge import LOCK_TIMEOUT, merge_lock
 from .workdir import Workdir
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def clean_workdir(wd: Workdir, target: Path | None = None, lock_timeout: float =
                            "their tasks are running or stopped; let them finish or resubmit, merge, then clean "
                            "(nothing removed)")
     with merge_lock(target, lock_timeout):
+        settle(target)  # a killed merge's change is rolled back first, as merge does
         damage = verify_h5(target)
         if damage is not None:
             raise CleanRefused(f"{target} is not a verified merged file ({damage}); nothing removed")

@@ -681,20 +681,21 @@ def show(file: str, name: str | None) -> None:
         out(f"merged shards: {info.merged_shards}")
 
 
-@main.command(epilog=example("pypet-hpc combine week1.h5 week2.h5 -o all.h5 --remove-duplicates"))
-@click.argument("first", type=click.Path())
-@click.argument("second", type=click.Path())
+@main.command(epilog=example("pypet-hpc combine week1.h5 week2.h5 week3.h5 -o all.h5 --remove-duplicates"))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v), required=True, help="The new trajectory file.")
-@click.option("--remove-duplicates", is_flag=True, help="Drop runs of SECOND whose point is already in FIRST.")
-@click.option("--trial-parameter", help="Integer parameter counting repetitions: SECOND's trials follow FIRST's.")
+@click.option("--remove-duplicates", is_flag=True, help="Drop runs whose point an earlier input already has.")
+@click.option("--trial-parameter", help="Integer parameter counting repetitions: each input's trials follow the ones before.")
 @_guard
-def combine(first: str, second: str, output: str, remove_duplicates: bool, trial_parameter: str | None) -> None:
-    """Join two trajectory files of the same parameter set (pypet's f_merge); runs are renumbered."""
+def combine(inputs: tuple[str, ...], output: str, remove_duplicates: bool, trial_parameter: str | None) -> None:
+    """Join two or more trajectory files of the same parameter set (pypet's f_merge); runs are renumbered."""
     from .combine import combine as combine_files
 
     if Path(output).is_dir():
         fail(f"-o {output}: is a directory; give a file name")
-    report = combine_files(first, second, output, remove_duplicates, trial_parameter)
+    if len(inputs) < 2:
+        fail(f"combine needs at least two trajectory files, got {len(inputs)}")
+    report = combine_files(list(inputs), output, remove_duplicates, trial_parameter)
     click.echo(report.summary("file"))
 
 

@@ -1,17 +1,22 @@
-"""Join two trajectory files of the same parameter set into one (pypet's ``f_merge``).
+"""Join trajectory files of the same parameter set into one (pypet's ``f_merge`` and
+``merge_all_in_folder``).
 
 Each input file is rewritten as a shard of a new, combined sweep (its runs renumbered after the
-runs before it) and the shards go through the ordinary :func:`merge`: there is one merge path.
+runs of the files before it) and the shards go through the ordinary :func:`merge`: there is one
+merge path.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from .errors import ExplorationError, StorageError
+from .errors import ExplorationError, StorageError, check_type
 from .exploration import Plan
 from .formats.trajfile import export_runs, load_trajectory, write_skeleton
 from .merge import MergeReport, merge
@@ -19,52 +24,82 @@ from .model import Trajectory
 from .workdir import plan_hash
 
 
-def combine(a: str | Path, b: str | Path, output: str | Path, remove_duplicates: bool = False,
-            trial_parameter: str | None = None, name: str | None = None) -> MergeReport:
-    """Write ``output`` holding the runs of ``a`` followed by the runs of ``b``.
+def combine(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
+            remove_duplicates: bool = False, trial_parameter: str | None = None,
+            name: str | None = None) -> MergeReport:
+    """Write ``output`` holding the runs of every file of ``inputs``, one after the other.
 
-    ``remove_duplicates`` drops runs of ``b`` whose explored point already is in ``a``;
-    ``trial_parameter`` names an integer parameter counting repetitions: ``b``'s trials are
-    renumbered to follow ``a``'s. A parameter that is explored in one file, or whose default
-    differs, is explored in the result. Different parameter sets are refused.
+    ``remove_duplicates`` drops runs whose explored point an earlier file already has; ``trial_parameter`` names an integer parameter counting
+    repetitions: each file's trials are renumbered to follow those before. A parameter that is
+    explored in one file, or whose default differs, is explored in the result. Different
+    parameter sets are refused; nothing is written then.
     """
-    ta, tb = load_trajectory(a), load_trajectory(b)
-    pa, pb = set(ta.state.leaves["parameters"]), set(tb.state.leaves["parameters"])
-    if pa != pb:
-        raise ExplorationError(
-            f"{a} and {b} have different parameters (only in the first: {sorted(pa - pb) or 'none'}; "
-            f"only in the second: {sorted(pb - pa) or 'none'})")
-    points_a, points_b = ta.state.points(), tb.state.points()
+    check_type(inputs, (list, tuple), "combine(inputs=...)", "a list of trajectory files")
+    if len(inputs) < 2:
+        raise ExplorationError(f"combine needs at least two trajectory files, got {len(inputs)}")
+    out = Path(output)
+    if out.exists():
+        raise StorageError(f"{out} exists; combine writes a new file")
+    paths = [Path(p) for p in inputs]
+    trajs = [load_trajectory(p) for p in paths]
+    first, params = trajs[0], set(trajs[0].state.leaves["parameters"])
+    for path, traj in zip(paths[1:], trajs[1:], strict=True):
+        other = set(traj.state.leaves["parameters"])
+        if other != params:
+            raise ExplorationError(
+                f"{paths[0]} and {path} have different parameters (only in the first: "
+                f"{sorted(params - other) or 'none'}; only in the second: {sorted(other - params) or 'none'})")
+    if trial_parameter is not None and trial_parameter not in params:
+        raise ExplorationError(f"trial parameter {trial_parameter!r} is not a parameter of {paths[0]}")
+    points = [t.state.points() for t in trajs]
     if trial_parameter is not None:
-        if trial_parameter not in pa:
-            raise ExplorationError(f"trial parameter {trial_parameter!r} is not a parameter of {a}")
-        shift = max(int(v) for v in points_a[trial_parameter]) + 1 - min(int(v) for v in points_b[trial_parameter])
-        points_b[trial_parameter] = [int(v) + shift for v in points_b[trial_parameter]]
-    varying = [n for n in sorted(pa) if len({repr(v) for v in points_a[n] + points_b[n]}) > 1
-               or n in ta.state.explored or n in tb.state.explored]
-    keep_b = list(range(len(tb)))
-    if remove_duplicates:
-        seen = {tuple(repr(points_a[n][i]) for n in varying) for i in range(len(ta))}
-        keep_b = [i for i in keep_b if tuple(repr(points_b[n][i]) for n in varying) not in seen]
-    combined = Trajectory(name or ta.name, comment=ta.comment)
-    for branch, leaves in ta.state.leaves.items():
+        top = max(int(v) for v in points[0][trial_parameter])
+        for p in points[1:]:
+            shift = top + 1 - min(int(v) for v in p[trial_parameter])
+            p[trial_parameter] = [int(v) + shift for v in p[trial_parameter]]
+            top = max(p[trial_parameter])
+    varying = [n for n in sorted(params)
+               if len({repr(v) for p in points for v in p[n]}) > 1 or any(n in t.state.explored for t in trajs)]
+    varying = varying or sorted(params)[:1]
+    keep: list[list[int]] = []
+    seen: set[tuple[str, ...]] = set()
+    for traj, p in zip(trajs, points, strict=True):
+        keys = [tuple(repr(p[n][i]) for n in varying) for i in range(len(traj))]
+        keep.append([i for i, key in enumerate(keys) if not remove_duplicates or key not in seen])
+        seen.update(keys)
+    combined = Trajectory(name or first.name, comment=first.comment)
+    for branch, leaves in first.state.leaves.items():
         for leaf in leaves.values():
             combined.add_leaf(branch, leaf)
-    combined.explore({n: points_a[n] + [points_b[n][i] for i in keep_b] for n in varying} or
-                     {sorted(pa)[0]: points_a[sorted(pa)[0]] + [points_b[sorted(pa)[0]][i] for i in keep_b]})
+    combined.explore({n: [p[n][i] for p, kept in zip(points, keep, strict=True) for i in kept] for n in varying})
     plan = Plan.make(len(combined), runs_per_task=max(1, len(combined)))
     digest = plan_hash(combined, plan)
-    record = [{"file": str(Path(a).resolve()), "name": ta.name, "runs": len(ta), "kept": len(ta), "offset": 0},
-              {"file": str(Path(b).resolve()), "name": tb.name, "runs": len(tb), "kept": len(keep_b),
-               "offset": len(ta), "remove_duplicates": remove_duplicates, "trial_parameter": trial_parameter}]
-    with tempfile.TemporaryDirectory(prefix=".pypet-combine-", dir=Path(output).parent) as tmp_s:
+    record: list[dict[str, Any]] = []
+    offset = 0
+    for path, traj, kept in zip(paths, trajs, keep, strict=True):
+        record.append({"file": str(path.resolve()), "name": traj.name, "runs": len(traj), "kept": len(kept),
+                       "offset": offset, "remove_duplicates": remove_duplicates,
+                       "trial_parameter": trial_parameter})
+        offset += len(kept)
+    with tempfile.TemporaryDirectory(prefix=".pypet-combine-", dir=out.parent) as tmp_s:
         tmp = Path(tmp_s)
         skeleton = tmp / "skeleton.h5"
         write_skeleton(skeleton, combined, len(combined), digest, merged_from=json.dumps(record), combined=time.time())
-        shards = [tmp / "a.h5", tmp / "b.h5"]
-        export_runs(Path(a), shards[0], list(range(len(ta))), 0, digest, 0)
-        export_runs(Path(b), shards[1], keep_b, len(ta), digest, 1)
-        out = Path(output)
-        if out.exists():
-            raise StorageError(f"{out} exists; combine writes a new file")
+        shards = []
+        for k, (path, kept, entry) in enumerate(zip(paths, keep, record, strict=True)):
+            shards.append(tmp / f"input_{k:06d}.h5")
+            export_runs(path, shards[-1], kept, entry["offset"], digest, k)
         return merge(skeleton, shards, out, digest)
+
+
+def merge_all_in_folder(folder: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
+                        remove_duplicates: bool = False, trial_parameter: str | None = None) -> MergeReport:
+    """Combine every trajectory file (``*.h5``, sorted by name) of ``folder`` into ``output``
+    (default: ``<folder>/merged.h5``), as pypet's ``merge_all_in_folder``."""
+    check_type(folder, (str, os.PathLike), "merge_all_in_folder(folder)", "a path")
+    base = Path(folder)
+    if not base.is_dir():
+        raise StorageError(f"{base}: no such folder")
+    target = Path(output) if output is not None else base / "merged.h5"
+    files = sorted(p for p in base.glob("*.h5") if p.resolve() != target.resolve() and not p.name.startswith("."))
+    return combine(files, target, remove_duplicates, trial_parameter)

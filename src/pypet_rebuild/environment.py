@@ -32,7 +32,7 @@ from .progress import Progress
 from .status import SweepStatus, failed_runs, sweep_status
 from .storage import HDF5StorageService, StorageService, load_trajectory
 from .taskstate import TaskState
-from .workdir import Simulation, Workdir, check_signature
+from .workdir import Simulation, Workdir, check_no_live_objects, check_signature
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +287,8 @@ class Environment:
         if self.workdir is None or not Workdir(self.workdir).exists():
             raise WorkdirError("expand needs the workdir= of an existing sweep")
         check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"))
+        if not self.executor.in_process:
+            check_no_live_objects(simulate, self.trajectory, self.executor.name)
         wd = Workdir(self.workdir)
         points = cartesian_product(space, combined) if space is not None else self.trajectory.explored
         self.executor.bind(self.trajectory, simulate)
@@ -301,6 +303,8 @@ class Environment:
         """Write the sweep's workdir and submit its tasks; returns at once (inline: when done)."""
         check_signature(simulate, getattr(simulate, "__qualname__", "the simulation"))
         traj = self.trajectory
+        if not self.executor.in_process:
+            check_no_live_objects(simulate, traj, self.executor.name)
         if space is not None:
             traj.explore(cartesian_product(space, combined))
         plan = self.executor.plan(len(traj), self.runs_per_task, self.n_tasks, self.max_array_size)

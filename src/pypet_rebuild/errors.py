@@ -13,12 +13,30 @@ class NamingError(PypetError, ValueError):
     """A node name breaks the naming rules."""
 
 
+class InvalidNameError(NamingError):
+    """A name that can never be stored (reserved segment, bad characters, an unknown ``$``
+    wildcard): raised in a run, it stops the whole sweep, since every run would fail alike."""
+
+
+class AmbiguousNameError(PypetError, AttributeError):
+    """A short name matches several nodes at the same depth; an AttributeError, so that
+    ``hasattr`` and ``getattr(traj, name, default)`` treat it as absent."""
+
+
 class UnsupportedValueError(PypetError, TypeError):
     """A parameter or result value has a type that cannot be stored."""
 
 
 class ExplorationError(PypetError, ValueError):
     """The exploration space is invalid (unknown parameter, empty list, unequal lengths...)."""
+
+
+class NotExploredError(ExplorationError, TypeError):
+    """A parameter's explored range was asked for, but it is not explored."""
+
+
+class EmptyResultError(PypetError, AttributeError):
+    """The value of an emptied result (or one loaded with ``load_data=False``) was asked for."""
 
 
 class LockedParameterError(PypetError, AttributeError):
@@ -55,6 +73,11 @@ class LockBusyError(StorageError):
 
 class ArgumentTypeError(PypetError, TypeError):
     """A function of the API was given an argument of the wrong type."""
+
+
+class LiveObjectError(ArgumentTypeError):
+    """A simulation carries a multiprocessing proxy, lock or queue to local or SLURM workers,
+    which run in other processes and cannot share it."""
 
 
 def check_type(value: Any, types: type | tuple[type, ...], what: str, expected: str) -> None:

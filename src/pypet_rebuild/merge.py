@@ -1,8 +1,10 @@
 """Merge per-task shards into one trajectory file: locked, atomic, incremental, idempotent.
 
-The merge copies the current target (or the workdir's skeleton when there is none yet) to a
-temporary file beside it, adds every complete shard it has not merged before, and replaces the
-target with ``os.replace``. A merge killed at any point leaves the previous target untouched.
+A merge adds every complete shard it has not merged before. Onto an existing target it writes
+in place, through a rollback journal (:mod:`.formats.journal`): it never copies what the
+target holds, and a merge killed at any point leaves the old target or the new one. A new
+target starts as a copy of the workdir's (small) skeleton and replaces its name with
+``os.replace``.
 What a shard adds to the file is :class:`.formats.trajfile.ShardMerger`'s business; this
 module holds the lock and the atomic replacement.
 """
@@ -13,21 +15,32 @@ import glob
 import logging
 import os
 import shutil
-import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
-from .errors import DamagedFileError, LockBusyError, NoSpaceError, StorageError
-from .formats.files import atomic_write, disk_full, os_reason, replace_durably, reserve, verify_h5
-from .formats.trajfile import merge_shards, nothing_new, plan_hash_of
+from .errors import NoSpaceError, StorageError
+from .formats.files import (
+    LOCK_TIMEOUT as LOCK_TIMEOUT,  # re-exported: the merge's default wait
+)
+from .formats.files import (
+    disk_full,
+    merge_lock,
+    os_reason,
+    replace_durably,
+    reserve,
+    verify_h5,
+)
+from .formats.journal import settle
+from .formats.trajfile import (
+    can_grow_in_place,
+    damaged_target,
+    merge_shards,
+    nothing_new,
+    plan_hash_of,
+)
 
 log = logging.getLogger(__name__)
-LOCK_TIMEOUT = 600.0  # seconds a merge waits for another merge of the same target
-LOCK_NOTICE = 2.0  # after this long waiting, a merge says whom it waits for
 MERGE_SPACE_FACTOR = 1.0  # a merge reserves the target's size plus this times the new shards' size
 
 
@@ -81,46 +94,10 @@ def merge(
         return _merge_locked(skeleton, shards, target, plan_hash, progress, provenance, earlier_hashes, rebuild)
 
 
-@contextmanager
-def merge_lock(target: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the lock of merges into ``target``. Its side file names the holder (pid and host);
-    a merge that has waited :data:`LOCK_NOTICE` seconds says whom it waits for. The lock is the
-    kernel's (flock): it goes when its holder dies, so no lock of a dead process can remain;
-    a stopped or hung holder keeps it, and the waiting merge gives up after ``timeout``."""
-    lock = FileLock(target.with_name(f".{target.name}.lock"))  # hidden: it stays after the merge
-    holder = target.with_name(f".{target.name}.lock.holder")
-    try:
-        lock.acquire(timeout=min(timeout, LOCK_NOTICE))
-    except Timeout:
-        who = _holder(holder)
-        log.warning("waiting for another merge (%s) into %s, up to %.0f s (--lock-timeout)", who, target, timeout)
-        try:
-            lock.acquire(timeout=max(0.0, timeout - LOCK_NOTICE))
-        except Timeout:
-            raise LockBusyError(f"{target}: another merge ({who}) has held {lock.lock_file} for over {timeout:.0f} s; "
-                                "if it is stopped or hung, end it, or raise --lock-timeout") from None
-    try:
-        try:
-            atomic_write(holder, f"{os.getpid()} {socket.gethostname()}\n", durable=False)
-        except OSError as exc:  # who holds the lock is a courtesy to waiting merges (a full disk...)
-            log.debug("cannot write %s: %s", holder, exc)
-        yield
-    finally:
-        holder.unlink(missing_ok=True)
-        lock.release()
-
-
-def _holder(side_file: Path) -> str:
-    try:
-        pid, host = side_file.read_text().split()[:2]
-    except (OSError, ValueError):
-        return "holder unknown"
-    return f"pid {pid} on host {host}"
-
-
 def _merge_locked(skeleton: Path, shards: Sequence[Path], target: Path, plan_hash: str,
                   progress: Callable[[int], None] | None, provenance: str | None,
                   earlier_hashes: Sequence[str], rebuild: bool) -> MergeReport:
+    settle(target)  # a killed merge's change is rolled back before anything else
     tmp = target.with_name(f".{target.name}.merging-{os.getpid()}")
     try:
         for stale in target.parent.glob(f".{glob.escape(target.name)}.merging-*"):
@@ -130,31 +107,36 @@ def _merge_locked(skeleton: Path, shards: Sequence[Path], target: Path, plan_has
         if quick is not None:  # every shard is in the target already: leave it untouched
             return MergeReport(target, quick[0], skipped_shards=[p.name for p in sorted(shards)], ok=quick[1],
                                failed=quick[2])
-        if target_hash is not None:
+        # the target grows in place (rollback journal) when it can; a new target, --rebuild, or an
+        # expanded sweep's target written before its datasets were resizable start from the skeleton
+        in_place = target_hash is not None and (target_hash == plan_hash or can_grow_in_place(target))
+        if target_hash is not None and not in_place:
             damage = verify_h5(target)
             if damage is not None:
-                raise DamagedFileError(
-                    f"{target} is damaged: {damage.removeprefix('damaged: ')}; merge into a new file "
-                    f"with -o, or `pypet-hpc merge --rebuild` from the shards")
-        # a target of an earlier, smaller plan (expand) is rebuilt from the skeleton and all shards
-        start = target if target_hash == plan_hash else skeleton
+                raise damaged_target(target, damage.removeprefix("damaged: "))
+        start = target if in_place else skeleton
         # a full disk must show before HDF5 writes (a write failing inside HDF5 can leave it unable
-        # to close the file, or crash): copy, then reserve the space the new shards could need
-        since = start.stat().st_ctime if start == target else -1.0  # ctime: a rename counts
-        needed = start.stat().st_size + int(MERGE_SPACE_FACTOR * sum(
-            p.stat().st_size for p in shards if p.stat().st_ctime >= since)) + (256 << 10)
+        # to close the file, or crash): reserve the space the new shards could need
+        since = start.stat().st_ctime if in_place else -1.0  # ctime: a rename counts
+        extra = int(MERGE_SPACE_FACTOR * sum(p.stat().st_size for p in shards if p.stat().st_ctime >= since)) \
+            + (256 << 10)
+        needed = extra + (0 if in_place else start.stat().st_size)
+        work = target if in_place else tmp
+        if not in_place:
+            try:
+                shutil.copyfile(start, tmp)
+                reserve(tmp, needed)
+            except OSError as exc:
+                raise _no_space(tmp, target, needed, exc) from None
         try:
-            shutil.copyfile(start, tmp)
-            reserve(tmp, needed)
-        except OSError as exc:
-            raise _no_space(tmp, target, needed, exc) from None
-        try:
-            merger, ok, failed = merge_shards(tmp, shards, plan_hash, target, earlier_hashes, provenance, progress)
+            merger, ok, failed = merge_shards(work, shards, plan_hash, target, earlier_hashes, provenance, progress,
+                                              skeleton=skeleton, reserve=extra if in_place else 0)
         except OSError as exc:
             if not isinstance(exc, StorageError) and disk_full(exc):
-                raise _no_space(tmp, target, needed, exc) from None
+                raise _no_space(work, target, needed, exc) from None
             raise
-        replace_durably(tmp, target)
+        if not in_place:
+            replace_durably(tmp, target)
         return MergeReport(target, merger.n, merger.merged_shards, merger.skipped_shards,
                            merger.damaged_shards, ok, failed)
     finally:

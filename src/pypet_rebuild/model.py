@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,8 +12,18 @@ import numpy as np
 
 from . import analysis
 from .codec import check_value, scalar_column, value_kind
-from .errors import ExplorationError, LockedParameterError, NamingError, PypetError
-from .naming import run_name, split_name
+from .errors import (
+    AmbiguousNameError,
+    ArgumentTypeError,
+    EmptyResultError,
+    ExplorationError,
+    InvalidNameError,
+    LockedParameterError,
+    NamingError,
+    NotExploredError,
+    PypetError,
+)
+from .naming import RUN_SET_SIZE, has_wildcard, run_form, run_name, run_segment, split_name
 from .runstore import BRANCHES, RUN_BRANCHES, RunStatus, RunStore, TrajectoryState
 
 T = TypeVar("T")
@@ -29,8 +40,21 @@ class Parameter(Generic[T]):
     _locked: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        split_name(self.name, VIEW_RESERVED)
+        split_name(self.name, VIEW_RESERVED, "parameter", wildcards=True)
         check_value(self.value, f"parameter {self.name!r}")
+
+    @property
+    def range(self) -> list[T]:
+        """The explored values, one per run (pypet's ``f_get_range``); a parameter that is not
+        explored has none (:class:`NotExploredError`, also a TypeError as in pypet)."""
+        values = getattr(self, "_range", None)
+        if values is None:
+            raise NotExploredError(f"parameter {self.name!r} is not explored: it has no range")
+        return list(values)
+
+    def has_range(self) -> bool:
+        """Whether the parameter is explored (pypet's ``f_has_range``)."""
+        return getattr(self, "_range", None) is not None
 
     def lock(self, locked: bool = True) -> None:
         """Refuse (or again allow) changes of the value: a run must not change its inputs."""
@@ -54,8 +78,30 @@ class Result(Generic[T]):
     comment: str = ""
 
     def __post_init__(self) -> None:
-        split_name(self.name, VIEW_RESERVED)
+        split_name(self.name, VIEW_RESERVED, "result", wildcards=True)
         check_value(self.value, f"result {self.name!r}")
+
+    def empty(self) -> None:
+        """Free the value and keep the name and comment (pypet's ``f_empty``): a big result of a
+        loaded trajectory costs no memory until ``traj.load_item(name)`` reads it again."""
+        self.__dict__.pop("value", None)
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether the value was freed by :meth:`empty` or never loaded (``load_data=False``)."""
+        return "value" not in self.__dict__
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: ``value`` of an emptied result
+        if name == "value":
+            raise EmptyResultError(f"result {self.__dict__.get('name', '?')!r} is empty (emptied, or loaded "
+                                   f"with load_data=False); read it with traj.load_item(name)")
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        if self.is_empty:
+            return f"Result(name={self.name!r}, <empty>, comment={self.comment!r})"
+        return f"Result(name={self.name!r}, value={self.value!r}, comment={self.comment!r})"
 
 
 Leaf = Parameter[Any] | Result[Any]
@@ -69,6 +115,14 @@ def loaded_leaf(cls: type[Any], name: str, value: Any, comment: str = "") -> Any
     if cls is Parameter:
         _set(leaf, "_locked", False)
     return leaf
+
+
+_STORAGE: list[Callable[[str | os.PathLike[str]], Any]] = []  # the storage service for a path, set by .storage (a layer above)
+
+
+def use_storage(factory: Callable[[str | os.PathLike[str]], Any]) -> None:
+    """Set what ``traj.store(path)`` and ``traj.load_item`` use (HDF5StorageService)."""
+    _STORAGE[:] = [factory]
 
 
 class GroupView(Mapping[str, Any]):
@@ -151,10 +205,10 @@ class RunsView(Mapping[str, "GroupView"]):
         self._branch = branch
 
     def __getitem__(self, name: str) -> GroupView:
-        idx = _run_index(name)
-        if idx is None or not 0 <= idx < len(self._traj):
+        node = self._traj._run_path(self._branch, name)
+        if node is None:
             raise KeyError(f"no run named {name!r} (the trajectory has {len(self._traj)} runs)")
-        return RunGroupView(self._traj, self._branch, idx)
+        return node  # type: ignore[no-any-return]
 
     def __getattr__(self, name: str) -> GroupView:
         try:
@@ -206,6 +260,94 @@ class RunGroupView(GroupView):
         return isinstance(name, str) and name in self._children()
 
 
+class RunSetView(Mapping[str, "GroupView"]):
+    """pypet's run set (``results.run_set_00000``, ``$set``, ``crunset``): runs ``1000*k`` to
+    ``1000*k+999``, each as a run's group."""
+
+    def __init__(self, traj: Trajectory, branch: str, index: int) -> None:
+        self._traj, self._branch, self._index = traj, branch, index
+
+    def _runs(self) -> range:
+        start = self._index * RUN_SET_SIZE
+        return range(start, min(start + RUN_SET_SIZE, len(self._traj)))
+
+    def __getitem__(self, name: str) -> GroupView:
+        seg = run_segment(name)
+        if seg is not None and seg[0] == "run":
+            idx = self._traj._run_of(seg[1])
+            if idx in self._runs():
+                return RunGroupView(self._traj, self._branch, idx)
+        raise KeyError(f"{self._branch}.run_set_{self._index:05d} holds no run {name!r} "
+                       f"(it holds runs {self._runs().start}-{self._runs().stop - 1})")
+
+    def __getattr__(self, name: str) -> GroupView:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return (run_name(i) for i in self._runs())
+
+    def __len__(self) -> int:
+        return len(self._runs())
+
+    def __repr__(self) -> str:
+        return f"<{self._branch}.run_set_{self._index:05d}: {len(self)} runs>"
+
+
+class RunsOfName(Mapping[str, Any]):
+    """A name that several runs added, read without a current run: pypet's
+    ``results.neuron.run_00000003`` (from a result named ``neuron.$``) gives that run's leaf."""
+
+    def __init__(self, traj: Trajectory, branch: str, name: str, runs: Sequence[int]) -> None:
+        self._traj, self._branch, self._name, self._list = traj, branch, name, runs
+
+    def error(self) -> AmbiguousNameError:
+        return AmbiguousNameError(
+            f"{self._branch}.{self._name} exists in {len(self._list)} runs; use traj.get_from_runs("
+            f"{self._name!r}) for all of them, or traj.set_run(i) / traj.{self._branch}.runs.run_00000000."
+            f"{self._name} for one")
+
+    def __getitem__(self, name: str) -> Any:
+        seg = run_segment(name)
+        store = self._traj.state.run_store
+        if seg is not None and seg[0] == "run" and store is not None:
+            node = store.get(self._traj._run_of(seg[1]), self._branch, self._name)
+            if node is not None:
+                return node
+        raise KeyError(f"{self._branch}.{self._name}: no run {name!r} has it")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if run_segment(name) is None:
+            raise self.error()
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return (run_name(int(i)) for i in self._list)
+
+    def __len__(self) -> int:
+        return len(self._list)
+
+    def __repr__(self) -> str:
+        return f"<{self._branch}.{self._name}: in {len(self)} runs>"
+
+
+def _shallowest(hits: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The candidates of a short name at the least depth: there the shallower wins, as in pypet."""
+    if len(hits) < 2:
+        return hits
+    depth = min(h[0].count(".") for h in hits)
+    return [h for h in hits if h[0].count(".") == depth]
+
+
 def _run_index(name: str | int) -> int | None:
     if isinstance(name, int):
         return name
@@ -246,6 +388,7 @@ class Trajectory:
         traj = cls(name, comment)
         traj._state = state
         traj.file_path = file_path
+        traj._link_ranges()
         return traj
 
     def add_leaf(self, branch: str, leaf: Parameter[Any] | Result[Any]) -> None:
@@ -316,13 +459,20 @@ class Trajectory:
     def _add_leaf(self, branch: str, leaf: Any) -> None:
         if not isinstance(leaf, Parameter | Result):
             raise TypeError(f"expected a Parameter or Result, got {type(leaf).__name__}")
+        kind = "result" if isinstance(leaf, Result) else "parameter"
         if self._in_run and branch in RUN_BRANCHES:
             store = self._state.run_store
             assert store is not None and self._current_run is not None
+            form = run_form(leaf.name, VIEW_RESERVED, kind)
+            if form != leaf.name:
+                _set(leaf, "name", form)
             store.add(self._current_run, branch, leaf)
             return
         leaves = self._state.leaves[branch]
         name = leaf.name
+        if has_wildcard(name):
+            raise InvalidNameError(f"{kind} name {name!r}: '$', '$set', 'crun' and 'crunset' name the current "
+                                   f"run, and no run executes; a valid spelling: {run_form(name, VIEW_RESERVED, kind)!r}")
         if name in leaves:
             raise NamingError(f"{branch}.{name} already exists")
         for other in leaves:
@@ -332,12 +482,60 @@ class Trajectory:
         leaves[name] = leaf
         self._shortcuts = None
 
+    # -- storing without an Environment (pypet's f_store, f_store_item, f_load_item) ----------
+    def store(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Write the trajectory to ``path`` (default: the file it was loaded from or stored to):
+        a new file, or the trajectory-level leaves the file lacks (post-processing results),
+        written atomically under the merge lock."""
+        self._storage(path).store(self)
+
+    def store_item(self, name: str, overwrite: bool = False) -> None:
+        """Write one trajectory-level parameter or result into the trajectory's file."""
+        self._storage(None).store_item(self, name, overwrite)
+
+    def load_item(self, name: str, load_only: Sequence[str] | None = None, allow_pickle: bool = False) -> Any:
+        """Read one trajectory-level leaf back from the trajectory's file (an emptied result, or
+        one loaded with ``load_data=False``); ``load_only`` reads only those keys of a dict value."""
+        return self._storage(None).load_item(self, name, load_only, allow_pickle)
+
+    def _storage(self, path: str | os.PathLike[str] | None) -> Any:
+        where = path if path is not None else self.file_path
+        if where is None:
+            raise PypetError(f"trajectory {self.name!r} has no file yet; give one: traj.store('results.h5')")
+        if not isinstance(where, str | os.PathLike):
+            raise ArgumentTypeError(f"store(path) must be a path, not {type(where).__name__}")
+        return _STORAGE[0](where)
+
     # -- exploration ------------------------------------------------------------------------
     def explore(self, space: Mapping[str, Sequence[Any]]) -> None:
         """Set explicit run points: equal-length lists of values, one list per parameter."""
         self._state.explored = self._checked_space(space)
         self._state.defaults = {n: self._state.leaves["parameters"][n].value for n in self._state.explored}
         self._state.n_runs = len(next(iter(self._state.explored.values())))
+        self._link_ranges()
+
+    def _link_ranges(self) -> None:
+        """Give each parameter its explored values (``param.range``), the others none."""
+        for name, param in self._state.leaves["parameters"].items():
+            _set(param, "_range", self._state.explored.get(name))
+
+    def get_range(self, name: str) -> list[Any]:
+        """The explored values of parameter ``name`` (full or unique short name), one per run."""
+        param: Parameter[Any] = self._state.leaves["parameters"][self.parameter_name(name, known=True)]
+        return param.range
+
+    def is_completed(self, run: int | str | None = None) -> bool:
+        """Whether every run (or run ``run``: an index or ``run_00000003``) finished without error
+        (pypet's ``f_is_completed``); a failed run is not completed."""
+        if self._state.run_store is None:
+            return False
+        status = self.run_info()["status"]
+        if run is None:
+            return bool(np.all(status == RunStatus.OK))
+        idx = _run_index(run)
+        if idx is None or not 0 <= idx < len(self):
+            raise IndexError(f"run {run!r} is out of range: the trajectory has {len(self)} runs")
+        return bool(status[idx] == RunStatus.OK)
 
     def expand(self, space: Mapping[str, Sequence[Any]]) -> int:
         """Append run points after the existing ones (pypet's ``f_expand``); returns how many.
@@ -366,21 +564,23 @@ class Trajectory:
         self._state.n_runs += added
         return added
 
-    def parameter_name(self, name: str) -> str:
+    def parameter_name(self, name: str, known: bool = False) -> str:
         """The full name of parameter ``name``: a full name (``drive.zeta``, ``parameters.drive.zeta``)
         or a unique short one (``zeta``), as ``traj.zeta`` accepts."""
         params = self._state.leaves["parameters"]
         full = name.removeprefix("parameters.")
         if full in params:
             return full
-        hits = [p for p in params if p.endswith("." + full)]
+        hits = [h for h, _ in _shallowest([(p, None) for p in params if p.endswith("." + full)])]
         if len(hits) == 1:
             return hits[0]
         if hits:
             raise ExplorationError(f"parameter {name!r} is ambiguous: it could be {', '.join(sorted(hits)[:10])}; "
                                    "use the full name")
-        known = ", ".join(sorted(params)) or "none"
-        raise ExplorationError(f"cannot explore unknown parameter {name!r} (known: {known})")
+        names = ", ".join(sorted(params)) or "none"
+        if known:
+            raise KeyError(f"trajectory {self.name!r} has no parameter {name!r} (known: {names})")
+        raise ExplorationError(f"cannot explore unknown parameter {name!r} (known: {names})")
 
     def _checked_space(self, space: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
         if not isinstance(space, Mapping) or not space:
@@ -434,15 +634,44 @@ class Trajectory:
         """The index of the run the trajectory currently shows, or None."""
         return self._current_run
 
-    def iter_runs(self) -> Iterator[int]:
-        """Yield each run index with the trajectory set to that run; restores the view afterwards."""
+    def iter_runs(self, start: int = 0, stop: int | None = None, step: int = 1,
+                  yields: str = "idx") -> Iterator[Any]:
+        """Set the trajectory to each run in turn (pypet's ``f_iter_runs``) and yield the run's
+        index (``yields="idx"``, the default here), its name (``"name"``, pypet's default:
+        ``run_00000003``), the trajectory itself (``"self"``) or a copy set to the run
+        (``"copy"``); the view is restored afterwards. Indices and names work alike in
+        ``set_run`` and ``traj.results.runs[...]``."""
+        what: dict[str, Callable[[int], Any]] = {"idx": lambda i: i, "name": run_name, "self": lambda i: self,
+                                                 "copy": self._copy_at}
+        make = what.get(yields)
+        if make is None:
+            raise ValueError(f"iter_runs(yields={yields!r}): choose one of {', '.join(what)}")
+        stop = len(self) if stop is None else stop
+        if stop > len(self):
+            raise IndexError(f"iter_runs(stop={stop}): the trajectory has {len(self)} runs")
         previous = self._current_run
         try:
-            for i in range(len(self)):
+            for i in range(start, stop, step):
                 self.set_run(i)
-                yield i
+                yield make(i)
         finally:
             self.set_run(previous)
+
+    def _copy_at(self, idx: int) -> Trajectory:
+        """A trajectory sharing this one's leaves and run data, its explored parameters set to run
+        ``idx`` (pypet's shallow copy: explored parameters are copied, other leaves shared)."""
+        other = Trajectory.restore(self.name, self.comment, TrajectoryState(
+            leaves={b: dict(leaves) for b, leaves in self._state.leaves.items()},
+            explored=self._state.explored, defaults=self._state.defaults, n_runs=self._state.n_runs,
+            run_store=self._state.run_store), self.file_path)
+        params = other._state.leaves["parameters"]
+        for name in self._state.explored:
+            copied = object.__new__(Parameter)
+            copied.__dict__.update(params[name].__dict__)
+            params[name] = copied
+        other._link_ranges()
+        other.set_run(idx)
+        return other
 
     def _apply_point(self, idx: int | None) -> None:
         params = self._state.leaves["parameters"]
@@ -518,7 +747,9 @@ class Trajectory:
             if full == "runs" and store is not None:
                 return RunsView(self, branch)
             if store is not None:
-                node = self._run_leaf(store, branch, full)
+                node = self._run_path(branch, full) if "_" in full or "$" in full or "crun" in full else None
+                if node is None:
+                    node = self._run_leaf(store, branch, full)
                 if node is not None:
                     return node
         if any(n.startswith(full + ".") for n in self._names(branch)):
@@ -532,11 +763,45 @@ class Trajectory:
         if len(runs) == 1:
             return store.get(int(runs[0]), branch, full)
         if len(runs) > 1:
-            raise PypetError(
-                f"{branch}.{full} exists in {len(runs)} runs; use traj.get_from_runs({full!r}) "
-                f"for all of them, or traj.set_run(i) / traj.{branch}.runs.run_00000000.{full} for one"
-            )
+            return RunsOfName(self, branch, full, runs)
         return None
+
+    def _run_of(self, index: int | None) -> int:
+        """A run index named in a path (None: the current run, ``crun``), checked."""
+        if index is None:
+            if self._current_run is None:
+                raise KeyError("'crun' ('$') is the current run, and none is set: call traj.set_run(i) first")
+            return self._current_run
+        if not 0 <= index < len(self):
+            raise KeyError(f"no run {run_name(index)} (the trajectory has {len(self)} runs)")
+        return index
+
+    def _run_path(self, branch: str, path: str) -> Any:
+        """A pypet path through runs (``runs.run_00000003.z``, ``neuron.crun``, ``run_set_00000.r_3.z``,
+        ``crunset``): the run's node, a run's or run set's view, or None when ``path`` names no run."""
+        parts = path.split(".")
+        run: int | None = None
+        run_set: int | None = None
+        kept: list[str] = []
+        for i, part in enumerate(parts):
+            seg = run_segment(part)
+            if seg is None:
+                if not (part == "runs" and i + 1 < len(parts) and run_segment(parts[i + 1]) is not None):
+                    kept.append(part)
+            elif seg[0] == "run":
+                run = self._run_of(seg[1])
+            else:
+                run_set = self._run_of(None) // RUN_SET_SIZE if seg[1] is None else seg[1]
+        if run is None and run_set is None:
+            return None
+        if run is None:
+            if kept:
+                raise KeyError(f"{branch}.{path}: a run set holds runs, name one (e.g. run_set_00000.run_00000000)")
+            return RunSetView(self, branch, run_set or 0)
+        if run_set is not None and run // RUN_SET_SIZE != run_set:
+            raise KeyError(f"{branch}.{path}: {run_name(run)} is not in run_set_{run_set:05d}")
+        view = RunGroupView(self, branch, run)
+        return view[".".join(kept)] if kept else view
 
     def __getitem__(self, name: str) -> Any:
         """``traj["parameters.x"]`` or a unique short name, giving the node."""
@@ -583,21 +848,26 @@ class Trajectory:
             return hits[0][1].value if value else hits[0][1]
         if hits:
             cands = ", ".join(h[0] for h in hits[:10])
-            raise PypetError(f"{name!r} is ambiguous: it could be {cands}; use the full name")
-        matches: list[tuple[str, str]] = []
+            raise AmbiguousNameError(f"{name!r} is ambiguous: it could be {cands}; use the full name")
         store = self._state.run_store
+        if store is not None and run_segment(name.partition(".")[0]) is not None:
+            return self._views["results"][name]  # pypet's traj.crun.z, traj.run_00000001.z, traj.crunset
+        matches: list[tuple[str, str]] = []
         if store is not None:
             run = self._current_run
             for branch in RUN_BRANCHES:
                 names = store.names(branch) if run is None else store.names_in_run(run, branch)
-                matches += [(branch, n) for n in names if n == name or n.endswith("." + name)]
+                matches += [(f"{branch}.{n}", n) for n in names if n == name or n.endswith("." + name)]
+        matches = _shallowest(matches)
         if not matches:
             raise KeyError(f"trajectory {self.name!r} has no node named {name!r}")
         if len(matches) > 1:
-            cands = ", ".join(f"{b}.{f}" for b, f in matches[:10])
-            raise PypetError(f"{name!r} is ambiguous: it could be {cands}; use the full name")
-        branch, full = matches[0]
+            cands = ", ".join(f for f, _ in matches[:10])
+            raise AmbiguousNameError(f"{name!r} is ambiguous: it could be {cands}; use the full name")
+        branch, _, full = matches[0][0].partition(".")
         node = self._views[branch][full]
+        if isinstance(node, RunsOfName):
+            raise node.error()
         return node.value if value and isinstance(node, Parameter | Result) else node
 
     def _shortcut_index(self) -> dict[str, list[tuple[str, Any]]]:
@@ -610,6 +880,9 @@ class Trajectory:
                     parts = full.split(".")
                     for k in range(len(parts)):
                         index.setdefault(".".join(parts[k:]), []).append((f"{branch}.{full}", leaf))
+            for short, hits in index.items():
+                if len(hits) > 1:
+                    index[short] = _shallowest(hits)  # only the shallowest candidates count
         return index
 
     # -- analysis ---------------------------------------------------------------------------
@@ -698,15 +971,16 @@ class Trajectory:
 _OWN_ATTRS = frozenset({"name", "comment", "file_path"})
 
 
-_RUN_RESULT_NAMES: set[str] = set()  # names a run has added: each is checked once per process
+_RUN_RESULT_NAMES: dict[str, str] = {}  # name a run added -> the name it is stored under, once per process
 
 
 def _run_result(name: str, value: Any, comment: str) -> Result[Any]:
     """``Result(name, value, comment)`` for a run's result, validated as the constructor does,
-    with the name checked once per name rather than once per run."""
-    if name not in _RUN_RESULT_NAMES:
-        split_name(name, VIEW_RESERVED)
-        _RUN_RESULT_NAMES.add(name)
+    with the name checked and its wildcards resolved once per name rather than once per run."""
+    form = _RUN_RESULT_NAMES.get(name)
+    if form is None:
+        form = _RUN_RESULT_NAMES[name] = run_form(name, VIEW_RESERVED)
+    name = form
     if type(value) is not float:  # every Python float can be stored
         check_value(value, f"result {name!r}")
     result: Result[Any] = object.__new__(Result)

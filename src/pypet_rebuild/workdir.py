@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import importlib
@@ -27,6 +28,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .codec import holds_pickled, scalar_column
-from .errors import WorkdirError
+from .codec import Pickled, holds_pickled, scalar_column
+from .errors import LiveObjectError, WorkdirError
 from .exploration import Plan
 from .formats.files import atomic_write, hdf5_version
 from .formats.records import (
@@ -104,6 +106,102 @@ def check_signature(fn: Any, where: str) -> None:
                            f"{inspect.signature(fn)})") from None
     except ValueError:
         pass
+
+
+def check_no_live_objects(fn: Any, traj: Trajectory, executor: str) -> None:
+    """Refuse (:class:`LiveObjectError`, one line) a simulation that carries a multiprocessing
+    object other processes cannot share; before anything is written or submitted."""
+    problem = live_objects_problem(fn, traj)
+    if problem is not None:
+        raise LiveObjectError(
+            f"{problem}: it lives in this process and cannot be shared with {executor} workers; "
+            "store what each run computes with traj.add_result and read it after the sweep "
+            "(traj.get_from_runs), or use executor='inline'")
+
+
+def live_objects_problem(fn: Any, traj: Trajectory) -> str | None:
+    """Name a multiprocessing proxy, lock, queue, pool or pipe end among what ``fn`` carries
+    (closure, defaults, the globals it names, a partial's or bound method's arguments) or the
+    trajectory's values, or None. Such objects live in this process: on local or SLURM workers
+    they do not reach the submitter (pypet's ``Manager().list()`` example), so they are refused."""
+    seen: set[int] = set()
+
+    def walk(obj: Any, where: str, depth: int) -> str | None:
+        if id(obj) in seen or depth > 4:
+            return None
+        seen.add(id(obj))
+        kind = _live_kind(obj)
+        if kind is not None:
+            return f"{where} is a multiprocessing {kind}"
+        if isinstance(obj, list | tuple | set | frozenset):
+            return next((p for v in list(obj)[:1000] if (p := walk(v, f"an item of {where}", depth + 1))), None)
+        if isinstance(obj, dict):
+            return next((p for k, v in list(obj.items())[:1000] if (p := walk(v, f"{where}[{k!r}]", depth + 1))), None)
+        if isinstance(obj, functools.partial):
+            parts = [(obj.func, where), *[(a, f"an argument of {where}") for a in obj.args],
+                     *[(v, f"argument {k!r} of {where}") for k, v in obj.keywords.items()]]
+            return next((p for v, w in parts if (p := walk(v, w, depth + 1))), None)
+        if inspect.ismethod(obj):
+            return walk(obj.__self__, f"the object of {where}", depth + 1) or walk(obj.__func__, where, depth + 1)
+        if inspect.isfunction(obj):
+            name = obj.__qualname__
+            parts = [(c.cell_contents, f"{name}'s closure variable {v!r}")
+                     for v, c in zip(obj.__code__.co_freevars, obj.__closure__ or (), strict=True)
+                     if c.cell_contents is not obj]
+            parts += [(d, f"a default argument of {name}") for d in obj.__defaults__ or ()]
+            parts += [(d, f"default argument {k!r} of {name}") for k, d in (obj.__kwdefaults__ or {}).items()]
+            parts += [(obj.__globals__[g], f"the global {g!r} {name} uses") for g in _code_names(obj.__code__)
+                      if g in obj.__globals__]
+            return next((p for v, w in parts if (p := walk(v, w, depth + 1))), None)
+        attrs = getattr(obj, "__dict__", None)
+        if isinstance(attrs, dict) and not isinstance(obj, type | types.ModuleType):  # a callable object's state
+            return next((p for k, v in list(attrs.items())[:1000] if (p := walk(v, f"{where}.{k}", depth + 1))), None)
+        return None
+
+    found = walk(fn, getattr(fn, "__qualname__", "the simulation"), 0)
+    if found is not None:
+        return found
+    for branch, leaves in traj.state.leaves.items():
+        for name, leaf in leaves.items():
+            value = leaf.value.value if isinstance(leaf.value, Pickled) else leaf.value
+            found = walk(value, f"{branch}.{name}", 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _code_names(code: Any) -> set[str]:
+    """The global names a function's code (and the code of functions nested in it) refers to."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _code_names(const)
+    return names
+
+
+def _live_kind(obj: Any) -> str | None:
+    """What kind of process-bound multiprocessing object ``obj`` is, or None (checked by type,
+    without touching the object: a proxy's attributes would call its manager)."""
+    for cls, kind in _live_types():
+        if isinstance(obj, cls):
+            return f"{kind} ({type(obj).__name__})"
+    return None
+
+
+@functools.cache
+def _live_types() -> tuple[tuple[type, str], ...]:
+    from multiprocessing import managers, pool, queues
+    from multiprocessing.connection import Connection
+
+    kinds: list[tuple[type, str]] = [(managers.BaseProxy, "proxy"), (managers.BaseManager, "manager"),
+                                     (queues.Queue, "queue"), (pool.Pool, "pool"), (Connection, "pipe end")]
+    try:
+        from multiprocessing import synchronize
+    except ImportError:  # a platform without working semaphores has no such locks either
+        return tuple(kinds)
+    kinds += [(synchronize.SemLock, "lock"), (synchronize.Condition, "condition"),
+              (synchronize.Event, "event"), (synchronize.Barrier, "barrier")]
+    return tuple(kinds)
 
 
 def load_reference(ref: str) -> Simulation:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageError, SweepStopped, TaskBusyError
+from .errors import InvalidNameError, StorageError, SweepStopped, TaskBusyError
 from .failures import FailureRule, FailureWatch
 from .formats.schema import RunStatus
 from .formats.shard import ShardWriter
@@ -42,7 +42,8 @@ def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWr
     """Run ``fn`` once per run index, recording status, timings and results (the hot loop).
 
     ``watch`` applies the sweep's failure rule: when it trips, :class:`SweepStopped` is raised
-    after the run is recorded."""
+    after the run is recorded. A name that can never be stored (:class:`InvalidNameError`) is a bug
+    of the sweep, not of the point: the first one stops the sweep the same way."""
     store = traj.state.run_store
     if not isinstance(store, MemoryRunStore):
         store = traj.state.run_store = MemoryRunStore()
@@ -54,12 +55,14 @@ def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWr
             if should_stop and should_stop[0]:
                 raise Interrupted()
             begin(i)
-            error = None
+            error = bad_name = None
             t0 = clock()
             try:
                 fn(traj)
             except Exception as exc:  # noqa: BLE001 - a failing run is recorded, the sweep goes on
                 error = (type(exc).__name__, str(exc), traceback.format_exc())
+                if isinstance(exc, InvalidNameError):
+                    bad_name = exc
             t1 = clock()
             if error is None:
                 leaves = data.get(i, empty) if keep else data.pop(i, empty)
@@ -70,6 +73,9 @@ def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWr
                 info[i] = (RunStatus.FAILED, t0, t1, f"{error[0]}: {error[1]}")
             if sink is not None:
                 sink.add(i, error is None, t0, t1, leaves, error)
+            if bad_name is not None:
+                raise SweepStopped(f"stopped at the first name that can never be stored (run {i}): {bad_name}; "
+                                   "fix it and resubmit") from bad_name
             if error is not None and stop_on_error:
                 log.error("run %d failed, stopping (stop_on_error):\n%s", i, error[2])
                 raise RuntimeError(f"run {i} failed: {error[0]}: {error[1]}")

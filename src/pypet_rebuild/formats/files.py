@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import errno
 import gc
+import glob
 import logging
 import os
 import re
+import shutil
+import socket
+import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+from filelock import FileLock, Timeout
 
 from ..codec import STR_DTYPE
-from ..errors import StorageError
+from ..errors import DamagedFileError, LockBusyError, NoSpaceError, StorageError
+from .journal import READER_WAIT, settle
 
 log = logging.getLogger(__name__)
 LOCKING: Any = "best-effort"  # HDF5 file locking: on where the filesystem supports it
+LOCK_TIMEOUT = 600.0  # seconds a merge waits for another merge of the same target
+LOCK_NOTICE = 2.0  # after this long waiting, a merge says whom it waits for
 
 
 def fsync_path(path: Path) -> None:
@@ -121,12 +131,30 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", locking: Any = LOCKIN
             raise StorageError(f"{p}: no such file")
         if p.is_dir():
             raise StorageError(f"{p}: is a directory, not an HDF5 file")
+        if settle(p):  # a merge writes into it: the old content reads as before, except while it commits
+            return _open_waiting(p, locking)
     try:
         return h5py.File(p, mode, locking=locking)
     except OSError as exc:
         if mode == "r" and not h5py.is_hdf5(p):
             raise StorageError(f"{p}: not an HDF5 file") from None
         raise StorageError(f"{p}: cannot open ({exc})") from None
+
+
+def _open_waiting(p: Path, locking: Any) -> h5py.File:
+    """Open a file a merge is changing; while the merge commits it holds the file's lock: wait."""
+    deadline = time.monotonic() + READER_WAIT
+    said = False
+    while True:
+        try:
+            return h5py.File(p, "r", locking=locking)
+        except OSError as exc:
+            if "unable to lock file" not in str(exc) or time.monotonic() > deadline:
+                raise StorageError(f"{p}: cannot open ({exc})") from None
+            if not said:
+                log.info("%s: waiting for a merge to commit", p)
+                said = True
+            time.sleep(0.02)
 
 
 def hdf5_version() -> str:
@@ -195,3 +223,69 @@ def verify_h5(path: str | os.PathLike[str]) -> str | None:
         return None
     more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
     return f"damaged: {', '.join(bad[:3])}{more}"
+
+
+@contextmanager
+def merge_lock(target: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the lock of merges into ``target``. Its side file names the holder (pid and host);
+    a merge that has waited :data:`LOCK_NOTICE` seconds says whom it waits for. The lock is the
+    kernel's (flock): it goes when its holder dies, so no lock of a dead process can remain;
+    a stopped or hung holder keeps it, and the waiting merge gives up after ``timeout``."""
+    lock = FileLock(target.with_name(f".{target.name}.lock"))  # hidden: it stays after the merge
+    holder = target.with_name(f".{target.name}.lock.holder")
+    try:
+        lock.acquire(timeout=min(timeout, LOCK_NOTICE))
+    except Timeout:
+        who = _holder(holder)
+        log.warning("waiting for another merge (%s) into %s, up to %.0f s (--lock-timeout)", who, target, timeout)
+        try:
+            lock.acquire(timeout=max(0.0, timeout - LOCK_NOTICE))
+        except Timeout:
+            raise LockBusyError(f"{target}: another merge ({who}) has held {lock.lock_file} for over {timeout:.0f} s; "
+                                "if it is stopped or hung, end it, or raise --lock-timeout") from None
+    try:
+        try:
+            atomic_write(holder, f"{os.getpid()} {socket.gethostname()}\n", durable=False)
+        except OSError as exc:  # who holds the lock is a courtesy to waiting merges (a full disk...)
+            log.debug("cannot write %s: %s", holder, exc)
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _holder(side_file: Path) -> str:
+    try:
+        pid, host = side_file.read_text().split()[:2]
+    except (OSError, ValueError):
+        return "holder unknown"
+    return f"pid {pid} on host {host}"
+
+
+@contextmanager
+def rewrite_locked(target: Path, extra_bytes: int, timeout: float = LOCK_TIMEOUT,
+                   source: Path | None = None) -> Iterator[Path]:
+    """A working copy of ``target`` (or of ``source``) beside it, under the merge lock of
+    ``target``; when the block ends without error the copy replaces ``target`` atomically and
+    durably, otherwise it is removed. A kill at any moment leaves the old file or the new one
+    (a temp file left by a kill is removed by the next merge or rewrite)."""
+    with merge_lock(target, timeout):
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.merging-*"):
+            stale.unlink()  # left by a killed merge or rewrite (we hold the lock)
+        start = source or target
+        damage = verify_h5(start)
+        if damage is not None:  # never carry damage forward
+            raise DamagedFileError(f"{start} is damaged: {damage.removeprefix('damaged: ')}; it is left as it was")
+        tmp = target.with_name(f".{target.name}.merging-{os.getpid()}")
+        needed = start.stat().st_size + extra_bytes + (256 << 10)
+        try:
+            try:
+                shutil.copyfile(start, tmp)
+                reserve(tmp, needed)
+            except OSError as exc:
+                raise NoSpaceError(f"{tmp.parent}: no space to rewrite {target.name} (it needs about "
+                                   f"{needed / 1e6:.1f} MB: {os_reason(exc)}); it is left as it was") from None
+            yield tmp
+            replace_durably(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)

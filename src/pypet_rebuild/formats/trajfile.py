@@ -19,10 +19,12 @@ Only this module knows this layout: the merge (:class:`ShardMerger`), combine
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +46,7 @@ from ..codec import (
     scalar_column,
     write_value,
 )
-from ..errors import StorageError, check_type
+from ..errors import DamagedFileError, StorageError, check_type
 from ..model import Parameter, Result, Trajectory, loaded_leaf
 from ..naming import run_name, run_set_name
 from ..runstore import BRANCHES, RUN_BRANCHES, TrajectoryState, masked_column
@@ -55,10 +57,12 @@ from .files import (
     disk_full,
     get_attr,
     open_h5,
+    os_reason,
     replace_durably,
     set_attrs,
     sync_h5,
 )
+from .journal import JournaledFile, kill_point
 from .schema import (
     ERROR_COLUMNS,
     FILE_RUN_COLUMNS,
@@ -157,7 +161,7 @@ def write_column(group: h5py.Group, name: str, values: Sequence[Any]) -> None:
             raise StorageError(f"explored parameter {name!r}: values must be scalars or same-shaped arrays")
         spec = specs.pop()  # type: ignore[assignment]
         data = column_array(spec, list(values))
-    ds = new_dataset(group, name, data=data, dtype=column_dtype(spec))
+    ds = new_dataset(group, name, data=data, dtype=column_dtype(spec), maxshape=(None, *np.shape(data)[1:]))
     set_attrs(ds, kind=spec[0], dtype=spec[1])
 
 
@@ -285,11 +289,13 @@ def _names(grp: h5py.Group, path: str) -> list[str]:
 
 
 def load_trajectory(
-    path: str | os.PathLike[str], name: str | None = None, allow_pickle: bool = False
+    path: str | os.PathLike[str], name: str | None = None, allow_pickle: bool = False, load_data: bool = True
 ) -> Trajectory:
     """Load a trajectory file (merged or written by HDF5StorageService) with natural naming.
 
     Parameters and explored values are read at once; run data is read when touched.
+    ``load_data=False`` loads the skeleton: the tree, comments and run table, with every
+    trajectory-level result empty until ``traj.load_item(name)`` reads it.
     Pickled values are only unpickled when ``allow_pickle=True``.
     """
     check_type(path, (str, os.PathLike), "load_trajectory(path)", "a path")
@@ -299,9 +305,15 @@ def load_trajectory(
         state = TrajectoryState()
         for branch in BRANCHES:
             for leaf_name, obj in _iter_leaves(grp[branch]):
-                value = read_value(obj, allow_pickle, f"{branch}.{leaf_name}")
                 cls = Result if get_attr(obj, "leaf") == "Result" else Parameter
-                state.leaves[branch][leaf_name] = loaded_leaf(cls, leaf_name, value, get_attr(obj, "comment", ""))
+                comment = get_attr(obj, "comment", "")
+                if cls is Result and not load_data:
+                    leaf = loaded_leaf(cls, leaf_name, None, comment)
+                    leaf.empty()
+                else:
+                    value = read_value(obj, allow_pickle, f"{branch}.{leaf_name}")
+                    leaf = loaded_leaf(cls, leaf_name, value, comment)
+                state.leaves[branch][leaf_name] = leaf
         order = [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
         state.explored = {n: column_values(grp["explored"][n]) for n in order}
         state.defaults = {n: state.leaves["parameters"][n].value for n in order}
@@ -309,6 +321,65 @@ def load_trajectory(
         name = get_attr(grp, "name")
         state.run_store = FileRunStore(p, name, allow_pickle)
         return Trajectory.restore(name, get_attr(grp, "comment", ""), state, file_path=str(p))
+
+
+def read_leaf_value(path: Path, traj_name: str, branch: str, name: str, allow_pickle: bool = False,
+                    load_only: Sequence[str] | None = None) -> Any:
+    """The stored value of one trajectory-level leaf; ``load_only`` reads only those keys of a
+    dict value (the others are not read)."""
+    with open_h5(path) as f:
+        grp = trajectory_group(f, traj_name)
+        obj = grp[branch].get(name.replace(".", "/"))
+        if obj is None or "leaf" not in obj.attrs:
+            raise KeyError(f"{path}: no {branch}.{name} stored")
+        where = f"{branch}.{name}"
+        if load_only is None:
+            return read_value(obj, allow_pickle, where)
+        if not isinstance(obj, h5py.Group) or get_attr(obj, "kind") != "dict":
+            raise StorageError(f"{path}: {where} is not a dict of items; load it without load_only")
+        keys = json.loads(get_attr(obj, "keys"))
+        unknown = [k for k in load_only if k not in keys]
+        if unknown:
+            raise KeyError(f"{where} has no item {unknown[0]!r} (items: {', '.join(keys)})")
+        return {k: read_value(obj[str(keys.index(k))], allow_pickle, where) for k in load_only}
+
+
+def stored_leaves(path: Path, traj_name: str) -> set[tuple[str, str]]:
+    """(branch, name) of every trajectory-level leaf a file holds."""
+    with open_h5(path) as f:
+        grp = trajectory_group(f, traj_name)
+        return {(b, n) for b in BRANCHES for n, _ in _iter_leaves(grp[b])}
+
+
+def file_identity(path: Path, traj_name: str) -> tuple[int, list[str]]:
+    """(runs, explored parameters) of a trajectory in a file: what a store into it must match."""
+    with open_h5(path) as f:
+        grp = trajectory_group(f, traj_name)
+        return int(get_attr(grp, "n_runs")), [n for n in get_attr(grp["explored"], "order", "").split(",") if n]
+
+
+def write_leaves(working_copy: Path, traj_name: str, leaves: Sequence[tuple[str, Parameter[Any] | Result[Any]]],
+                 overwrite: bool) -> None:
+    """Write trajectory-level leaves (branch, leaf) into a working copy of a trajectory file
+    (see :func:`.files.rewrite_locked`); one that exists is replaced only when ``overwrite``."""
+    f = h5py.File(working_copy, "a", locking=LOCKING)
+    try:
+        grp = trajectory_group(f, traj_name)
+        for branch, leaf in leaves:
+            path = leaf.name.replace(".", "/")
+            if path in grp[branch]:
+                if not overwrite:
+                    raise StorageError(f"{branch}.{leaf.name} is stored already; pass overwrite=True to replace it")
+                del grp[branch][path]
+            write_leaf(grp[branch], leaf.name, leaf)
+        sync_h5(f)
+    except BaseException as exc:
+        if not isinstance(exc, OSError) or isinstance(exc, StorageError):
+            f.close()
+            raise
+        abandon_h5(f, exc)  # a write failed (disk full...): close in the order that cannot crash
+        raise
+    f.close()
 
 
 def _iter_leaves(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.HLObject]]:
@@ -373,25 +444,102 @@ def nothing_new(target: Path, shards: Sequence[Path]) -> tuple[int, int, int] | 
         return None
 
 
+def damaged_target(target: Path, what: str) -> DamagedFileError:
+    """The one message for a merge target that cannot be trusted."""
+    return DamagedFileError(f"{target} is damaged: {what}; merge into a new file with -o, "
+                            "or `pypet-hpc merge --rebuild` from the shards")
+
+
+def can_grow_in_place(target: Path) -> bool:
+    """Whether the run-indexed datasets of ``target`` are resizable, so that an expanded sweep's
+    merge grows it in place (files written before this was so are rebuilt from the skeleton)."""
+    try:
+        with open_h5(target) as f:
+            grp = only_trajectory(f)
+            sets = [grp["run_info"]] + [grp[b][f"runs/{k}"] for b in RUN_BRANCHES for k in ("columns", "masks")
+                                        if f"runs/{k}" in grp[b]]
+            return all(ds.maxshape[0] is None for g in sets for ds in g.values())
+    except (StorageError, OSError, KeyError):
+        return False
+
+
+def quick_check(grp: h5py.Group) -> str | None:
+    """The cheap check of a merge target before a merge writes into it, or None when it passes:
+    the group structure opens, and the status column, the masks and the explored columns read
+    back with their checksums (bytes per run, not the results). Chunks the merge rewrites are
+    checked as HDF5 reads them; ``pypet-hpc verify`` reads everything."""
+    bad: list[str] = []
+    sets = [grp["run_info"], grp["explored"]] + [grp[b]["runs/masks"] for b in RUN_BRANCHES
+                                                 if "runs/masks" in grp[b]]
+    for g in sets:
+        for ds in g.values():
+            if ds.name.endswith(("/host", "/job")):
+                continue  # text (variable length) carries no checksum
+            try:
+                ds[()]
+            except (OSError, ValueError, KeyError, RuntimeError):
+                bad.append(ds.name)
+    try:
+        for b in RUN_BRANCHES:
+            list(grp[b]["runs"].get("columns", {}))
+        grp["errors/idx"][()]
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        bad.append(f"(the group structure: {type(exc).__name__}: {exc})")
+    return ", ".join(bad[:3]) if bad else None
+
+
 def merge_shards(working_copy: Path, shards: Sequence[Path], plan_hash: str, target: Path,
                  earlier_hashes: Sequence[str] = (), provenance: str | None = None,
-                 progress: Callable[[int], None] | None = None) -> tuple[ShardMerger, int, int]:
-    """Add ``shards`` to ``working_copy`` (a copy of the target, or of the skeleton) and make it
-    durable; returns the merger (what it merged, skipped, found damaged) and the (ok, failed)
-    runs of the result."""
-    f = h5py.File(working_copy, "a", locking=LOCKING)
+                 progress: Callable[[int], None] | None = None, *, skeleton: Path | None = None,
+                 reserve: int = 0) -> tuple[ShardMerger, int, int]:
+    """Add ``shards`` to ``working_copy`` and make it durable; returns the merger (what it merged,
+    skipped, found damaged) and the (ok, failed) runs of the result.
+
+    ``working_copy`` is a fresh copy of the skeleton, or ``target`` itself: then the merge
+    writes in place through a rollback journal (:mod:`.journal`), after a cheap check of the
+    target (:func:`quick_check`), reserving ``reserve`` bytes first; a target of an earlier,
+    smaller plan (expand) grows to ``skeleton``'s runs. Any failure leaves the target as it was."""
+    journaled = JournaledFile(Path(target)) if Path(working_copy) == Path(target) else None
+    try:
+        if journaled is not None:
+            kill_point("journal-open")
+            journaled.reserve(reserve)
+        f = (h5py.File(journaled, "r+") if journaled is not None
+             else h5py.File(working_copy, "a", locking=LOCKING))
+    except BaseException:
+        if journaled is not None:
+            journaled.rollback()
+        raise
     grp: h5py.Group | None = None
     merger: ShardMerger | None = None
     try:
         grp = only_trajectory(f)
+        if journaled is not None:
+            problem = quick_check(grp)
+            if problem is not None:
+                raise damaged_target(target, problem)
         if get_attr(grp, "plan_hash") != plan_hash:
-            raise StorageError(f"{target} holds another sweep (plan hash differs); choose another -o")
+            if journaled is None or skeleton is None or get_attr(grp, "plan_hash") not in earlier_hashes:
+                raise StorageError(f"{target} holds another sweep (plan hash differs); choose another -o")
+            _grow(grp, skeleton, plan_hash)
         merger = ShardMerger(grp, plan_hash, target, frozenset(earlier_hashes))
         ok, failed = merger.run(shards, progress)
         if provenance is not None:
             set_attrs(grp, provenance=provenance)
-        sync_h5(f)
+        if journaled is None:
+            sync_h5(f)
     except BaseException as exc:
+        if journaled is not None:
+            journaled.discard = True  # whatever HDF5 still holds goes nowhere: the journal undoes it all
+            grp = merger = None
+            traceback.clear_frames(exc.__traceback__)  # drop every handle into the file, then close it
+            gc.collect()
+            try:
+                f.close()
+            except (OSError, RuntimeError, ValueError) as again:
+                log.debug("closing %s after %s: %s", target, type(exc).__name__, again)
+            journaled.rollback()
+            raise
         if not isinstance(exc, OSError) or isinstance(exc, StorageError):
             f.close()  # nothing failed to write: close as usual
             raise
@@ -399,18 +547,134 @@ def merge_shards(working_copy: Path, shards: Sequence[Path], plan_hash: str, tar
         grp = merger = None
         abandon_h5(f, exc)
         raise
-    f.close()
+    try:
+        f.close()
+        if journaled is not None:
+            kill_point("closed")
+            journaled.commit()
+    except BaseException:
+        if journaled is not None and journaled.fd >= 0:
+            journaled.rollback()
+        raise
     return merger, ok, failed
+
+
+def _grow(grp: h5py.Group, skeleton: Path, plan_hash: str) -> None:
+    """Grow a merged file of an earlier plan to the expanded plan of ``skeleton`` (whose first
+    runs are the file's runs, unchanged: expand checks that): explored columns, run table, masks
+    and result columns get the new rows; nothing already stored is rewritten."""
+    with open_h5(skeleton) as s:
+        sk = only_trajectory(s)
+        n_old, n_new = int(get_attr(grp, "n_runs")), int(get_attr(sk, "n_runs"))
+        explored, src = grp["explored"], sk["explored"]
+        for name, ds in src.items():
+            mine = explored.get(name)
+            if mine is not None and mine.maxshape[0] is None and mine.dtype == ds.dtype and mine.shape[0] == n_old:
+                mine.resize(n_new, axis=0)
+                for a in range(n_old, n_new, MAX_CHUNK_ROWS * 16):
+                    mine[a:min(n_new, a + MAX_CHUNK_ROWS * 16)] = ds[a:min(n_new, a + MAX_CHUNK_ROWS * 16)]
+            else:  # a parameter explored now for the first time, or an old file's fixed-size column
+                if mine is not None:
+                    del explored[name]
+                s.copy(ds, explored, name)
+        set_attrs(explored, order=get_attr(src, "order", ""))
+        info = grp["run_info"]
+        for name, col in FILE_RUN_COLUMNS.items():
+            if name in info:
+                info[name].resize(n_new, axis=0)
+                if not col.text:
+                    info[name][n_old:] = col.full(n_new - n_old)
+        for branch in RUN_BRANCHES:
+            for key in ("columns", "masks"):
+                for ds in grp[branch].get(f"runs/{key}", {}).values():
+                    ds.resize(n_new, axis=0)  # new rows read as the fill value: masks False
+        set_attrs(grp, n_runs=n_new, plan_hash=plan_hash)
 
 
 def _one_row_chunks(ds: h5py.Dataset) -> bool:
     return bool(ds.chunks == (1, *ds.shape[1:]) and ds.compression is None)
 
 
+ROW_BUFFER_BYTES = 4 << 20  # adjacent rows of a column gathered before one HDF5 write
+
+
+class _Rows:
+    """Rows written into one run-indexed dataset of the target. Adjacent writes (the runs of
+    shards in task order) are gathered and written at once, up to :data:`ROW_BUFFER_BYTES`:
+    few HDF5 calls, memory bounded, and only the rows merged are ever written."""
+
+    def __init__(self, ds: h5py.Dataset, target: Path, text: bool = False) -> None:
+        self.ds = ds
+        self.target = target
+        self.text = text
+        self.lo = 0
+        self.parts: list[np.ndarray] = []
+        self.n = 0
+        self.nbytes = 0
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A chunk of the target that fails its checksum when HDF5 reads it back: a damaged target."""
+        try:
+            yield
+        except OSError as exc:
+            if isinstance(exc, StorageError) or disk_full(exc):
+                raise
+            raise damaged_target(self.target, f"{self.ds.name} ({os_reason(exc)})") from None
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """The stored values of ``rows`` (sorted, unique)."""
+        with self._guard():
+            return self._read(rows)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        if self.parts and rows[0] < self.lo + self.n and rows[-1] >= self.lo:
+            self.flush()
+        view = self.ds.asstr() if self.text else self.ds
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        if hi - lo <= 4 * len(rows) + 65536:
+            block: np.ndarray = np.asarray(view[lo:hi])
+            return np.asarray(block[rows - lo])
+        return np.asarray(view[rows])
+
+    def write(self, rows: np.ndarray, values: Any) -> None:
+        """Store ``values`` (an array, or one value for every row) at ``rows`` (sorted, unique)."""
+        if not len(rows):
+            return
+        if np.ndim(values) == 0 or (self.ds.ndim > 1 and np.ndim(values) == self.ds.ndim - 1):
+            values = np.broadcast_to(np.asarray(values, dtype=object if self.text else self.ds.dtype),
+                                     (len(rows), *self.ds.shape[1:]))
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        if hi - lo == len(rows):
+            if not (self.parts and lo == self.lo + self.n and self.nbytes < ROW_BUFFER_BYTES):
+                self.flush()
+                self.lo = lo
+            self.parts.append(np.array(values))
+            self.n += len(rows)
+            self.nbytes += self.parts[-1].nbytes * (8 if self.text else 1)  # a text row: a Python str
+            return
+        self.flush()
+        with self._guard():
+            if hi - lo <= 4 * len(rows) + 65536:  # a few gaps: read the span, patch it, write it back
+                block = np.asarray((self.ds.asstr() if self.text else self.ds)[lo:hi])
+                block[rows - lo] = values
+                self.ds[lo:hi] = block
+            else:
+                self.ds[rows] = values
+
+    def flush(self) -> None:
+        if self.parts:
+            data = self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+            with self._guard():
+                self.ds[self.lo:self.lo + self.n] = data
+            self.parts, self.n, self.nbytes = [], 0, 0
+
+
 class ShardMerger:
-    """Adds shards to an open trajectory file (merge's working copy). The run table, masks and
-    small columns are held in memory and written once at the end; big columns are written
-    shard by shard (bounded memory). The last row of a run wins, across shards too."""
+    """Adds shards to an open trajectory file (in place, or merge's working copy). Only the rows
+    of the runs merged are read and written, a shard at a time and a block of a column at a time
+    (bounded memory, cost in the new runs); the errors table is held in memory. The last row of
+    a run wins, across shards too."""
 
     def __init__(self, grp: h5py.Group, plan_hash: str, target: Path, earlier: frozenset[str]) -> None:
         self.grp = grp
@@ -432,12 +696,13 @@ class ShardMerger:
             int(i): (t, m, tb) for i, t, m, tb in zip(err["idx"], err["type"], err["message"], err["traceback"],
                                                       strict=True)
         }
+        self.errors_changed = False
         info = grp["run_info"]
         # a file older than a run_info column gets it now, filled for the runs it has
         create_table(info, {k: c for k, c in FILE_RUN_COLUMNS.items() if k not in info}, self.n)
-        self.info = read_table(info, FILE_RUN_COLUMNS)
-        self.masks: dict[tuple[str, str], np.ndarray] = {}
-        self.small: dict[tuple[str, str], np.ndarray] = {}  # columns small enough to hold in memory
+        self.info = {k: _Rows(info[k], target, c.text) for k, c in FILE_RUN_COLUMNS.items()}
+        self.masks: dict[tuple[str, str], _Rows] = {}
+        self.cols: dict[tuple[str, str], _Rows] = {}
         self._col_cache: dict[tuple[str, str], tuple[Any, tuple[Any, ...]]] = {}
 
     def run(self, shards: Sequence[Path], progress: Callable[[int], None] | None) -> tuple[int, int]:
@@ -483,10 +748,11 @@ class ShardMerger:
                 self.merged_ids.add(reader.shard_id)
             self.merged_shards.append(path.name)
             self.seen_files[path.name] = _file_key(path)
+            kill_point("shard-merged")
             if progress is not None:
                 progress(1)
         self._write_back()
-        status = self.info["status"]
+        status = self.grp["run_info/status"][()]
         return int(np.count_nonzero(status == RunStatus.OK)), int(np.count_nonzero(status == RunStatus.FAILED))
 
     def _damaged(self, path: Path, problem: str) -> None:
@@ -501,15 +767,19 @@ class ShardMerger:
             return "not marked complete"
         return reader.problem()
 
-    def _mask(self, branch: str, name: str) -> np.ndarray:
+    def _mask(self, branch: str, name: str) -> _Rows:
         key = (branch, name)
-        mask = self.masks.get(key)
-        if mask is None:
-            ds = self.grp[branch].get(f"runs/masks/{name}")
-            mask = self.masks[key] = ds[()] if ds is not None else np.zeros(self.n, dtype=bool)
-        return mask
+        rows = self.masks.get(key)
+        if rows is None:
+            masks = self.grp[branch]["runs"].require_group("masks")
+            ds = masks.get(name)
+            if ds is None:
+                ds = new_dataset(masks, name, shape=(self.n,), dtype=bool, maxshape=(None,),
+                                 chunks=(min(max(self.n, 1024), 65536),))
+            rows = self.masks[key] = _Rows(ds, self.target)
+        return rows
 
-    def _all_masks(self, branch: str) -> list[np.ndarray]:
+    def _all_masks(self, branch: str) -> list[_Rows]:
         masks = self.grp[branch]["runs"].get("masks")
         return [self._mask(branch, name) for name in (masks or [])]
 
@@ -519,18 +789,26 @@ class ShardMerger:
             return
         if runs.min() < 0 or runs.max() >= self.n:
             raise StorageError(f"{reader.path}: run index out of range for a {self.n}-run sweep")
-        info = self.info
-        if np.any(info["status"][runs] != RunStatus.MISSING):
-            self._clear_runs(runs)
+        old = self.info["status"].read(runs)
+        if np.any(old != RunStatus.MISSING):
+            self._clear_runs(runs[old != RunStatus.MISSING])
         for col, values in table.items():
-            info[col][runs] = values
-        info["task"][runs] = reader.task
-        for r in runs.tolist():
-            self.errors.pop(r, None)
+            self.info[col].write(runs, values)
+        self.info["task"].write(runs, reader.task)
+        for r in runs[old != RunStatus.MISSING].tolist():
+            if self.errors.pop(r, None) is not None:
+                self.errors_changed = True
         for failed in reader.failed_runs():
             self.errors[failed.run] = (failed.type, failed.message, failed.traceback)
+            self.errors_changed = True
         for column in reader.columns():
-            self._merge_column(column, counts.get(f"{column.branch}.{column.name}", 0))
+            try:
+                self._merge_column(column, counts.get(f"{column.branch}.{column.name}", 0))
+            except OSError as exc:  # a chunk of the target that fails its checksum when read back
+                if isinstance(exc, StorageError) or disk_full(exc):
+                    raise
+                raise damaged_target(self.target, f"{self.grp.name}/{column.branch}/runs/columns/{column.name} "
+                                     f"({os_reason(exc)})") from None
         for run, branch, name, obj in reader.items():
             self._put_item(branch, name, run, obj, copy=True)
 
@@ -538,7 +816,7 @@ class ShardMerger:
         """Drop what earlier merges stored for ``runs`` (a task that was run again)."""
         for branch in RUN_BRANCHES:
             for mask in self._all_masks(branch):
-                mask[runs] = False
+                mask.write(runs, False)
             base = self.grp[branch]["runs"]
             for r in runs.tolist():
                 path = f"{run_set_name(r)}/{run_name(r)}"
@@ -574,13 +852,7 @@ class ShardMerger:
             return
         keep = last_rows(idx)
         rows = idx[keep]
-        self._mask(branch, name)[rows] = True
-        small = self.small.get((branch, name))
-        if small is None and col.size * max(col.dtype.itemsize, 8) <= SMALL_COLUMN_BYTES:
-            small = self.small[(branch, name)] = read_column(col) if kind == "str" else col[()]
-        if small is not None:
-            small[rows] = (np.asarray(values.asstr()[()], dtype=object) if kind == "str" else values[()])[keep]
-            return
+        self._mask(branch, name).write(rows, True)
         if (_one_row_chunks(values) and _one_row_chunks(col) and values.dtype == col.dtype
                 and values.fletcher32 == col.fletcher32):
             # big rows (>= 1 MiB): copy the stored chunks as they are, no decoding
@@ -593,24 +865,26 @@ class ShardMerger:
                 filter_mask, raw = values.id.read_direct_chunk((pos, *zeros), out=buffer)
                 col.id.write_direct_chunk((run, *zeros), raw, filter_mask)
             return
+        key = (branch, name)
+        out = self.cols.get(key)
+        if out is None:
+            out = self.cols[key] = _Rows(col, self.target, kind == "str")
         row_bytes = max(1, values.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
         step = max(1, BLOCK_BYTES // row_bytes)
         for start in range(0, len(keep), step):
             sel = keep[start:start + step]
             a, b = int(sel.min()), int(sel.max()) + 1
-            data = values[a:b][sel - a]
-            block = idx[sel]
-            lo, hi = int(block[0]), int(block[-1]) + 1
-            if hi - lo == len(block):
-                col[lo:hi] = data
-            else:
-                col[block] = data
+            data = (values.asstr() if kind == "str" else values)[a:b][sel - a]
+            out.write(idx[sel], data)
+        if row_bytes * len(keep) >= ROW_BUFFER_BYTES:
+            out.flush()
 
     def _new_column(self, cols: h5py.Group, name: str, spec: ColumnSpec, like: h5py.Dataset) -> None:
         kind, dtype, shape = spec
         row_bytes = max(1, like.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
-        rows = chunk_rows(row_bytes, min(self.n, MAX_CHUNK_ROWS))  # the shards' rule: big rows alone
-        ds = new_dataset(cols, name, shape=(self.n, *shape), dtype=column_dtype(spec), chunks=(rows, *shape))
+        rows = chunk_rows(row_bytes, min(max(self.n, 1024), MAX_CHUNK_ROWS))  # the shards' rule: big rows alone
+        ds = new_dataset(cols, name, shape=(self.n, *shape), dtype=column_dtype(spec), chunks=(rows, *shape),
+                         maxshape=(None, *shape))
         set_attrs(ds, kind=kind, dtype=dtype)
 
     def _fold_items_into_column(self, branch: str, name: str) -> None:
@@ -629,7 +903,7 @@ class ShardMerger:
                         col[r] = read_value(rgrp[name], allow_pickle=False)
                     except (TypeError, ValueError, StorageError):  # not a column value (pickled...)
                         continue
-                    mask[r] = True
+                    mask.write(np.array([r]), True)
                     del rgrp[name]
                     self._count_item(branch, name, -1)
 
@@ -650,7 +924,7 @@ class ShardMerger:
         else:
             write_value(rgrp, name, obj)
         if (branch, name) in self.masks or name in base.get("masks", {}):
-            self._mask(branch, name)[run] = False
+            self._mask(branch, name).write(np.array([run]), False)
 
     def _count_item(self, branch: str, name: str, delta: int) -> None:
         counts = self.item_counts[branch]
@@ -659,20 +933,14 @@ class ShardMerger:
             del counts[name]
 
     def _write_back(self) -> None:
-        write_table(self.grp["run_info"], self.info)
-        for (branch, name), mask in self.masks.items():
-            masks = self.grp[branch]["runs"].require_group("masks")
-            if name in masks:
-                masks[name][...] = mask
-            else:
-                new_dataset(masks, name, data=mask, chunks=(min(self.n, 65536),))
-        for (branch, name), values in self.small.items():
-            self.grp[branch]["runs/columns"][name][...] = values
-        runs = sorted(self.errors)
-        write_table(self.grp["errors"], {
-            "idx": np.array(runs, dtype=np.int64),
-            **{col: np.array([self.errors[r][i] for r in runs], dtype=object)
-               for i, col in enumerate(("type", "message", "traceback"))}})
+        for rows in (*self.info.values(), *self.masks.values(), *self.cols.values()):
+            rows.flush()
+        if self.errors_changed:
+            runs = sorted(self.errors)
+            write_table(self.grp["errors"], {
+                "idx": np.array(runs, dtype=np.int64),
+                **{col: np.array([self.errors[r][i] for r in runs], dtype=object)
+                   for i, col in enumerate(("type", "message", "traceback"))}})
         set_attrs(self.log_grp, shard_ids=json.dumps(sorted(self.merged_ids)),
                   seen_files=json.dumps(self.seen_files))  # lets a merge with nothing new skip the copy
         for branch, counts_b in self.item_counts.items():
@@ -717,6 +985,7 @@ def _export_run_data(runs_grp: h5py.Group, out: ShardBuilder, branch: str, rows:
         out.column(branch, name, (get_attr(col, "kind"), get_attr(col, "dtype"), shape),
                    np.array([new_index[int(r)] for r in have], dtype=np.int64), _rows_of(source, have), row_bytes)
     wanted = set(rows.tolist())
+    items: dict[str, list[tuple[int, h5py.HLObject]]] = {}
     for set_name, run_set in runs_grp.items():
         if not set_name.startswith("run_set_"):
             continue
@@ -724,7 +993,39 @@ def _export_run_data(runs_grp: h5py.Group, out: ShardBuilder, branch: str, rows:
             r = int(rname[4:])
             if r in wanted:
                 for leaf in rgrp:
-                    out.copy_item(new_index[r], branch, leaf, rgrp[leaf])
+                    items.setdefault(leaf, []).append((new_index[r], rgrp[leaf]))
+    column_names = set(cols) if cols is not None else set()
+    for name, found in items.items():
+        # a name kept per run here (it was rare in this file) goes out as a column when it can be
+        # one, so that the merge folds it into the column another input has for it
+        column = None if name in column_names else _items_as_column(found)
+        if column is not None:
+            spec, idx, data = column
+            row_bytes = max(1, data.dtype.itemsize * int(np.prod(spec[2], dtype=np.int64)))
+            out.column(branch, name, spec, idx, lambda a, b, d=data: d[a:b], row_bytes)
+            continue
+        for run, obj in found:
+            out.copy_item(run, branch, name, obj)
+
+
+def _items_as_column(found: list[tuple[int, h5py.HLObject]]) -> tuple[ColumnSpec, np.ndarray, np.ndarray] | None:
+    """Per-run values of one name as (spec, run indices, stacked values) when they all fit one
+    column and are small enough to hold in memory; None otherwise (they stay per run)."""
+    if any(not isinstance(obj, h5py.Dataset) for _, obj in found) or sum(
+            obj.id.get_storage_size() for _, obj in found) > SMALL_COLUMN_BYTES:  # containers never fit
+        return None
+    values = []
+    for _, obj in found:
+        try:
+            values.append(read_value(obj, allow_pickle=False))
+        except (TypeError, ValueError, StorageError):  # pickled, or not a plain value
+            return None
+    specs = {column_spec(v) for v in values}
+    if len(specs) != 1 or None in specs:
+        return None
+    spec = specs.pop()
+    assert spec is not None
+    return spec, np.array([r for r, _ in found], dtype=np.int64), column_array(spec, values)
 
 
 def _rows_of(source: Any, have: np.ndarray) -> Callable[[int, int], np.ndarray]:
