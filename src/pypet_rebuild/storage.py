@@ -44,6 +44,9 @@ def load_trajectory(
     snapshot as of now; :mod:`.live`)."""
     check_type(path, (str, os.PathLike), "load_trajectory(path)", "a path")
     if Path(path).is_dir():
+        if not (Path(path) / "manifest.json").exists():
+            raise StorageError(f"{path}: is a directory, neither a trajectory file nor a sweep directory "
+                               "(no manifest.json)")
         return load_live(Path(path), allow_pickle)
     return load_file(path, name, allow_pickle, load_data)
 
