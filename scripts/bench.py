@@ -32,7 +32,9 @@ import baselines  # noqa: E402 - the floor and pypet live beside this script
 
 from pypet_rebuild import Environment, HDF5StorageService, Trajectory, load_trajectory  # noqa: E402
 from pypet_rebuild.environment import merge_workdir  # noqa: E402
-from pypet_rebuild.formats.shard import ShardWriter  # noqa: E402
+from pypet_rebuild.exploration import Plan  # noqa: E402
+from pypet_rebuild.formats.records import JobRecord  # noqa: E402
+from pypet_rebuild.formats.shard import CountsCache, ShardWriter  # noqa: E402
 from pypet_rebuild.runstore import MemoryRunStore  # noqa: E402
 from pypet_rebuild.workdir import Workdir  # noqa: E402
 from pypet_rebuild.worker import execute  # noqa: E402
@@ -236,6 +238,82 @@ def slurm_rows(submit_runs: int, e2e_runs: int | None) -> list[Row]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def synthetic_finished_sweep(tmp: Path, n_tasks: int, runs_per_task: int = 100) -> Workdir:
+    """A workdir of ``n_tasks`` finished local tasks, built without running them: one real shard
+    of ``runs_per_task`` runs copied for every task, and the local executor's records saying
+    every task completed (what status reads)."""
+    n = n_tasks * runs_per_task
+    wd = Workdir(tmp / f"synthetic-{n_tasks}")
+    manifest = wd.create(sweep_traj(n, "synthetic"), Plan.make(n, runs_per_task), "bench:simulate",
+                         {"name": "local", "options": {}})
+    small = sweep_traj(runs_per_task)
+    small.state.run_store = MemoryRunStore()
+    sink = ShardWriter(wd.shard(0), manifest.plan_hash, 0)
+    execute(small, simulate, range(runs_per_task), sink, keep=False)
+    sink.finish()
+    for task in range(1, n_tasks):
+        shutil.copyfile(wd.shard(0), wd.shard(task))
+        CountsCache.record_done(wd.shard(task), runs_per_task, 0)  # as each task's finish() does
+    (wd.path / "local").mkdir(exist_ok=True)
+    (wd.path / "local" / "s0.state.json").write_text(json.dumps(
+        {"pid": None, "finished": True, "tasks": {str(t): "COMPLETED" for t in range(n_tasks)}}))
+    wd.record_jobs(JobRecord("local", ["s0"], list(range(n_tasks))))
+    return wd
+
+
+def status_seconds(wd: Workdir) -> float:
+    from pypet_rebuild.status import sweep_status
+
+    t = time.perf_counter()
+    st = sweep_status(wd)
+    elapsed = time.perf_counter() - t
+    assert st.counts["ok"] == st.n_runs, st.counts
+    return elapsed
+
+
+def list_seconds(folder: Path) -> float:
+    """The floor of a status: one listing of the shard directory with a stat of each file."""
+    t = time.perf_counter()
+    for entry in os.scandir(folder):
+        entry.stat()
+    return time.perf_counter() - t
+
+
+def status_rows(tmp: Path, n_tasks: int) -> list[Row]:
+    wd = synthetic_finished_sweep(tmp, n_tasks)
+    os.sync()
+    cold = status_seconds(wd)  # the counts each task appended as it finished: no shard opened
+    warm = median_of(lambda: status_seconds(wd), 3)
+    floor = median_of(lambda: list_seconds(wd.shards), 3)
+    shutil.rmtree(wd.path)
+    return [Row(f"status of a {n_tasks:,}-task sweep (local, all finished)", f"{warm:.2f} s (first call {cold:.2f} s)",
+                f"{floor * 1e3:.0f} ms listing the shards", f"{warm / floor:.0f}x", "<= 1 s", warm <= 1.0)]
+
+
+def shard_rows(tmp: Path, runs_per_task: list[int]) -> list[Row]:
+    """Bytes of one task's shard per byte of its result data (3 float64 results per run), beside
+    the floor: the same runs written as plain h5py columns (the explored x, y and the results)."""
+    rows = []
+    for n in runs_per_task:
+        traj = sweep_traj(n, "shard")
+        traj.state.run_store = MemoryRunStore()
+        path = tmp / f"shard-{n}.h5"
+        sink = ShardWriter(path, "bench", 0)
+        execute(traj, simulate, range(n), sink, keep=False)
+        sink.finish()
+        data = 3 * 8 * n  # z, w, v: one float64 each per run
+        floor = tmp / f"floor-{n}.h5"
+        baselines.floor_sweep(n, floor)
+        size, floor_size = path.stat().st_size, floor.stat().st_size
+        rows.append(Row(f"shard bytes per byte of result data, {n:,} runs per task",
+                        f"{size / data:.2f}x ({size / 1e3:.0f} KB for {data / 1e3:.0f} KB)",
+                        f"{floor_size / data:.2f}x plain h5py columns", f"{size / floor_size:.1f}x", "<= 1.5x",
+                        size / data <= 1.5))
+        path.unlink()
+        floor.unlink()
+    return rows
+
+
 # -- the growth table: each cost at growing run counts, beside the floor measured in the same run
 
 _GROWTH_SUBMIT = """
@@ -346,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pypet", action="store_true", help="skip the pypet baseline")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--growth", action="store_true", help="only the growth table: 100k and 1M runs")
+    ap.add_argument("--status", action="store_true", help="only status of a 10,000-task sweep and shard bytes")
     ap.add_argument("--large", action="store_true", help="with --growth: 10M runs too")
     args = ap.parse_args(argv)
     q = args.quick
@@ -355,10 +434,16 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="pypet-growth-", dir=os.environ.get("BENCH_DIR")) as tmp_g:
             print_growth(growth_rows(sizes_g, Path(tmp_g)))
         return 0
+    if args.status:
+        n_tasks = 1_000 if q else 10_000
+        print(f"# pypet-hpc status and shard size {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
+        with tempfile.TemporaryDirectory(prefix="pypet-status-", dir=os.environ.get("BENCH_DIR")) as tmp_s:
+            print_table(status_rows(Path(tmp_s), n_tasks) + shard_rows(Path(tmp_s), [100, 1_000, 10_000]))
+        return 0
     sizes = {
         "overhead": 20_000 if q else 100_000, "e2e": 10_000 if q else 100_000, "pypet": 200 if q else 1_000,
         "shards": 100 if q else 1_000, "bulk_mb": 128 if q else 512, "peak_mb": 256 if q else 2_048,
-        "slurm": 10_000 if q else 100_000, "incr_mb": 256 if q else 1024,
+        "slurm": 10_000 if q else 100_000, "status_tasks": 1_000 if q else 10_000, "incr_mb": 256 if q else 1024,
     }
     reps = 2 if q else 3
     print(f"# pypet-hpc benchmark ({'quick' if q else 'full'}) {time.strftime('%Y-%m-%d %H:%M')}")
@@ -441,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(Row(f"peak memory of a merge of {peak_mb / 1024:.2g} GiB of arrays", f"{rss:.0f} MB",
                         f"{base:.0f} MB after imports", f"{rss / base:.1f}x", "<= 256 MB", rss <= 256))
         shutil.rmtree(wd.path)
+
+        rows += status_rows(tmp, sizes["status_tasks"])
+        rows += shard_rows(tmp, [100, 1_000, 10_000])
 
     rows += slurm_rows(sizes["slurm"], None if q else 10_000)
     if q:  # the targets are stated at the full sizes: judge them only there

@@ -24,11 +24,11 @@ LAYERS: list[set[str]] = [
     {"model"},
     {"formats", "formats.journal", "formats.files", "formats.schema", "formats.records", "formats.shard",
      "formats.trajfile"},
-    {"storage", "workdir"},
+    {"storage", "workdir", "live"},
     {"worker"},
     {"executors", "executors.base", "executors.inline", "executors.local", "executors.slurm",
      "executors.slurm_task"},
-    {"merge", "combine", "status"},
+    {"merge", "combine", "status", "clean"},
     {"environment"},
     {"cli", "compat", ""},  # "" is the package's __init__ (its Environment import is lazy, but counted)
 ]

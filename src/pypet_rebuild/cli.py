@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import click
 import numpy as np
 
+from .clean import clean_workdir
 from .codec import value_kind
 from .environment import SweepHandle, executor_of, expand_workdir, merge_workdir, verify_path
 from .environment import follow as follow_workdir
@@ -37,6 +38,7 @@ from .exploration import cartesian_product, plural
 from .failures import FailureRule, group_failures
 from .formats.records import JobRecord, Provenance
 from .formats.trajfile import summarize
+from .live import summarize_live
 from .merge import LOCK_TIMEOUT
 from .model import Trajectory
 from .status import SweepStatus, failed_runs, sweep_status
@@ -590,6 +592,23 @@ def verify(path: str) -> None:
         sys.exit(1)
 
 
+@main.command(epilog=example("pypet-hpc clean runs/mysweep"))
+@click.argument("workdir", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), callback=lambda c, p, v: _file_name(v),
+              help="The merged file that must hold the runs [default: WORKDIR/merged.h5].")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=LOCK_TIMEOUT, show_default=True,
+              help="Seconds to wait for a merge of the same file.")
+@_guard
+def clean(workdir: str, output: str | None, lock_timeout: float) -> None:
+    """Remove the shards whose runs are in the verified merged file (every checksum checked);
+    keep manifest, logs and provenance, so status and show still work. Removes nothing, and says
+    why in one line, while any shard holds runs the merged file lacks."""
+    wd = _workdir(workdir)
+    report = clean_workdir(wd, Path(output) if output else None, lock_timeout)
+    click.echo(f"removed {plural(len(report.removed), 'shard')} ({report.freed_bytes / 1e6:.1f} MB); "
+               f"their runs are in {report.target}")
+
+
 @main.command(epilog=example("pypet-hpc cancel runs/mysweep"))
 @click.argument("workdir", type=click.Path())
 @_guard
@@ -639,7 +658,8 @@ def logs(workdir: str, task: int | None, run: int | None) -> None:
 @click.option("--name", help="Trajectory name, when the file holds several.")
 @_guard
 def show(file: str, name: str | None) -> None:
-    """Show a trajectory file: tree, run table summary, result columns, provenance."""
+    """Show a trajectory file: tree, run table summary, result columns, provenance. Given a
+    sweep directory, show its runs as they are now, read from the shards (no merge needed)."""
     width = shutil.get_terminal_size((100, 24)).columns
 
     def out(line: str) -> None:  # long lines wrap to the terminal, their rest indented
@@ -647,7 +667,8 @@ def show(file: str, name: str | None) -> None:
         click.echo(textwrap.fill(line, width, subsequent_indent=indent, break_on_hyphens=False,
                                  break_long_words=False) if len(line) > width else line)
 
-    info = summarize(file, name)
+    live = Path(file).is_dir()
+    info = summarize_live(_workdir(file).path) if live else summarize(file, name)
     out(f"trajectory {info.name!r} ({info.n_runs} runs), format {info.format_version}, "
                f"written by pypet-hpc {info.library_version}")
     if info.comment:
@@ -684,7 +705,14 @@ def show(file: str, name: str | None) -> None:
         out(f"  git: {git.get('commit', 'not a git checkout')}{' (dirty)' if git.get('dirty') else ''}")
         out(f"  submitted by {p.user} on {p.host}: {shlex.join(p.argv)}")
         out("  versions: " + ", ".join(f"{k} {v}" for k, v in p.versions.items()))
-    out(f"merged shards: {info.merged_shards}")
+    cleaned = _workdir(file).cleaned() if live else None
+    if cleaned is not None and not _workdir(file).shard_files():
+        out(f"shards removed by clean: read from the merged file {cleaned.target}")
+    elif live:
+        out(f"live view of {plural(info.merged_shards, 'shard')} (finished tasks, and the committed runs of "
+            "running ones); merge for the file")
+    else:
+        out(f"merged shards: {info.merged_shards}")
 
 
 @main.command(epilog=example("pypet-hpc combine week1.h5 week2.h5 week3.h5 -o all.h5 --remove-duplicates"))

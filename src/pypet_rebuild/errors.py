@@ -97,3 +97,7 @@ class RunsFailed(PypetError, RuntimeError):
     def __init__(self, message: str, failed: list[dict[str, object]]) -> None:
         super().__init__(message)
         self.failed = failed
+
+
+class CleanRefused(PypetError, RuntimeError):
+    """``pypet-hpc clean`` removed nothing: some shard's runs are not in a verified merged file."""

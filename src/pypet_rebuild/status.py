@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from .errors import PypetError, StorageError
 from .executors import make_executor
 from .exploration import plural
-from .formats.shard import ShardReader, partial_path
+from .formats.shard import CountsCache, ShardReader, partial_path, shard_name
 from .taskstate import ShardFacts, TaskState, classify
 from .workdir import Workdir
 
@@ -108,15 +109,26 @@ def sweep_status(wd: Workdir, patient: bool = False) -> SweepStatus:
         sched, note = dict.fromkeys(submitted, TaskState.UNKNOWN), f"scheduler state unavailable: {exc}"
         now = None
     tasks: list[TaskStatus] = []
+    files = _shard_files(wd)
+    cache = CountsCache(wd.shards)
+    cleaned = wd.cleaned()
+    removed = cleaned.tasks if cleaned is not None else {}
     for task in range(plan.n_tasks):
         runs = plan.task_runs(task)
-        final, partial = wd.shard(task), partial_path(wd.shard(task))
-        path = final if final.exists() else partial if partial.exists() else None
-        facts = None if path is None else _shard_facts(path, path is final, len(runs), submitted.get(task, 0.0))
+        final = shard_name(task)  # names, not paths: this loop runs once per task
+        name = final if final in files else final + ".partial" if final + ".partial" in files else None
+        facts = None if name is None else _shard_facts(cache, name, files, name == final, len(runs),
+                                                      submitted.get(task, 0.0))
+        if facts is not None and facts.final:
+            name = final  # (its .partial may have been renamed since the listing)
+        elif facts is None and str(task) in removed:  # removed by clean: its runs are in the merged file
+            ok, failed = removed[str(task)]
+            facts = ShardFacts(True, len(runs), ok, failed)
         age = None if now is None or task not in submitted else now - submitted[task]
         state, problem = classify(facts, sched.get(task), age)
         tasks.append(TaskStatus(task, runs.start, len(runs), state, facts.ok if facts else 0,
-                                facts.failed if facts else 0, path.name if path else None, problem))
+                                facts.failed if facts else 0, name, problem))
+    cache.save(keep=set(files))
     counts = {"ok": sum(t.ok for t in tasks), "failed": sum(t.failed for t in tasks)}
     counts["running"] = sum(t.n_runs - t.ok - t.failed for t in tasks if t.state is TaskState.RUNNING)
     counts["pending"] = sum(t.n_runs - t.ok - t.failed for t in tasks if t.state is TaskState.PENDING)
@@ -127,13 +139,35 @@ def sweep_status(wd: Workdir, patient: bool = False) -> SweepStatus:
     return SweepStatus(str(wd.path), plan.n_runs, tasks, note, counts)
 
 
-def _shard_facts(path: Path, final: bool, n_runs: int, submitted: float) -> ShardFacts:
-    """What the shard at ``path`` says; ``submitted``: when the task was last submitted."""
+def _shard_facts(cache: CountsCache, name: str, files: dict[str, os.stat_result], final: bool, n_runs: int,
+                 submitted: float) -> ShardFacts:
+    """What the shard file ``name`` says; ``submitted``: when the task was last submitted."""
+    stat = files[name]
     try:
-        ok, failed = read_counts(path, live=not final)  # a .partial may have its writer still on it
+        ok, failed = cache.counts(name, stat, live=not final)  # a .partial may have its writer still on it
     except StorageError as exc:
+        done = cache.path.parent / name.removesuffix(".partial")
+        if not final and done.exists():  # its task ended since the listing
+            files[done.name] = done.stat()
+            return _shard_facts(cache, done.name, files, True, n_runs, submitted)
         return ShardFacts(final, n_runs, damage=str(exc))
-    return ShardFacts(final, n_runs, ok, failed, retry_after=submitted > _mtime(path))
+    return ShardFacts(final, n_runs, ok, failed, retry_after=submitted > stat.st_mtime)
+
+
+def _shard_files(wd: Workdir) -> dict[str, os.stat_result]:
+    """name -> stat of every shard file (final and .partial), in one pass over the directory."""
+    out: dict[str, os.stat_result] = {}
+    try:
+        entries = list(os.scandir(wd.shards))
+    except FileNotFoundError:
+        return out
+    for entry in entries:
+        if entry.name.startswith("task_") and entry.name.endswith((".h5", ".h5.partial")):
+            try:
+                out[entry.name] = entry.stat()
+            except FileNotFoundError:  # renamed (.partial -> final) since the listing
+                continue
+    return out
 
 
 def _submission_times(wd: Workdir) -> dict[int, float]:
@@ -143,13 +177,6 @@ def _submission_times(wd: Workdir) -> dict[int, float]:
         for task in job.tasks:
             out[task] = job.time
     return out
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return float(path.stat().st_mtime)
-    except OSError:
-        return float("inf")
 
 
 def failed_runs(wd: Workdir) -> list[dict[str, Any]]:

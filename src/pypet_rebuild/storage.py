@@ -16,18 +16,39 @@ from .formats.trajfile import (
     FORMAT_VERSION,
     FileRunStore,
     file_identity,
-    load_trajectory,
     read_leaf_value,
     stored_leaves,
     trajectory_group,
     write_leaves,
     write_skeleton,
 )
+from .formats.trajfile import load_trajectory as load_file
+from .live import load_live
 from .model import Parameter, Result, Trajectory, use_storage
 from .runstore import RunStatus
 
 __all__ = ["FORMAT_VERSION", "HDF5StorageService", "StorageService", "get_attr", "load_trajectory",
            "open_h5", "trajectory_group"]
+
+
+def load_trajectory(
+    path: str | os.PathLike[str], name: str | None = None, allow_pickle: bool = False, load_data: bool = True
+) -> Trajectory:
+    """Load a trajectory file (merged or written by HDF5StorageService) with natural naming;
+    parameters and explored values are read at once, run data when touched. Pickled values are
+    only unpickled when ``allow_pickle=True``; ``load_data=False`` loads the skeleton (every
+    trajectory-level result empty until ``traj.load_item(name)`` reads it).
+
+    ``path`` may also be a sweep directory: then the runs come from its shards directly, the
+    finished ones and the committed runs of running tasks, without a merge (a live view, a
+    snapshot as of now; :mod:`.live`)."""
+    check_type(path, (str, os.PathLike), "load_trajectory(path)", "a path")
+    if Path(path).is_dir():
+        if not (Path(path) / "manifest.json").exists():
+            raise StorageError(f"{path}: is a directory, neither a trajectory file nor a sweep directory "
+                               "(no manifest.json)")
+        return load_live(Path(path), allow_pickle)
+    return load_file(path, name, allow_pickle, load_data)
 
 
 class StorageService(Protocol):

@@ -41,7 +41,15 @@ from .codec import Pickled, holds_pickled, scalar_column
 from .errors import LiveObjectError, WorkdirError
 from .exploration import Plan
 from .formats.files import atomic_write, hdf5_version
-from .formats.records import JobRecord, Manifest, Provenance, StopRecord, append_job, read_jobs
+from .formats.records import (
+    CleanRecord,
+    JobRecord,
+    Manifest,
+    Provenance,
+    StopRecord,
+    append_job,
+    read_jobs,
+)
 from .formats.shard import shard_path
 from .formats.trajfile import load_trajectory, write_skeleton
 from .model import Trajectory
@@ -439,6 +447,14 @@ class Workdir:
     def clear_stop(self) -> None:
         """A resubmit is a new attempt: the early stop of the last one no longer holds."""
         self.stop_path.unlink(missing_ok=True)
+
+    @property
+    def clean_path(self) -> Path:
+        return self.path / "cleaned.json"
+
+    def cleaned(self) -> CleanRecord | None:
+        """What ``pypet-hpc clean`` removed, or None."""
+        return CleanRecord.read(self.clean_path)
 
     def jobs(self) -> list[JobRecord]:
         return read_jobs(self.path / "jobs.jsonl")

@@ -216,3 +216,24 @@ class StopRecord:
             return cls(str(exc))
         record: StopRecord = _build(cls, data, path, "stop record")
         return record
+
+
+@dataclass
+class CleanRecord:
+    """What ``pypet-hpc clean`` removed (``cleaned.json``): the merged file that holds the runs,
+    and for each removed shard its task's (ok, failed) runs, so status still counts them."""
+
+    target: str
+    tasks: dict[str, list[int]] = field(default_factory=dict)  # task -> [ok, failed]
+    time: float = field(default_factory=time.time)
+
+    def write(self, path: Path) -> None:
+        atomic_write(path, json.dumps(asdict(self)))
+
+    @classmethod
+    def read(cls, path: Path) -> CleanRecord | None:
+        """The record at ``path``; None when nothing was cleaned."""
+        if not path.exists():
+            return None
+        record: CleanRecord = _build(cls, _read_json(path, "clean record"), path, "clean record")
+        return record

@@ -66,16 +66,24 @@ def chunk_rows(row_bytes: int, cap: int) -> int:
     return int(max(1, min(cap, CHUNK_BYTES // max(1, row_bytes))))
 
 
+SMALL_FILTERS: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+"""For columns of small numbers (run indices, statuses, times): shuffled and deflated, they take
+a fraction of their raw bytes (a shard's run table and index columns would otherwise outweigh
+its results)."""
+
+
 def create_table(group: h5py.Group, columns: Mapping[str, Column], n: int = 0,
-                 chunk_cap: int | None = None) -> None:
-    """Create ``columns`` in ``group`` with ``n`` rows of fill values (resizable)."""
+                 chunk_cap: int | None = None, compress: bool = False) -> None:
+    """Create ``columns`` in ``group`` with ``n`` rows of fill values (resizable); ``compress``:
+    numeric columns get :data:`SMALL_FILTERS`."""
     for name, col in columns.items():
         itemsize = 8 if col.text else col.dtype.itemsize
         chunks = (chunk_rows(itemsize, chunk_cap),) if chunk_cap else True
         if col.text:
             new_dataset(group, name, shape=(n,), dtype=STR_DTYPE, maxshape=(None,), chunks=chunks)
         else:
-            new_dataset(group, name, data=col.full(n), maxshape=(None,), chunks=chunks)
+            new_dataset(group, name, data=col.full(n), maxshape=(None,), chunks=chunks,
+                        **(SMALL_FILTERS if compress else {}))
 
 
 def read_table(group: h5py.Group, columns: Mapping[str, Column], sel: Any = ()) -> dict[str, np.ndarray]:

@@ -52,6 +52,7 @@ from .files import (
 from .schema import (
     ERROR_COLUMNS,
     SHARD_RUN_COLUMNS,
+    SMALL_FILTERS,
     RunStatus,
     append,
     append_rows,
@@ -82,8 +83,12 @@ def job_label() -> str:
 _PLAIN = frozenset({"bool", "int", "float", "complex"})  # str may hold NUL: checked per value
 
 
+def shard_name(task: int) -> str:
+    return f"task_{task:06d}.h5"
+
+
 def shard_path(shards_dir: Path, task: int) -> Path:
-    return shards_dir / f"task_{task:06d}.h5"
+    return shards_dir / shard_name(task)
 
 
 def partial_path(final: Path) -> Path:
@@ -95,12 +100,50 @@ def commit_path(partial: Path) -> Path:
     return partial.with_name(partial.name + ".commit")
 
 
+LABELLED = ("host", "job")  # run_info text columns a shard stores as codes into a "labels" attribute
+
+
+def label_codes(ds: h5py.Dataset, values: np.ndarray) -> np.ndarray:
+    """The codes of the words ``values`` in the labelled column ``ds`` (new words added to its
+    labels attribute)."""
+    labels: list[str] = json.loads(get_attr(ds, "labels", "[]"))
+    words, inverse = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+    codes = []
+    for word in words.tolist():
+        if word not in labels:
+            labels.append(word)
+        codes.append(labels.index(word))
+    ds.attrs["labels"] = json.dumps(labels)
+    return np.asarray(codes, dtype=np.int32)[inverse.reshape(-1)]
+
+
+def _read_run_info(grp: h5py.Group, sel: Any) -> dict[str, np.ndarray]:
+    """A shard's run table: labelled columns decoded (a shard from before labels holds the words)."""
+    coded = [k for k in LABELLED if k in grp and h5py.check_vlen_dtype(grp[k].dtype) is None]
+    table = read_table(grp, {k: c for k, c in SHARD_RUN_COLUMNS.items() if k not in coded}, sel)
+    for name in coded:
+        labels = np.array(json.loads(get_attr(grp[name], "labels", "[]")) or [""], dtype=object)
+        table[name] = labels[np.asarray(grp[name][sel], dtype=np.int64)]
+    return table
+
+
+def _encode(grp: h5py.Group, table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: label_codes(grp[k], v) if k in LABELLED and h5py.check_vlen_dtype(grp[k].dtype) is None else v
+            for k, v in table.items()}
+
+
 def create_shard(path: Path, plan_hash: str, task: int) -> h5py.File:
     """A new, empty shard file."""
     f = h5py.File(path, "w", locking=LOCKING)
     set_attrs(f, kind=SHARD_KIND, plan_hash=plan_hash, task=task, shard_id=uuid.uuid4().hex,
               created=time.time(), complete=False)
-    create_table(f.create_group("run_info"), SHARD_RUN_COLUMNS, chunk_cap=ROWS_PER_CHUNK)
+    info = f.create_group("run_info")
+    create_table(info, {k: c for k, c in SHARD_RUN_COLUMNS.items() if k not in LABELLED},
+                 chunk_cap=ROWS_PER_CHUNK, compress=True)
+    for name in LABELLED:  # the same host and job on every row of a task: a code per row, the words once
+        ds = new_dataset(info, name, shape=(0,), dtype=np.int32, maxshape=(None,), chunks=(ROWS_PER_CHUNK,),
+                         **SMALL_FILTERS)
+        ds.attrs["labels"] = "[]"
     create_table(f.create_group("errors"), ERROR_COLUMNS, chunk_cap=ERROR_ROWS_PER_CHUNK)
     f.create_group("columns")
     f.create_group("items")
@@ -198,7 +241,13 @@ class ShardWriter:
             try:
                 for group in ("run_info", "errors"):
                     for name, ds in old[group].items():
-                        _copy_rows(ds, fresh[group][name], commit[group])
+                        dst = fresh[group][name]
+                        if group == "run_info" and name in LABELLED:
+                            if h5py.check_vlen_dtype(ds.dtype) is not None:  # a shard from before labels
+                                append(dst, label_codes(dst, ds.asstr()[:commit[group]]))
+                                continue
+                            dst.attrs["labels"] = get_attr(ds, "labels", "[]")
+                        _copy_rows(ds, dst, commit[group])
                 for key, n in commit["columns"].items():
                     src, dst = old["columns"][key], fresh["columns"].create_group(key)
                     for attr, value in src.attrs.items():
@@ -290,7 +339,7 @@ class ShardWriter:
             for name, column in SHARD_RUN_COLUMNS.items():  # a schema column given no value here: its fill
                 if name not in table:
                     table[name] = column.full(len(rows))
-            append_rows(f["run_info"], table)
+            append_rows(f["run_info"], _encode(f["run_info"], table))
             if self._errors:
                 e = self._errors
                 append_rows(f["errors"], {"idx": np.array([x[0] for x in e], dtype=np.int64),
@@ -328,12 +377,15 @@ class ShardWriter:
         try:
             self.f.attrs["complete"] = True
             self.f.attrs["finished"] = time.time()
+            values = np.fromiter(last_status(self.f, ()).values(), dtype=np.int8)
             sync_h5(self.f)
             self.f.close()
         except (OSError, RuntimeError) as exc:
             raise self._cannot_write(exc) from exc
         replace_durably(self.partial, self.final)
         commit_path(self.partial).unlink(missing_ok=True)
+        CountsCache.record_done(self.final, int(np.count_nonzero(values == OK)),
+                                int(np.count_nonzero(values == FAILED)))
         return self.final
 
     def close(self) -> None:
@@ -363,7 +415,7 @@ def _locked_by_another(exc: BaseException) -> bool:
 def _create_column(grp: h5py.Group, spec: ColumnSpec, row_bytes: int) -> None:
     """The ``idx`` and ``values`` datasets of a shard column, chunked by the one rule."""
     shape = spec[2]
-    new_dataset(grp, "idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
+    new_dataset(grp, "idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(ROWS_PER_CHUNK,), **SMALL_FILTERS)
     new_dataset(grp, "values", shape=(0, *shape), dtype=column_dtype(spec), maxshape=(None, *shape),
                        chunks=(chunk_rows(row_bytes, ROWS_PER_CHUNK), *shape))
 
@@ -392,9 +444,9 @@ def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, n: int) -> None:
         append(dst, src[a:min(n, a + step)])
 
 
-def last_status(f: h5py.File) -> dict[int, int]:
-    """run index -> status of its last row in an open shard."""
-    table = read_table(f["run_info"], {k: SHARD_RUN_COLUMNS[k] for k in ("idx", "status")})
+def last_status(f: h5py.File, sel: Any = ()) -> dict[int, int]:
+    """run index -> status of its last row in an open shard (``sel``: only these rows)."""
+    table = read_table(f["run_info"], {k: SHARD_RUN_COLUMNS[k] for k in ("idx", "status")}, sel)
     return dict(zip(table["idx"].tolist(), table["status"].tolist(), strict=True))
 
 
@@ -407,6 +459,13 @@ class ShardColumn:
     spec: ColumnSpec  # (kind, dtype.str, shape of one value)
     idx: np.ndarray   # the run of each row
     values: h5py.Dataset
+
+    def read(self) -> np.ndarray:
+        """The values of the rows in ``idx`` (text as an object array of str)."""
+        n = len(self.idx)
+        if self.spec[0] == "str":
+            return np.asarray(self.values.asstr()[:n], dtype=object)
+        return np.asarray(self.values[:n])
 
 
 @dataclass(frozen=True)
@@ -422,8 +481,13 @@ class ShardReader:
     tolerate a table caught between two appends). Raises StorageError for anything that is not
     a readable pypet-hpc shard."""
 
-    def __init__(self, path: Path, live: bool = False) -> None:
+    def __init__(self, path: Path, live: bool = False, committed: bool = False,
+                 limits: dict[str, Any] | None = None) -> None:
+        """``committed``: ``path`` is a ``.partial``; read only the rows its commit record says are
+        durable (the runs a running task has committed). ``limits``: read only these row counts
+        (``run_info``, ``errors``, ``columns``: key -> rows), as :attr:`limits` gave them before."""
         self.path = path
+        self.limits = limits
         try:
             self.f = open_h5(path, locking=False if live else LOCKING)
         except StorageError as exc:
@@ -436,6 +500,32 @@ class ShardReader:
         if kind != SHARD_KIND:
             self.f.close()
             raise StorageError(f"{path.name}: not a pypet-hpc shard")
+        if committed and limits is None:
+            try:
+                self.limits = self._committed()
+            except StorageError:
+                self.f.close()
+                raise
+
+    def _committed(self) -> dict[str, Any]:
+        """The row counts of the last durable flush of this ``.partial`` (none: nothing is)."""
+        try:
+            record = json.loads(commit_path(self.path).read_text())
+        except FileNotFoundError:
+            return {"run_info": 0, "errors": 0, "columns": {}}
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"{self.path.name}: unreadable commit record ({exc})") from None
+        if record.get("shard_id") != self.shard_id:
+            raise StorageError(f"{self.path.name}: its commit record belongs to another file (being rebuilt?)")
+        return {"run_info": int(record["run_info"]), "errors": int(record["errors"]),
+                "columns": {str(k): int(v) for k, v in record["columns"].items()}}
+
+    def _sel(self, group: str) -> Any:
+        return () if self.limits is None else slice(0, self.limits[group])
+
+    def _column_limit(self, key: str) -> int | None:
+        """Rows of column ``key`` to read (None: all); 0 for a column with no committed row."""
+        return None if self.limits is None else self.limits["columns"].get(key, 0)
 
     def __enter__(self) -> ShardReader:
         return self
@@ -480,7 +570,7 @@ class ShardReader:
     def last_status(self) -> dict[int, int]:
         """run index -> status (1 ok, 2 failed) of every run the shard holds (last row wins)."""
         try:
-            return last_status(self.f)
+            return last_status(self.f, self._sel("run_info"))
         except (OSError, KeyError, ValueError) as exc:
             raise self._guard(exc) from None
 
@@ -492,17 +582,19 @@ class ShardReader:
     def run_table(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(runs, columns): each run's last row, ordered by run index."""
         try:
-            table = read_table(self.f["run_info"], SHARD_RUN_COLUMNS)
+            table = _read_run_info(self.f["run_info"], self._sel("run_info"))
         except (OSError, KeyError, ValueError) as exc:
             raise self._guard(exc) from None
+        if self.limits is not None and len(table["idx"]) < self.limits["run_info"]:
+            raise StorageError(f"{self.path.name}: caught in the middle of a write (fewer rows than committed)")
         keep = last_rows(table["idx"])
         return table["idx"][keep], {k: v[keep] for k, v in table.items() if k != "idx"}
 
     def failed_runs(self) -> list[FailedRun]:
         """The runs whose last row failed, with their exception and traceback."""
         try:
-            last = last_status(self.f)
-            err = read_table(self.f["errors"], ERROR_COLUMNS)
+            last = last_status(self.f, self._sel("run_info"))
+            err = read_table(self.f["errors"], ERROR_COLUMNS, self._sel("errors"))
         except (OSError, KeyError, ValueError) as exc:
             raise self._guard(exc) from None
         seen: dict[int, FailedRun] = {}
@@ -514,25 +606,128 @@ class ShardReader:
 
     def column_rows(self) -> dict[str, int]:
         """``branch.name`` -> rows of each column (counting a retried run twice)."""
-        return {key: grp["idx"].shape[0] for key, grp in self.f["columns"].items()}
-
-    def columns(self) -> list[ShardColumn]:
-        out = []
+        out = {}
         for key, grp in self.f["columns"].items():
-            branch, name = key.split(".", 1)
-            spec = (get_attr(grp, "kind"), get_attr(grp, "dtype"), tuple(int(x) for x in grp.attrs["shape"]))
-            out.append(ShardColumn(branch, name, spec, grp["idx"][()], grp["values"]))
+            limit = self._column_limit(key)
+            n = grp["idx"].shape[0] if limit is None else min(limit, grp["idx"].shape[0])
+            if n:
+                out[key] = n
         return out
 
-    def items(self) -> list[tuple[int, str, str, h5py.HLObject]]:
-        """(run, branch, name, stored object) of everything kept per run."""
+    def columns(self) -> list[ShardColumn]:
+        return [col for key in self.f["columns"] if (col := self.column(key)) is not None]
+
+    def column(self, key: str) -> ShardColumn | None:
+        """The column ``branch.name``, its values read only when asked; None when the shard has
+        no (committed) row of it."""
+        grp = self.f["columns"].get(key)
+        limit = self._column_limit(key)
+        if grp is None or limit == 0:
+            return None
+        try:
+            branch, name = key.split(".", 1)
+            spec = (get_attr(grp, "kind"), get_attr(grp, "dtype"), tuple(int(x) for x in grp.attrs["shape"]))
+            idx = grp["idx"][()] if limit is None else grp["idx"][:limit]
+            return ShardColumn(branch, name, spec, idx, grp["values"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise self._guard(exc) from None
+
+    def items(self, runs: set[int] | None = None) -> list[tuple[int, str, str, h5py.HLObject]]:
+        """(run, branch, name, stored object) of everything kept per run (``runs``: of these only)."""
         out = []
         for run_set in self.f["items"].values():
             for rname, rgrp in run_set.items():
+                run = int(rname[4:])
+                if runs is not None and run not in runs:
+                    continue
                 for key in rgrp:
                     branch, name = key.split(".", 1)
-                    out.append((int(rname[4:]), branch, name, rgrp[key]))
+                    out.append((run, branch, name, rgrp[key]))
         return out
+
+    def item(self, run: int, key: str) -> h5py.HLObject | None:
+        """What run ``run`` kept per run under ``branch.name``, or None."""
+        return self.f["items"].get(f"{run_set_name(run)}/{run_name(run)}/{key}")
+
+    def item_names(self, run: int) -> list[str]:
+        """``branch.name`` of everything run ``run`` kept per run."""
+        grp = self.f["items"].get(f"{run_set_name(run)}/{run_name(run)}")
+        return list(grp) if grp is not None else []
+
+
+class CountsCache:
+    """The (ok, failed) runs of shard files, remembered in ``shards/.counts.json`` by file name,
+    size and modification time, so that status reads a shard once, not on every call (10,000
+    shards cost seconds to open). A file rewritten since (a retried task, a flushed ``.partial``)
+    has another size or time and is read again. A cache only: losing it costs time, never truth."""
+
+    NAME = ".counts.json"
+    DONE = ".done.jsonl"  # a line appended by each task as it finishes its shard: status opens none of them
+
+    def __init__(self, shards_dir: Path) -> None:
+        self.path = shards_dir / self.NAME
+        self.done = shards_dir / self.DONE
+        self.changed = False
+        try:
+            data = json.loads(self.path.read_text())
+            self.entries: dict[str, list[int]] = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            self.entries = {}
+        try:
+            lines = self.done.read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:  # a torn or garbled line is skipped: its shard is read instead
+            try:
+                name, *entry = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(name, str) and len(entry) == 4 and all(isinstance(v, int) for v in entry):
+                self.entries[name] = entry
+                self.changed = True
+
+    @classmethod
+    def record_done(cls, final: Path, ok: int, failed: int) -> None:
+        """Append the counts of the shard just finished at ``final`` (one short ``O_APPEND``
+        write, so concurrent tasks do not interleave); a cache only, so a failure is ignored."""
+        try:
+            st = final.stat()
+            line = json.dumps([final.name, st.st_size, st.st_mtime_ns, ok, failed]) + "\n"
+            fd = os.open(final.parent / cls.DONE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.debug("cannot record the counts of %s: %s", final, exc)
+
+    def counts(self, name: str, stat: os.stat_result, live: bool = False) -> tuple[int, int]:
+        """(ok, failed) of the shard file ``name`` whose ``os.stat`` is ``stat``; StorageError
+        when it cannot be read (not remembered: it is read again next time)."""
+        key = [stat.st_size, stat.st_mtime_ns]
+        hit = self.entries.get(name)
+        if isinstance(hit, list) and len(hit) == 4 and hit[:2] == key:
+            return int(hit[2]), int(hit[3])
+        with ShardReader(self.path.parent / name, live=live) as reader:
+            ok, failed = reader.counts()
+        self.entries[name] = [*key, ok, failed]
+        self.changed = True
+        return ok, failed
+
+    def save(self, keep: set[str] | None = None) -> None:
+        """Write the cache when it changed (``keep``: forget the names not in it); a workdir this
+        process cannot write keeps its old cache."""
+        if keep is not None and set(self.entries) - keep:
+            self.entries = {k: v for k, v in self.entries.items() if k in keep}
+            self.changed = True
+        if not self.changed:
+            return
+        try:
+            atomic_write(self.path, json.dumps(self.entries, separators=(",", ":")), durable=False)
+            self.done.unlink(missing_ok=True)  # folded in (a line appended meanwhile is lost: a cache miss)
+        except OSError as exc:
+            log.debug("cannot write %s: %s", self.path, exc)
+        self.changed = False
 
 
 class ShardBuilder:
@@ -544,7 +739,7 @@ class ShardBuilder:
         set_attrs(self.f, **attrs)
 
     def run_table(self, idx: np.ndarray, columns: dict[str, np.ndarray]) -> None:
-        write_table(self.f["run_info"], {"idx": idx, **columns})
+        write_table(self.f["run_info"], _encode(self.f["run_info"], {"idx": idx, **columns}))
 
     def errors(self, columns: dict[str, np.ndarray]) -> None:
         write_table(self.f["errors"], columns)

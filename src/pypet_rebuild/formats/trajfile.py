@@ -584,6 +584,16 @@ def plan_hash_of(path: Path) -> str | None:
         return None
 
 
+def merged_runs(path: Path) -> tuple[str, set[str], np.ndarray]:
+    """What a merged file holds, for ``clean``: its plan hash, the ids of the shards merged into
+    it and the status of every run."""
+    with open_h5(path) as f:
+        grp = only_trajectory(f)
+        ids = set(json.loads(get_attr(grp["merge_log"], "shard_ids", "[]"))) if "merge_log" in grp else set()
+        status = read_table(grp["run_info"], {"status": FILE_RUN_COLUMNS["status"]})["status"]
+        return str(get_attr(grp, "plan_hash")), ids, status
+
+
 def _file_key(path: Path) -> list[int]:
     """What identifies a shard file's bytes without reading them: a complete shard is never
     rewritten in place (a retry replaces it, with a new size or modification time)."""
