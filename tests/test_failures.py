@@ -9,7 +9,7 @@ import pytest
 
 from pypet_rebuild import Environment, Trajectory
 from pypet_rebuild.errors import PypetError, SweepStopped
-from pypet_rebuild.failures import WINDOW, FailureRule, FailureWatch, signature
+from pypet_rebuild.failures import WINDOW, FailureRule, FailureWatch, group_failures, signature
 from pypet_rebuild.status import sweep_status
 from pypet_rebuild.workdir import Workdir
 
@@ -138,6 +138,14 @@ def test_groups_mask_numbers_and_warn_once_per_group(tmp_path: Path, caplog: pyt
     assert warnings[0].startswith("10 runs failed with KeyError: 'x_#' (runs 0, 3, 6, 9, 12 ... (10 in all))")
     out = cli("status", "wd", "--failed", cwd=tmp_path).stdout
     assert "20 failed runs in 2 groups" in out and out.count("Traceback") == 2
+
+
+def test_a_group_of_one_message_shows_it_unmasked() -> None:
+    same = [{"run": r, "type": "AttributeError", "message": "no node named 'mylink2'"} for r in (4, 1)]
+    other = [{"run": r, "type": "KeyError", "message": f"'x_{r}'"} for r in (2, 5)]
+    summaries = [g.summary() for g in group_failures(same + other)]
+    assert summaries == ["2 runs failed with AttributeError: no node named 'mylink2' (runs 1, 4)",
+                         "2 runs failed with KeyError: 'x_#' (runs 2, 5)"]
 
 
 def test_fail_on_error_raises_runs_failed_with_the_runs(tmp_path: Path) -> None:

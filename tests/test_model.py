@@ -15,6 +15,7 @@ from pypet_rebuild import (
     Parameter,
     PypetError,
     Result,
+    SweepStopped,
     Trajectory,
     UnsupportedValueError,
     cartesian_product,
@@ -222,7 +223,7 @@ def test_stop_on_error_stops() -> None:
         raise ValueError("first")
 
     env = Environment(trajectory=traj, stop_on_error=True)
-    with pytest.raises(RuntimeError, match="run 0 failed: ValueError: first"):
+    with pytest.raises(SweepStopped, match="run 0 failed: ValueError: first"):
         env.run_exploration(simulate, space={"traffic.ncars": [1, 2, 3]})
     assert traj.run_info()["status"].tolist() == [2, 0, 0]  # failed, then never run
 

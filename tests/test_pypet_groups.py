@@ -147,6 +147,9 @@ def test_group_and_link_mistakes_are_refused() -> None:
         traj.add_result_group("out").add_parameter("p", 1)
     with pytest.raises(UnsupportedValueError, match="not supported"):
         traj.annotations["big"] = [1, 2]
+    with pytest.raises(AttributeError, match=r"set by key: annotations\['unit'\] = 'm'"):
+        traj.annotations.unit = "m"  # would be kept in memory and never stored
+    assert "unit" not in traj.annotations
 
 
 def test_annotations_on_run_results_are_refused_with_the_way_out() -> None:

@@ -259,11 +259,14 @@ def test_short_names_resolve_as_in_pypet(idiom: str, expected: Any) -> None:
     assert eval(idiom, {"traj": ambiguous()}) == expected  # noqa: S307
 
 
-def test_an_ambiguous_name_is_an_attribute_error_listing_the_candidates() -> None:
+def test_an_ambiguous_name_is_an_attribute_error_listing_the_candidates(tmp_path: Path) -> None:
     traj = ambiguous()
     with pytest.raises(AmbiguousNameError, match="'gain' is ambiguous: it could be parameters.a.gain, "
                                                  "parameters.b.gain"):
         traj.gain
+    traj.store(tmp_path / "amb.h5")
+    with pytest.raises(AmbiguousNameError, match="'gain' is ambiguous"):
+        traj.store_item("gain")  # storage refuses the tie the same way
     assert issubclass(AmbiguousNameError, AttributeError) and issubclass(AmbiguousNameError, PypetError)
     traj.explore({"x": [7, 8]})  # the short name explores the shallower parameter too
     assert traj.explored == {"x": [7, 8]}

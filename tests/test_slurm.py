@@ -442,7 +442,7 @@ def test_failing_runs_show_their_traceback(tmp_path: Path, sweeps: list[Path]) -
     assert len(headers) == 2 and all(h.endswith(": ValueError: unlucky 3") for h in headers), out
     assert "Traceback (most recent call last)" in out and "in simulate" in out
     grouped = cli("status", str(wd), "--failed", cwd=tmp_path).stdout
-    assert "2 runs failed with ValueError: unlucky # (runs 3, 13)" in grouped and grouped.count("Traceback") == 1
+    assert "2 runs failed with ValueError: unlucky 3 (runs 3, 13)" in grouped and grouped.count("Traceback") == 1
     # the SLURM jobs themselves succeed: a failing run is data, not a crashed task
     wait_for(lambda: set(SlurmExecutor().states(Workdir(wd)).values()) == {"COMPLETED"}, 30,
              "sacct to say COMPLETED")

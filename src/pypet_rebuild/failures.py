@@ -113,6 +113,7 @@ class FailureGroup:
     signature: str
     runs: list[int]
     example: dict[str, Any]
+    alike: bool = False  # every run failed with the very same message: show it unmasked
 
     @property
     def count(self) -> int:
@@ -121,7 +122,8 @@ class FailureGroup:
     def summary(self, examples: int = 5) -> str:
         shown = ", ".join(map(str, self.runs[:examples]))
         more = f" ... ({self.count} in all)" if self.count > examples else ""
-        return f"{self.count} run{'s' if self.count != 1 else ''} failed with {self.signature} (runs {shown}{more})"
+        error = f"{self.example['type']}: {self.example['message']}" if self.alike else self.signature
+        return f"{self.count} run{'s' if self.count != 1 else ''} failed with {error} (runs {shown}{more})"
 
 
 def group_failures(failed: Iterable[dict[str, Any]]) -> list[FailureGroup]:
@@ -133,5 +135,6 @@ def group_failures(failed: Iterable[dict[str, Any]]) -> list[FailureGroup]:
     out = []
     for sig, runs in groups.items():
         runs.sort(key=lambda r: int(r["run"]))
-        out.append(FailureGroup(sig, [int(r["run"]) for r in runs], runs[0]))
+        alike = len({str(r["message"]) for r in runs}) == 1
+        out.append(FailureGroup(sig, [int(r["run"]) for r in runs], runs[0], alike))
     return sorted(out, key=lambda g: (-g.count, g.runs[0]))

@@ -76,6 +76,9 @@ class Annotations(dict[str, Any]):
                 "float are); store bigger data as a result")
         super().__setitem__(key, value)
 
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"annotations are set by key: annotations[{key!r}] = {value!r}")
+
     def update(self, *args: Any, **kwargs: Any) -> None:
         for key, value in dict(*args, **kwargs).items():
             self[key] = value

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import PypetError, StorageError, check_type
+from .errors import AmbiguousNameError, StorageError, check_type
 from .formats.files import LOCK_TIMEOUT, get_attr, open_h5, rewrite_locked
 from .formats.trajfile import (
     FORMAT_VERSION,
@@ -32,12 +32,15 @@ __all__ = ["FORMAT_VERSION", "HDF5StorageService", "StorageService", "get_attr",
 
 
 def load_trajectory(
-    path: str | os.PathLike[str], name: str | None = None, allow_pickle: bool = False, load_data: bool = True
+    path: str | os.PathLike[str], name: str | None = None, allow_pickle: bool = False, load_data: bool = True,
+    classes: Sequence[type[Any]] = (), allow_import: Sequence[str] = (),
 ) -> Trajectory:
     """Load a trajectory file (merged or written by HDF5StorageService) with natural naming;
     parameters and explored values are read at once, run data when touched. Pickled values are
     only unpickled when ``allow_pickle=True``; ``load_data=False`` loads the skeleton (every
-    trajectory-level result empty until ``traj.load_item(name)`` reads it).
+    trajectory-level result empty until ``traj.load_item(name)`` reads it). A custom Parameter or
+    Result subclass comes back as its class only when it is among ``classes``, registered
+    (``register_leaf_class``) or under an ``allow_import`` module prefix; never unpickled.
 
     ``path`` may also be a sweep directory: then the runs come from its shards directly, the
     finished ones and the committed runs of running tasks, without a merge (a live view, a
@@ -48,7 +51,7 @@ def load_trajectory(
             raise StorageError(f"{path}: is a directory, neither a trajectory file nor a sweep directory "
                                "(no manifest.json)")
         return load_live(Path(path), allow_pickle)
-    return load_file(path, name, allow_pickle, load_data)
+    return load_file(path, name, allow_pickle, load_data, classes, allow_import)
 
 
 class StorageService(Protocol):
@@ -184,7 +187,7 @@ def _leaf(traj: Trajectory, name: str) -> tuple[str, Parameter[Any] | Result[Any
     if len(hits) == 1:
         return hits[0]
     if hits:
-        raise PypetError(f"{name!r} is ambiguous: it could be "
+        raise AmbiguousNameError(f"{name!r} is ambiguous: it could be "
                          f"{', '.join(f'{b}.{leaf.name}' for b, leaf in hits[:10])}; use the full name")
     raise KeyError(f"trajectory {traj.name!r} has no parameter or result {name!r} at the trajectory level")
 

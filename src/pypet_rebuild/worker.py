@@ -89,7 +89,8 @@ def execute(traj: Trajectory, fn: Simulation, runs: Iterable[int], sink: ShardWr
                                    "fix it and resubmit") from bad_name
             if error is not None and stop_on_error:
                 log.error("run %d failed, stopping (stop_on_error):\n%s", i, error[2])
-                raise RuntimeError(f"run {i} failed: {error[0]}: {error[1]}")
+                raise SweepStopped(f"run {i} failed: {error[0]}: {error[1]} (stop_on_error stops at the first "
+                                   "failed run)")
             if watch is not None:
                 reason = watch.record(error is None, *(error[:2] if error else ("", "")))
                 if reason is not None:
