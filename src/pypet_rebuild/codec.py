@@ -124,7 +124,7 @@ def _homogeneous_scalar_kind(items: list[Any] | tuple[Any, ...]) -> str | None:
 
 def _array_for_disk(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind == "U":
-        return np.char.encode(arr, "utf-8")
+        return np.char.encode(arr, "utf-8", "surrogatepass")  # a lone surrogate ('\ud800') round-trips too
     if arr.dtype.kind == "c" and not arr.dtype.isnative:  # h5py stores a big-endian complex256
         return arr.astype(arr.dtype.newbyteorder("="))   # unswapped: write it native ("dtype" keeps ">")
     return arr
@@ -204,7 +204,7 @@ def _array_from_disk(ds: h5py.Dataset, dtype: str) -> np.ndarray:
     arr = ds[()]
     target = np.dtype(dtype)
     if target.kind == "U":
-        return np.char.decode(np.asarray(arr), "utf-8").astype(target)
+        return np.char.decode(np.asarray(arr), "utf-8", "surrogatepass").astype(target)
     return np.asarray(arr, dtype=target)
 
 
