@@ -117,17 +117,12 @@ def _unwrap(node: Any) -> Any:
 # Leaves
 
 
-class Parameter(_model.Parameter[Any]):
-    """pypet's Parameter: ``Parameter("x", 1, "comment")``; subclasses may convert in ``f_set``."""
+class _LeafNames:
+    """pypet's reading of a leaf: its value, short name and comment (Parameter and Result)."""
 
-    def __post_init__(self) -> None:
-        value = self.value
-        object.__setattr__(self, "value", None)
-        self.f_set(value)  # a subclass's f_set may turn the data into something storable
-        super().__post_init__()
-
-    def f_set(self, data: Any) -> None:
-        self.value = data
+    name: str
+    value: Any
+    comment: str
 
     def f_get(self) -> Any:
         return self.value
@@ -139,6 +134,19 @@ class Parameter(_model.Parameter[Any]):
     @property
     def v_comment(self) -> str:
         return self.comment
+
+
+class Parameter(_LeafNames, _model.Parameter[Any]):
+    """pypet's Parameter: ``Parameter("x", 1, "comment")``; subclasses may convert in ``f_set``."""
+
+    def __post_init__(self) -> None:
+        value = self.value
+        object.__setattr__(self, "value", None)
+        self.f_set(value)  # a subclass's f_set may turn the data into something storable
+        super().__post_init__()
+
+    def f_set(self, data: Any) -> None:
+        self.value = data
 
 
 ArrayParameter = Parameter  # numpy arrays are ordinary values here
@@ -152,19 +160,8 @@ class PickleParameter(Parameter):
         self.value = data if isinstance(data, Pickled) else Pickled(data)
 
 
-class Result(_model.Result[Any]):
+class Result(_LeafNames, _model.Result[Any]):
     """pypet's Result with one value: ``Result("z", 3, "comment")``."""
-
-    def f_get(self) -> Any:
-        return self.value
-
-    @property
-    def v_name(self) -> str:
-        return self.name.rpartition(".")[2]
-
-    @property
-    def v_comment(self) -> str:
-        return self.comment
 
 
 class _Annotations:

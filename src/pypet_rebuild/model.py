@@ -46,6 +46,7 @@ from .runstore import (
 )
 
 T = TypeVar("T")
+V = TypeVar("V")  # the items of a view
 _set = object.__setattr__  # sets a leaf's field without the lock check (the trajectory's own moves)
 _MISSING: Any = object()
 
@@ -237,7 +238,20 @@ def use_storage(factory: Callable[[str | os.PathLike[str]], Any]) -> None:
     _STORAGE[:] = [factory]
 
 
-class GroupView(Mapping[str, Any]):
+class _ItemsAsAttributes(Mapping[str, V]):
+    """Natural naming of a view: ``view.name`` is ``view["name"]``, a missing one an AttributeError
+    (so ``hasattr`` and ``getattr(view, name, default)`` work); private names are never items."""
+
+    def __getattr__(self, name: str) -> V:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
+
+
+class GroupView(_ItemsAsAttributes[Any]):
     """A group of a trajectory branch, reached by natural naming (``traj.parameters.traffic``).
 
     Like an h5py Group it is a mapping: ``in``, ``len``, iteration, ``keys()`` and ``[]`` with
@@ -262,13 +276,6 @@ class GroupView(Mapping[str, Any]):
             return node
         return self._traj._resolve(self._branch, full, name)
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self[name]
-        except KeyError as exc:
-            raise AttributeError(exc.args[0]) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         """``group.y = Parameter("y", 1)`` (or ``Parameter("", 1)``) adds it here; assigning a node
@@ -364,7 +371,7 @@ VIEW_RESERVED = frozenset(
 ) | frozenset({"runs", "path"})
 
 
-class RunsView(Mapping[str, "GroupView"]):
+class RunsView(_ItemsAsAttributes["GroupView"]):
     """``traj.results.runs``: one group per run, pypet style (``runs.run_00000003.z``)."""
 
     def __init__(self, traj: Trajectory, branch: str) -> None:
@@ -377,11 +384,6 @@ class RunsView(Mapping[str, "GroupView"]):
             raise KeyError(f"no run named {name!r} (the trajectory has {len(self._traj)} runs)")
         return node  # type: ignore[no-any-return]
 
-    def __getattr__(self, name: str) -> GroupView:
-        try:
-            return self[name]
-        except KeyError as exc:
-            raise AttributeError(exc.args[0]) from None
 
     def __iter__(self) -> Iterator[str]:
         return (run_name(i) for i in range(len(self._traj)))
@@ -427,7 +429,7 @@ class RunGroupView(GroupView):
         return isinstance(name, str) and name in self._children()
 
 
-class RunSetView(Mapping[str, "GroupView"]):
+class RunSetView(_ItemsAsAttributes["GroupView"]):
     """pypet's run set (``results.run_set_00000``, ``$set``, ``crunset``): runs ``1000*k`` to
     ``1000*k+999``, each as a run's group."""
 
@@ -447,13 +449,6 @@ class RunSetView(Mapping[str, "GroupView"]):
         raise KeyError(f"{self._branch}.run_set_{self._index:05d} holds no run {name!r} "
                        f"(it holds runs {self._runs().start}-{self._runs().stop - 1})")
 
-    def __getattr__(self, name: str) -> GroupView:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self[name]
-        except KeyError as exc:
-            raise AttributeError(exc.args[0]) from None
 
     def __iter__(self) -> Iterator[str]:
         return (run_name(i) for i in self._runs())
