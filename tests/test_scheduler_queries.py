@@ -92,6 +92,16 @@ def check_one_call_per_command(log: list[dict[str, Any]], n_arrays: int) -> None
         assert set(args[args.index("-j") + 1].split(",")) == ids, args
 
 
+def scheduler_log(tmp_path: Path, clock: Clock, n_arrays: int, what: str) -> tuple[list[dict[str, Any]], float]:
+    """The commands the sweep ran (each query one sacct and one squeue naming every array) and
+    their rate per minute, printed for the reader of the test log."""
+    log = calls(tmp_path)
+    check_one_call_per_command(log, n_arrays)
+    rate = per_minute(log, clock.t)
+    print(f"\n{what} over {clock.t / 60:.1f} simulated minutes: {len(log)} scheduler commands, {rate:.2f} per minute")
+    return log, rate
+
+
 def test_wait_on_10000_tasks_asks_the_scheduler_at_most_once_per_10_s(tmp_path: Path, clock: Clock,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """10,000 tasks in 10 arrays, one finishing every 0.09 s for 15 minutes (the answer changes
@@ -109,11 +119,7 @@ def test_wait_on_10000_tasks_asks_the_scheduler_at_most_once_per_10_s(tmp_path: 
         clock.sleep(0.2)
     assert len(seen) == 10_000 and set(seen.values()) == {TaskState.COMPLETED}, clock.t
     assert clock.t <= duration + slurm_module.QUERY_MAX_S
-    log = calls(tmp_path)
-    check_one_call_per_command(log, 10)
-    rate = per_minute(log, clock.t)
-    print(f"\n10,000 tasks over {clock.t / 60:.1f} simulated minutes, polled every 0.2 s: "
-          f"{len(log)} scheduler commands, {rate:.2f} per minute")
+    log, rate = scheduler_log(tmp_path, clock, 10, "wait() on 10,000 tasks, polled every 0.2 s,")
     assert rate <= 6.0, rate
     # a quieter scheduler is asked less often: the wait doubles up to a minute
     gaps = [b["now"] - a["now"] for a, b in zip(log[::2], log[2::2], strict=False)]
@@ -129,16 +135,12 @@ def test_wait_backs_off_while_nothing_changes_and_asks_again_after_a_change(tmp_
     st = SweepHandle(wd).wait()
     assert st.finished and {t.state for t in st.tasks} == {TaskState.COMPLETED}
     assert 360 <= clock.t <= 360 + slurm_module.QUERY_MAX_S
-    log = calls(tmp_path)
-    check_one_call_per_command(log, 1)
+    log, rate = scheduler_log(tmp_path, clock, 1, "wait() on 20 tasks")
     times = [c["now"] for c in log[::2]]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     quiet = [g for g, t in zip(gaps, times[1:], strict=False) if t < 300]
     assert quiet[:5] == sorted(quiet[:5]) and max(quiet) == pytest.approx(slurm_module.QUERY_MAX_S, abs=0.3), gaps
     assert min(g for g, t in zip(gaps, times[1:], strict=False) if t > 300) < 10, gaps  # changes: asked soon
-    rate = per_minute(log, clock.t)
-    print(f"\nwait() on 20 tasks over {clock.t / 60:.1f} simulated minutes: {len(log)} scheduler commands, "
-          f"{rate:.2f} per minute")
     assert rate <= 6.0, rate
 
 
@@ -194,11 +196,7 @@ def test_rapid_one_shot_status_calls_stay_within_the_budget(tmp_path: Path, cloc
     while clock.t < 900.0:
         handle.status()
         clock.sleep(0.2)
-    log = calls(tmp_path)
-    check_one_call_per_command(log, 1)
-    rate = per_minute(log, clock.t)
-    print(f"\nstatus() every 0.2 s over {clock.t / 60:.0f} simulated minutes: {len(log)} scheduler commands, "
-          f"{rate:.2f} per minute")
+    _, rate = scheduler_log(tmp_path, clock, 1, "status() every 0.2 s")
     assert rate <= 6.0, rate
 
 
