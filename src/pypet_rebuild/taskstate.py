@@ -90,9 +90,13 @@ def classify(shard: ShardFacts | None, scheduler: TaskState | None,
       since a queued or running job is listed and an ended one recorded. Sooner, it may be a job
       the accounting has not caught up with, and it stays UNKNOWN.
 
-    - A readable final shard makes the task COMPLETED, unless the task is queued or running
-      (a retry of its failed runs is under way) or it is UNKNOWN and was resubmitted after the
-      shard was written (that retry may still be alive).
+    - A readable final shard written since the task's last submission makes it COMPLETED,
+      whatever the scheduler says: that submission has done its work, and a scheduler answer
+      that still lists it as queued or running is older than the shard (answers are cached and
+      polled with a back-off, so a finished sweep is seen as finished at once).
+    - An older final shard makes it COMPLETED too, unless the task is queued or running (a
+      retry of its failed runs is under way) or it is UNKNOWN and has runs to retry (that retry
+      may still be alive).
     - A final shard that cannot be read makes it DAMAGED.
     - A partial shard, or a final one under way, of a task that has ended or was never
       submitted is resumable; a running task's unreadable partial shard may be mid-write.
@@ -110,7 +114,7 @@ def classify(shard: ShardFacts | None, scheduler: TaskState | None,
             return TaskState.DAMAGED, shard.damage
         return state, None if state is TaskState.RUNNING else shard.damage
     unseen_retry = state is TaskState.UNKNOWN and shard.ok < shard.n_runs and shard.retry_after
-    if shard.final and not state.active and not unseen_retry:
+    if shard.final and (not shard.retry_after or (not state.active and not unseen_retry)):
         return TaskState.COMPLETED, None
     if state.terminal or state is TaskState.NOT_SUBMITTED:
         return state, RESUMABLE
