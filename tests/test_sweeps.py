@@ -25,6 +25,7 @@ from pypet_rebuild import (
     load_trajectory,
 )
 from pypet_rebuild.environment import SweepHandle, merge_workdir, resubmit
+from pypet_rebuild.formats import trajfile
 from pypet_rebuild.workdir import Workdir
 
 from .conftest import children_of, cli, write_sweep
@@ -139,7 +140,7 @@ def _worker_pids(wd: Path) -> list[int]:
     return children_of(jobs[-1]["pid"])
 
 
-def test_merge_twice_is_idempotent_and_incremental(tmp_path: Path) -> None:
+def test_merge_twice_is_idempotent_and_incremental(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     traj = make_traj(20)
     handle = Environment(traj, executor="local", workdir=tmp_path / "wd", runs_per_task=10).submit(simulate)
     handle.wait(timeout=60)
@@ -154,8 +155,19 @@ def test_merge_twice_is_idempotent_and_incremental(tmp_path: Path) -> None:
     assert first.ok == 18 and first.failed == 2 and first.missing == 20
     for s in hidden.iterdir():
         s.rename(wd.shards / s.name)
+    opened: list[str] = []
+    real_init = trajfile.ShardReader.__init__
+
+    def counting_init(self: trajfile.ShardReader, path: Path, *args: object, **kwargs: object) -> None:
+        opened.append(Path(path).name)
+        real_init(self, path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trajfile.ShardReader, "__init__", counting_init)
     second = merge_workdir(wd, tmp_path / "m.h5")
     assert second.merged_shards == [s.name for s in shards[2:]] and len(second.skipped_shards) == 2
+    # the shards the target already holds are known by name, size and mtime: never opened again
+    assert set(opened) == {s.name for s in shards[2:]}
+    monkeypatch.undo()
     third = merge_workdir(wd, tmp_path / "m.h5")
     assert third.merged_shards == [] and third.ok == 38 and third.failed == 2
     a = load_trajectory(tmp_path / "m.h5").get_from_runs("z")

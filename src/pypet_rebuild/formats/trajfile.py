@@ -886,6 +886,9 @@ class ShardMerger:
         fresh: list[Path] = []
         counts: dict[str, int] = {}
         for path in sorted(shards):
+            if self.seen_files.get(path.name) == _file_key(path):  # merged or seen before: not opened
+                self.skipped_shards.append(path.name)
+                continue
             try:
                 reader = ShardReader(path)
             except StorageError as exc:  # not HDF5, truncated...: merge the others, name this one
