@@ -252,7 +252,7 @@ def shard_rows(tmp: Path, runs_per_task: list[int]) -> list[Row]:
         traj = sweep_traj(n, "shard")
         traj.state.run_store = MemoryRunStore()
         path = tmp / f"shard-{n}.h5"
-        sink = ShardWriter(path, "bench", 0)
+        sink = ShardWriter(path, "bench", 0, n_runs=n)
         execute(traj, simulate, range(n), sink, keep=False)
         sink.finish()
         data = 3 * 8 * n  # z, w, v: one float64 each per run

@@ -11,7 +11,7 @@ import h5py
 
 from pypet_rebuild import Environment, Trajectory, load_trajectory
 from pypet_rebuild.environment import merge_workdir
-from pypet_rebuild.formats.shard import CountsCache
+from pypet_rebuild.formats.shard import CountsCache, rows_per_chunk
 from pypet_rebuild.status import sweep_status
 from pypet_rebuild.workdir import Workdir
 
@@ -53,3 +53,16 @@ def test_status_reads_a_shard_again_when_its_recorded_counts_are_for_another_fil
     (wd.shards / CountsCache.DONE).write_text("not json\n")  # a torn line is skipped
     status = sweep_status(wd)
     assert (status.counts["ok"], status.counts["failed"]) == (19, 1)
+
+
+def test_a_small_task_writes_small_chunks_and_a_small_file(tmp_path: Path) -> None:
+    assert [rows_per_chunk(n) for n in (None, 1, 10, 100, 1000, 5000)] == [1024, 16, 16, 128, 1024, 1024]
+    wd = run(tmp_path)  # 10 runs per task
+    shard = wd.shard_files()[0]
+    with h5py.File(shard) as f:
+        assert f.attrs["rows_per_chunk"] == 16
+        assert f["columns/results.z/values"].chunks == (16,) and f["run_info/status"].chunks == (16,)
+    # 1024-row chunks and HDF5's oldest object format made such a shard about 70 KB
+    assert shard.stat().st_size < 45_000
+    z = load_trajectory(merge_workdir(wd, tmp_path / "m.h5").target).get_from_runs("z")
+    assert z.count() == 19 and z[19] == 38.0

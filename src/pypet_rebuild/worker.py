@@ -124,7 +124,7 @@ def run_task(workdir: str | Path, task: int, retry_failed: bool = False,
         log.info("task %d: %s already complete", task, final.name)
         return final
     sink = ShardWriter(final, manifest.plan_hash, task, retry_failed=retry_failed,
-                       earlier_hashes=frozenset(manifest.earlier_hashes))
+                       earlier_hashes=frozenset(manifest.earlier_hashes), n_runs=len(runs))
     keep = traj is not None
     if traj is None:
         traj = wd.load_skeleton(manifest)

@@ -132,16 +132,26 @@ def _encode(grp: h5py.Group, table: dict[str, np.ndarray]) -> dict[str, np.ndarr
             for k, v in table.items()}
 
 
-def create_shard(path: Path, plan_hash: str, task: int) -> h5py.File:
-    """A new, empty shard file."""
-    f = h5py.File(path, "w", locking=LOCKING)
+def rows_per_chunk(n_runs: int | None) -> int:
+    """Rows per chunk of a shard of ``n_runs`` runs (None: not known): the next power of two, at
+    least 16 and at most :data:`ROWS_PER_CHUNK`, so a 100-run shard does not carry chunks sized
+    for a thousand (an uncompressed float column of 100 runs: 1 KB, not 8 KB)."""
+    if n_runs is None:
+        return ROWS_PER_CHUNK
+    return min(ROWS_PER_CHUNK, max(16, 1 << max(0, n_runs - 1).bit_length()))
+
+
+def create_shard(path: Path, plan_hash: str, task: int, n_runs: int | None = None) -> h5py.File:
+    """A new, empty shard file for a task of ``n_runs`` runs (sizes its chunks)."""
+    f = h5py.File(path, "w", locking=LOCKING, libver=("v108", "latest"))
+    rows = rows_per_chunk(n_runs)
     set_attrs(f, kind=SHARD_KIND, plan_hash=plan_hash, task=task, shard_id=uuid.uuid4().hex,
-              created=time.time(), complete=False)
+              created=time.time(), complete=False, rows_per_chunk=rows)
     info = f.create_group("run_info")
     create_table(info, {k: c for k, c in SHARD_RUN_COLUMNS.items() if k not in LABELLED},
-                 chunk_cap=ROWS_PER_CHUNK, compress=True)
+                 chunk_cap=rows, compress=True)
     for name in LABELLED:  # the same host and job on every row of a task: a code per row, the words once
-        ds = new_dataset(info, name, shape=(0,), dtype=np.int32, maxshape=(None,), chunks=(ROWS_PER_CHUNK,),
+        ds = new_dataset(info, name, shape=(0,), dtype=np.int32, maxshape=(None,), chunks=(rows,),
                          **SMALL_FILTERS)
         ds.attrs["labels"] = "[]"
     create_table(f.create_group("errors"), ERROR_COLUMNS, chunk_cap=ERROR_ROWS_PER_CHUNK)
@@ -164,8 +174,9 @@ class ShardWriter:
     """Buffers finished runs and appends them to the task's ``.partial`` shard."""
 
     def __init__(self, final: Path, plan_hash: str, task: int, retry_failed: bool = False,
-                 earlier_hashes: frozenset[str] = frozenset()) -> None:
+                 earlier_hashes: frozenset[str] = frozenset(), n_runs: int | None = None) -> None:
         self.final = final
+        self.n_runs = n_runs  # the task's runs: sizes a new shard's chunks
         self.earlier = earlier_hashes  # plans this sweep grew from (expand): their shards still count
         self.partial = partial_path(final)
         self.host = socket.gethostname()
@@ -211,7 +222,7 @@ class ShardWriter:
                 self._commit(f)
                 log.info("running %s again: %d finished runs kept, the others run", self.final.name, len(self.done))
                 return f
-        return create_shard(self.partial, plan_hash, task)
+        return create_shard(self.partial, plan_hash, task, self.n_runs)
 
     def _set_aside(self, path: Path, exc: BaseException) -> None:
         aside = set_aside(path)
@@ -236,7 +247,7 @@ class ShardWriter:
                 "shard_id": get_attr(old, "shard_id"), "run_info": 0, "errors": 0, "columns": {}}
             if get_attr(old, "shard_id") != commit["shard_id"]:
                 raise StorageError("its commit record belongs to another file")
-            fresh = create_shard(fresh_path, plan_hash, task)
+            fresh = create_shard(fresh_path, plan_hash, task, self.n_runs)
             set_attrs(fresh, shard_id=commit["shard_id"])  # same rows as committed: the record stays true
             try:
                 for group in ("run_info", "errors"):
@@ -415,9 +426,10 @@ def _locked_by_another(exc: BaseException) -> bool:
 def _create_column(grp: h5py.Group, spec: ColumnSpec, row_bytes: int) -> None:
     """The ``idx`` and ``values`` datasets of a shard column, chunked by the one rule."""
     shape = spec[2]
-    new_dataset(grp, "idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(ROWS_PER_CHUNK,), **SMALL_FILTERS)
+    rows = int(grp.file.attrs.get("rows_per_chunk", ROWS_PER_CHUNK))  # create_shard's choice
+    new_dataset(grp, "idx", shape=(0,), dtype=np.int64, maxshape=(None,), chunks=(rows,), **SMALL_FILTERS)
     new_dataset(grp, "values", shape=(0, *shape), dtype=column_dtype(spec), maxshape=(None, *shape),
-                       chunks=(chunk_rows(row_bytes, ROWS_PER_CHUNK), *shape))
+                chunks=(chunk_rows(row_bytes, rows), *shape))
 
 
 def _open_cut_short(path: Path, committed_size: int | None) -> h5py.File:
