@@ -314,6 +314,18 @@ def _child(code: str, *args: str) -> tuple[float, float]:
     return float(rss), float(secs)
 
 
+def submit_and_floor(tmp: Path, n: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((peak RSS MB, seconds) of planning, checking, hashing and writing the skeleton of n runs,
+    (the same) of the floor exploring the same axes with numpy and writing them with h5py), each
+    in a fresh interpreter."""
+    here = str(Path(__file__).resolve().parent)
+    wd_path = tmp / f"submit-{n}"
+    ours = _child(_GROWTH_SUBMIT, str(n), str(wd_path), here)
+    floor = _child(_GROWTH_FLOOR_SUBMIT, str(n), str(tmp / "submit-floor.h5"), here)
+    shutil.rmtree(wd_path)
+    return ours, floor
+
+
 def task_per_run(n: int, tmp: Path) -> float:
     """Seconds per run inside a task: the benchmark simulation (2 shortcut reads, 3 scalar results)."""
     traj = sweep_traj(n)
@@ -333,13 +345,9 @@ def growth_rows(sizes: list[int], tmp: Path) -> list[list[str]]:
     each beside the floor process measured in the same run."""
     from pypet_rebuild.status import sweep_status
 
-    here = str(Path(__file__).resolve().parent)
     rows = []
     for n in sizes:
-        wd_path = tmp / f"growth-{n}"
-        sub_rss, sub_s = _child(_GROWTH_SUBMIT, str(n), str(wd_path), here)
-        floor_rss, floor_s = _child(_GROWTH_FLOOR_SUBMIT, str(n), str(tmp / "growth-floor.h5"), here)
-        shutil.rmtree(wd_path)
+        (sub_rss, sub_s), (floor_rss, floor_s) = submit_and_floor(tmp, n)
         per_run = task_per_run(min(n, 200_000), tmp)
         runs_per_task = max(1, n // 100)
         wd = make_sweep_shards(tmp, n, runs_per_task, simulate, f"growth_sweep_{n}")
@@ -503,13 +511,9 @@ def cli_row(tmp: Path, n: int, reps: int, vs_floor: float | None = None, seconds
 def submit_rows(tmp: Path, sizes: list[int]) -> list[Row]:
     """Plan, checks, plan hash and skeleton of n runs in a fresh process, beside the floor process
     that explores the same axes with numpy and writes them with h5py."""
-    here = str(Path(__file__).resolve().parent)
     rows = []
     for n in sizes:
-        wd_path = tmp / f"submit-{n}"
-        rss, secs = _child(_GROWTH_SUBMIT, str(n), str(wd_path), here)
-        floor_rss, floor_s = _child(_GROWTH_FLOOR_SUBMIT, str(n), str(tmp / "submit-floor.h5"), here)
-        shutil.rmtree(wd_path)
+        (rss, secs), (floor_rss, floor_s) = submit_and_floor(tmp, n)
         limit = 1.5 if n <= 1_000_000 else 15.0
         rows.append(Row(f"submit {n:,} runs (plan, checks, hash, skeleton)", f"{secs:.2f} s / {rss:.0f} MB",
                         f"{floor_s:.2f} s / {floor_rss:.0f} MB numpy+h5py", f"{secs / floor_s:.0f}x",
